@@ -1,0 +1,6 @@
+"""The engine: step math (``cells``), the reference loop (``reference``), explicit BPTT
+(``bptt``) and the backend switch (``layer``)."""
+
+from rnnkit.engine.layer import BACKENDS, run_layer
+
+__all__ = ["BACKENDS", "run_layer"]

@@ -1,0 +1,114 @@
+"""Pieces shared by the explicit-BPTT Functions: the input projection of all steps, the
+variable-length bookkeeping, and the weight and input gradients as single matrix products."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def input_projection(x: Tensor, w_ih: Tensor, b: Optional[Tensor]) -> Tensor:
+    """``x_t W_ih^T + b`` for every step at once: one GEMM over (T*B) rows.
+
+    Args: x (T, B, D), w_ih (G, D), b (G,) or None.  Returns a new contiguous (T, B, G).
+    """
+    T, B, D = x.shape
+    x2 = x.reshape(T * B, D)
+    y = x2 @ w_ih.t() if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, G)
+    return y.view(T, B, -1)
+
+
+@dataclass
+class Steps:
+    """Which steps a layer runs and where each sequence ends.
+
+    ``T_run`` is the longest valid length (steps past it are all padding and are skipped);
+    ``mask`` (T_run, B, 1) is True on valid steps; ``last`` (B,) is each sequence's last valid
+    step.  ``mask`` and ``last`` are None when every sequence has the full length.
+    """
+
+    T_run: int
+    mask: Optional[Tensor]
+    last: Optional[Tensor]
+    batch_index: Optional[Tensor]
+
+    @classmethod
+    def build(cls, T: int, lengths: Optional[Tensor], device: torch.device) -> "Steps":
+        if lengths is None:
+            return cls(T, None, None, None)
+        T_run = int(lengths.max())
+        lengths = lengths.to(device)
+        mask = (torch.arange(T_run, device=device).unsqueeze(1) < lengths).unsqueeze(2)
+        batch_index = torch.arange(lengths.numel(), device=device)
+        return cls(T_run, mask, lengths - 1, batch_index)
+
+    @property
+    def varlen(self) -> bool:
+        return self.mask is not None
+
+    def gather_last(self, seq: Tensor) -> Tensor:
+        """(T_run, B, K) -> (B, K): each sequence's value at its last valid step."""
+        if self.last is None:
+            return seq[self.T_run - 1].clone()
+        return seq[self.last, self.batch_index]
+
+    def output_grad(self, d_out: Tensor, d_hn: Optional[Tensor]) -> Tensor:
+        """The gradient reaching each step's hidden state from outside the recurrence:
+        dL/dy_t on valid steps (zero past the end, where the output is a constant zero), plus
+        dL/dh_n at each sequence's last valid step when ``d_hn`` is given."""
+        d = d_out[: self.T_run]
+        if self.mask is not None:
+            d = d.masked_fill(~self.mask, 0)
+        else:
+            d = d.clone()
+        if d_hn is not None:
+            if self.last is None:
+                d[self.T_run - 1] += d_hn
+            else:
+                d.index_put_((self.last, self.batch_index), d_hn, accumulate=True)
+        return d
+
+    def zero_past_end(self, seq: Tensor, fill: float = 0.0) -> Tensor:
+        """In place: set ``seq`` (T_run, B, K) to ``fill`` at steps past each sequence's end."""
+        if self.mask is not None:
+            seq.masked_fill_(~self.mask, fill)
+        return seq
+
+
+def hidden_weight_grad(d_pre: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
+    """``dW_hh = sum_t dpre_t^T h_{t-1}`` as two GEMMs (h_0 from ``h0``, h_1..h_{T-1} from ``hs``).
+
+    Args: d_pre (T, B, G), h0 (B, P), hs (T, B, P) the hidden states of steps 1..T.
+    Returns (G, P).
+    """
+    T, B, G = d_pre.shape
+    dw = d_pre[0].t() @ h0  # (G, P)
+    if T > 1:
+        dw.addmm_(d_pre[1:].reshape((T - 1) * B, G).t(), hs[: T - 1].reshape((T - 1) * B, -1))
+    return dw
+
+
+def input_grads(
+    d_pre: Tensor, x: Tensor, w_ih: Tensor, needs_x: bool, needs_w: bool, needs_b: bool, T_full: int
+) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Gradients of ``pre_t = W_ih x_t + b`` over all steps as single products.
+
+    Args: d_pre (T_run, B, G), x (T_run, B, D).  ``dx`` is zero-padded back to T_full steps.
+    Returns ``(dx (T_full, B, D), dW_ih (G, D), db (G,))``, each None when not needed.
+    """
+    T, B, G = d_pre.shape
+    D = x.shape[2]
+    d2 = d_pre.reshape(T * B, G)
+    dx = dw = db = None
+    if needs_x:
+        dx = (d2 @ w_ih).view(T, B, D)
+        if T_full > T:
+            dx = torch.cat([dx, dx.new_zeros(T_full - T, B, D)])
+    if needs_w:
+        dw = d2.t() @ x.reshape(T * B, D)  # (G, D)
+    if needs_b:
+        db = d2.sum(0)
+    return dx, dw, db

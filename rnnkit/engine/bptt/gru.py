@@ -1,0 +1,144 @@
+r"""Explicit BPTT for the GRU (Cho et al. 2014) with torch.nn's equations, gates r, z, n.
+
+Forward, with :math:`u_t = W_{hh} h_{t-1} + b_{hh}` (its n-part :math:`u^n_t` is saved):
+
+.. math::
+    r_t = \sigma(W_{ir} x_t + b_{ir} + u^r_t), \quad
+    z_t = \sigma(W_{iz} x_t + b_{iz} + u^z_t) \\
+    n_t = \tanh(W_{in} x_t + b_{in} + r_t \odot u^n_t), \quad
+    h_t = n_t + z_t \odot (h_{t-1} - n_t)
+
+Backward, from t = T down to 1.  Every gate gradient is :math:`\delta h_t` times a factor known
+after the forward pass:
+
+.. math::
+    \delta a^z_t = \delta h_t \odot (h_{t-1} - n_t) \odot z_t (1 - z_t), \quad
+    \delta a^n_t = \delta h_t \odot (1 - z_t) \odot (1 - n_t^2) \\
+    \delta a^r_t = \delta a^n_t \odot u^n_t \odot r_t (1 - r_t), \quad
+    \delta u_t = [\delta a^r_t,\ \delta a^z_t,\ \delta a^n_t \odot r_t] \\
+    \delta h_{t-1} = \bar y_{t-1} + \delta h_t \odot z_t + W_{hh}^\top \delta u_t
+
+so the loop is one broadcast product, one fused multiply-add and one GEMM per step.  The
+input-side pre-activation gradient is :math:`[\delta a^r, \delta a^z, \delta a^n]`; the
+weight gradients follow as single matrix products over all steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+
+
+class GRUFunction(torch.autograd.Function):
+    """One layer, one direction of a GRU with a hand-written backward.
+
+    ``apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths) -> (output, h_n)``
+
+    Args:
+        x: (T, B, D); h0: (B, H); w_ih: (3H, D); w_hh: (3H, H); b_ih, b_hh: (3H,) or None;
+        lengths: None or (B,) int64.
+    Returns:
+        output (T, B, H) zero past each end; h_n (B, H).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+        T, B, _ = x.shape
+        H = w_hh.shape[0] // 3
+        steps = Steps.build(T, lengths, x.device)
+        T_run = steps.T_run
+        gates = input_projection(x[:T_run], w_ih, b_ih)  # (T_run, B, 3H) -> r, z, n
+        u_n = x.new_empty(T_run, B, H)  # W_hn h_{t-1} + b_hn
+        hs = x.new_empty(T_run, B, H)
+        u = x.new_empty(B, 3 * H)  # recurrent part, reused every step
+        diff = x.new_empty(B, H)
+        w_hh_t = w_hh.t().contiguous()  # (H, 3H)
+        if b_hh is None:
+            b_hh_row = None
+        else:
+            b_hh_row = b_hh.unsqueeze(0)
+
+        rz_v = gates[:, :, : 2 * H].unbind(0)
+        r_v = gates[:, :, :H].unbind(0)
+        z_v = gates[:, :, H : 2 * H].unbind(0)
+        n_v = gates[:, :, 2 * H :].unbind(0)
+        un_v, h_v = u_n.unbind(0), hs.unbind(0)
+        u_rz, u_nn = u[:, : 2 * H], u[:, 2 * H :]
+
+        h = h0
+        for t in range(T_run):
+            if b_hh_row is None:
+                torch.mm(h, w_hh_t, out=u)
+            else:
+                torch.addmm(b_hh_row, h, w_hh_t, out=u)  # (B, 3H)
+            rz_v[t].add_(u_rz).sigmoid_()
+            n_v[t].addcmul_(r_v[t], u_nn).tanh_()
+            un_v[t].copy_(u_nn)
+            torch.sub(h, n_v[t], out=diff)
+            h = torch.addcmul(n_v[t], z_v[t], diff, out=h_v[t])  # n + z (h - n)
+
+        h_n = steps.gather_last(hs)
+        steps.zero_past_end(hs)
+        out = hs
+        if T_run < T:
+            out = torch.cat([hs, hs.new_zeros(T - T_run, B, H)])
+        ctx.save_for_backward(x, h0, w_ih, w_hh, gates, u_n, hs)
+        ctx.steps = steps
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        return out, h_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_hn):
+        x, h0, w_ih, w_hh, gates, u_n, hs = ctx.saved_tensors
+        steps: Steps = ctx.steps
+        T_run, B, H3 = gates.shape
+        H = H3 // 3
+        r, z, n = gates.view(T_run, B, 3, H).unbind(2)
+        h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])  # (T_run, B, H)
+
+        q_n = (1 - z) * (1 - n * n)  # delta a^n / delta h
+        q_u = gates.new_empty(T_run, B, 3, H)  # delta u / delta h
+        torch.mul(q_n * u_n, r * (1 - r), out=q_u[:, :, 0])
+        torch.mul(h_prev - n, z * (1 - z), out=q_u[:, :, 1])
+        torch.mul(q_n, r, out=q_u[:, :, 2])
+        carry = z
+        if steps.varlen:
+            # Past a sequence's end its state is frozen: no gate gradient, and delta h passes
+            # through unchanged (factor 1) so dL/dh_n reaches the last valid step.
+            q_u.masked_fill_(~steps.mask.unsqueeze(3), 0)
+            q_n = steps.zero_past_end(q_n.clone())
+            carry = z.masked_fill(~steps.mask, 1)
+            dy = steps.output_grad(d_out, None)
+        else:
+            dy = steps.output_grad(d_out, None)
+
+        d_h = gates.new_empty(T_run, B, H)  # delta h_t for every step
+        d_u = gates.new_empty(T_run, B, 3, H)
+        dh_v, du_v = d_h.unbind(0), d_u.unbind(0)
+        du_flat = d_u.view(T_run, B, H3).unbind(0)
+        qu_v, carry_v, dy_v = q_u.unbind(0), carry.unbind(0), dy.unbind(0)
+
+        dh = torch.add(dy_v[T_run - 1], d_hn, out=dh_v[T_run - 1])
+        for t in range(T_run - 1, -1, -1):
+            torch.mul(qu_v[t], dh.unsqueeze(1), out=du_v[t])  # (B, 3, H)
+            if t > 0:
+                nxt = torch.addcmul(dy_v[t - 1], dh, carry_v[t])
+                dh = torch.addmm(nxt, du_flat[t], w_hh, out=dh_v[t - 1])
+
+        d_uf = d_u.view(T_run, B, H3)
+        needs = ctx.needs_input_grad
+        dh0 = None
+        if needs[1]:
+            dh0 = torch.addmm(d_h[0] * carry[0], d_uf[0], w_hh)
+        dw_hh = hidden_weight_grad(d_uf, h0, hs) if needs[3] else None
+        db_hh = d_uf.sum((0, 1)) if ctx.has_bias[1] and needs[5] else None
+        d_pre = d_u.clone()  # input side: r and z parts equal the recurrent side
+        torch.mul(d_h, q_n, out=d_pre[:, :, 2])
+        dx, dw_ih, db_ih = input_grads(
+            d_pre.view(T_run, B, H3), x[:T_run], w_ih, needs[0], needs[2],
+            ctx.has_bias[0] and needs[4], x.shape[0],
+        )
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None

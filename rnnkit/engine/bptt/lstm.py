@@ -1,0 +1,161 @@
+r"""Explicit BPTT for the LSTM (gates i, f, g, o as torch.nn), with optional projection.
+
+Forward (Hochreiter & Schmidhuber 1997; forget gate of Gers et al. 2000; projection of
+Sak et al. 2014):
+
+.. math::
+    [i_t, f_t, g_t, o_t] = [\sigma, \sigma, \tanh, \sigma](W_{hx} x_t + b + W_{hh} h_{t-1}) \\
+    c_t = f_t \odot c_{t-1} + i_t \odot g_t, \qquad
+    m_t = o_t \odot \tanh c_t, \qquad h_t = m_t \;(\text{or } W_{hr} m_t)
+
+Backward, from t = T down to 1, with :math:`\bar y_t` the gradient arriving from above and
+:math:`\delta a` the gradient of the gate pre-activations:
+
+.. math::
+    \delta h_t = \bar y_t + W_{hh}^\top \delta a_{t+1}, \qquad
+    \delta m_t = \delta h_t \;(\text{or } W_{hr}^\top \delta h_t) \\
+    \delta c_t = \delta m_t \odot o_t \odot (1 - \tanh^2 c_t) + \delta c_{t+1} \odot f_{t+1} \\
+    \delta a^o_t = \delta m_t \odot \tanh c_t \odot o_t (1 - o_t), \quad
+    \delta a^i_t = \delta c_t \odot g_t \odot i_t (1 - i_t) \\
+    \delta a^f_t = \delta c_t \odot c_{t-1} \odot f_t (1 - f_t), \quad
+    \delta a^g_t = \delta c_t \odot i_t \odot (1 - g_t^2)
+
+The second term of :math:`\delta c_t` is the lecture's "conveyor belt": the cell state passes
+gradient back scaled only by the forget gate.  Every factor that does not depend on the
+recurrence (for instance :math:`g_t\, i_t (1 - i_t)`) is computed for all steps at once before
+the loop, so each step of the loop is one GEMM and four pointwise products.  The weight and
+input gradients then follow as single matrix products over all steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+
+
+class LSTMFunction(torch.autograd.Function):
+    """One layer, one direction of an LSTM with a hand-written backward.
+
+    ``apply(x, h0, c0, w_ih, w_hh, b, w_hr, lengths) -> (output, h_n, c_n)``
+
+    Args:
+        x: (T, B, D); h0: (B, P); c0: (B, H); w_ih: (4H, D); w_hh: (4H, P);
+        b: (4H,) combined bias or None; w_hr: (P, H) projection or None (then P = H);
+        lengths: None or (B,) int64.
+    Returns:
+        output (T, B, P) zero past each end; h_n (B, P); c_n (B, H).
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, lengths):
+        T, B, _ = x.shape
+        H = w_hh.shape[0] // 4
+        P = w_hh.shape[1]
+        steps = Steps.build(T, lengths, x.device)
+        T_run = steps.T_run
+        # Input part of every step's gate pre-activations in one GEMM; the loop adds the
+        # recurrent part and activates in place, so afterwards it holds i, f, g, o.
+        gates = input_projection(x[:T_run], w_ih, b)  # (T_run, B, 4H)
+        cells = x.new_empty(T_run, B, H)  # c_t
+        hs = x.new_empty(T_run, B, P)  # h_t (the output)
+        ms = x.new_empty(T_run, B, H) if w_hr is not None else None  # o_t * tanh c_t
+        tanh_c = x.new_empty(B, H)  # reused every step; backward recomputes it in one call
+
+        g4 = gates.view(T_run, B, 4, H)
+        a_v = gates.unbind(0)
+        if_v = gates[:, :, : 2 * H].unbind(0)
+        i_v, f_v, g_v, o_v = (g4[:, :, k].unbind(0) for k in range(4))
+        c_v, h_v = cells.unbind(0), hs.unbind(0)
+        m_v = ms.unbind(0) if ms is not None else None
+        w_hh_t = w_hh.t().contiguous()  # (P, 4H)
+        w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
+
+        h, c = h0, c0
+        for t in range(T_run):
+            a_v[t].addmm_(h, w_hh_t)  # (B, 4H) pre-activations
+            if_v[t].sigmoid_()
+            g_v[t].tanh_()
+            o_v[t].sigmoid_()
+            c = torch.mul(f_v[t], c, out=c_v[t])
+            c.addcmul_(i_v[t], g_v[t])  # c_t = f c_{t-1} + i g
+            torch.tanh(c, out=tanh_c)
+            if m_v is None:
+                h = torch.mul(o_v[t], tanh_c, out=h_v[t])  # (B, H)
+            else:
+                torch.mul(o_v[t], tanh_c, out=m_v[t])
+                h = torch.mm(m_v[t], w_hr_t, out=h_v[t])  # (B, P)
+
+        h_n = steps.gather_last(hs)
+        c_n = steps.gather_last(cells)
+        steps.zero_past_end(hs)
+        out = hs
+        if T_run < T:
+            out = torch.cat([hs, hs.new_zeros(T - T_run, B, P)])
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, cells, hs, ms)
+        ctx.steps = steps
+        ctx.has_bias = b is not None
+        return out, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_hn, d_cn):
+        x, h0, c0, w_ih, w_hh, w_hr, gates, cells, hs, ms = ctx.saved_tensors
+        steps: Steps = ctx.steps
+        T_run, B, H4 = gates.shape
+        H = H4 // 4
+        i, f, g, o = gates.view(T_run, B, 4, H).unbind(2)  # each (T_run, B, H)
+        tanh_c = torch.tanh(cells)
+        c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T_run, B, H)
+
+        # Recurrence-free factors for all steps at once.
+        k_c = o * (1 - tanh_c * tanh_c)  # d c_t / d m_t along the cell
+        factors = gates.new_empty(T_run, B, 4, H)  # multiply delta c (i, f, g) or delta m (o)
+        torch.mul(g, i * (1 - i), out=factors[:, :, 0])
+        torch.mul(c_prev, f * (1 - f), out=factors[:, :, 1])
+        torch.mul(i, 1 - g * g, out=factors[:, :, 2])
+        torch.mul(tanh_c, o * (1 - o), out=factors[:, :, 3])
+        carry = f
+        if steps.varlen:
+            # Past a sequence's end nothing depends on its steps: zero their factors and let
+            # dL/dc_n pass through unchanged (forget factor 1) to the last valid step.
+            k_c = steps.zero_past_end(k_c)
+            factors.masked_fill_(~steps.mask.unsqueeze(3), 0)
+            carry = f.masked_fill(~steps.mask, 1)
+
+        dy = steps.output_grad(d_out, d_hn)  # (T_run, B, P)
+        d_gates = gates.new_empty(T_run, B, 4, H)
+        dy_v = dy.unbind(0)
+        kc_v, carry_v = k_c.unbind(0), carry.unbind(0)
+        fifg_v, fo_v = factors[:, :, :3].unbind(0), factors[:, :, 3].unbind(0)
+        difg_v, do_v = d_gates[:, :, :3].unbind(0), d_gates[:, :, 3].unbind(0)
+        d_flat = d_gates.view(T_run, B, H4).unbind(0)
+
+        dc = d_cn
+        for t in range(T_run - 1, -1, -1):
+            dh = dy_v[t] if t == T_run - 1 else torch.addmm(dy_v[t], d_flat[t + 1], w_hh)
+            dm = dh if w_hr is None else dh @ w_hr  # (B, H)
+            dc = torch.addcmul(dc, dm, kc_v[t])  # delta c_t
+            torch.mul(fifg_v[t], dc.unsqueeze(1), out=difg_v[t])  # (B, 3, H)
+            torch.mul(fo_v[t], dm, out=do_v[t])
+            dc = dc * carry_v[t]  # delta c_{t-1} from the cell path
+
+        d_pre = d_gates.view(T_run, B, H4)
+        needs = ctx.needs_input_grad
+        dh0 = d_pre[0] @ w_hh if needs[1] else None
+        dc0 = dc if needs[2] else None
+        dw_hh = hidden_weight_grad(d_pre, h0, hs) if needs[4] else None
+        dw_hr = None
+        if w_hr is not None and needs[6]:
+            # h_t = W_hr m_t: dW_hr = sum_t delta h_t m_t^T, with delta h_t = dy_t + W_hh^T delta a_{t+1}.
+            dh_all = dy.clone()
+            if T_run > 1:
+                dh_all[:-1].view(-1, dh_all.shape[2]).addmm_(
+                    d_pre[1:].reshape(-1, H4), w_hh
+                )
+            dw_hr = dh_all.reshape(-1, dh_all.shape[2]).t() @ ms.reshape(-1, H)  # (P, H)
+        dx, dw_ih, db = input_grads(
+            d_pre, x[:T_run], w_ih, needs[0], needs[3], ctx.has_bias and needs[5], x.shape[0]
+        )
+        return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, None

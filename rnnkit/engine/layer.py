@@ -1,0 +1,100 @@
+"""Run one recurrent layer in one direction on the chosen backend.
+
+This is the seam between the modules (``rnnkit.models``) and the engine: the modules hand
+over a time-first padded batch, the initial state, the weights and the lengths; the backend
+does the time loop.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
+from rnnkit.engine.reference import reference_layer
+
+BACKENDS = ("auto", "reference", "bptt")
+MODES = ("RNN", "LSTM", "GRU")
+
+
+def check_backend(backend: str) -> str:
+    """Return ``backend`` if it is known, else raise ValueError naming the choices."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}. Expected one of {list(BACKENDS)}")
+    return backend
+
+
+def resolve_backend(backend: str, x: Tensor) -> str:
+    """The backend that will run: "auto" picks the explicit BPTT engine."""
+    check_backend(backend)
+    return "bptt" if backend == "auto" else backend
+
+
+def reverse_index(lengths: Optional[Tensor], T: int, device: torch.device) -> Optional[Tensor]:
+    """Index (T, B) that reverses each sequence within its own length and leaves padding in
+    place; None when all sequences have length T (then a plain flip does)."""
+    if lengths is None:
+        return None
+    lengths = lengths.to(device)
+    t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
+    return torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
+
+
+def reverse_time(x: Tensor, index: Optional[Tensor]) -> Tensor:
+    """Reverse (T, B, K) along time, per sequence when ``index`` is given (an involution)."""
+    if index is None:
+        return x.flip(0)
+    return x.gather(0, index.unsqueeze(2).expand_as(x))
+
+
+def run_layer(
+    mode: str,
+    x: Tensor,
+    h0: Tensor,
+    c0: Optional[Tensor],
+    weights: tuple,
+    lengths: Optional[Tensor] = None,
+    reverse: bool = False,
+    backend: str = "auto",
+    nonlinearity: str = "tanh",
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """One layer, one direction.
+
+    Args:
+        mode: "RNN", "LSTM" or "GRU".
+        x: (T, B, D) time-first input, padded.
+        h0: (B, P); c0: (B, H) for the LSTM, else None.
+        weights: ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` with None for absent tensors.
+        lengths: None (all length T) or (B,) int64 on the CPU with 1 <= length <= T.
+        reverse: process each sequence from its last valid step to its first.
+        backend: "auto", "reference" or "bptt".
+    Returns:
+        ``(output (T, B, P), h_n (B, P), c_n (B, H) or None)``; output is zero past each end.
+    """
+    backend = resolve_backend(backend, x)
+    if backend == "reference":
+        return reference_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
+
+    index = None
+    if reverse:
+        index = reverse_index(lengths, x.shape[0], x.device)
+        x = reverse_time(x, index)
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    c_n = None
+    if mode == "GRU":
+        out, h_n = GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    else:
+        b = None
+        if b_ih is not None and b_hh is not None:
+            b = b_ih + b_hh
+        elif b_ih is not None or b_hh is not None:
+            b = b_ih if b_ih is not None else b_hh
+        if mode == "LSTM":
+            out, h_n, c_n = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lengths)
+        else:
+            out, h_n = RNNFunction.apply(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
+    if reverse:
+        out = reverse_time(out, index)
+    return out, h_n, c_n

@@ -1,0 +1,161 @@
+"""Single-step cells, drop-in for ``torch.nn.RNNCell``, ``LSTMCell`` and ``GRUCell``.
+
+Decoders and other step-wise loops use these; they call the same step math as the
+reference path (``rnnkit.engine.cells``) and are differentiated by autograd.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.engine.cells import check_nonlinearity, gru_cell, lstm_cell, rnn_cell
+from rnnkit.models.checks import check_float_like, check_shape, check_tensor
+
+
+class _CellBase(nn.Module):
+    _gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool, device, dtype) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: {arg} must be an integer >= 1, got {value!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        factory = {"device": device, "dtype": dtype}
+        G = self._gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(G, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(G, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as torch.nn."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        return s
+
+    def _check_input(self, input) -> tuple[Tensor, bool]:
+        """Return (B, D) input and whether it was unbatched (D,)."""
+        name = type(self).__name__
+        check_tensor("input", input, name)
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"{name}: Expected input to be 1D (D,) or 2D (B, D), got {input.dim()}D "
+                f"with shape {tuple(input.shape)}"
+            )
+        check_float_like("input", input, self.weight_ih, name)
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: input.size(-1) must be equal to input_size. "
+                f"Expected {self.input_size}, got {input.shape[-1]}"
+            )
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: Expected a batch of at least one, got batch size 0")
+        return x, unbatched
+
+    def _check_state(self, label: str, value, x: Tensor, unbatched: bool) -> Tensor:
+        name = type(self).__name__
+        if value is None:
+            return x.new_zeros(x.shape[0], self.hidden_size)
+        check_tensor(label, value, name)
+        expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
+        check_shape(label, value, expected, name)
+        check_float_like(label, value, self.weight_ih, name)
+        return value.unsqueeze(0) if unbatched else value
+
+
+class RNNCell(_CellBase):
+    r"""One step of an Elman RNN, drop-in for :class:`torch.nn.RNNCell`.
+
+    .. math:: h' = f(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})
+
+    Args:
+        input_size: D.  hidden_size: H.  bias: default True.
+        nonlinearity: ``'tanh'`` | ``'relu'`` | ``'sigmoid'`` | ``'identity'``.
+    Inputs: ``input`` (B, D) or (D,), ``hx`` (B, H) or (H,), zeros if None.
+    Outputs: ``h'`` of the shape of ``hx``.
+    """
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        self.nonlinearity = check_nonlinearity(nonlinearity)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, unbatched = self._check_input(input)
+        h = self._check_state("hx", hx, x, unbatched)
+        h = rnn_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
+        return h.squeeze(0) if unbatched else h
+
+
+class LSTMCell(_CellBase):
+    r"""One step of an LSTM, drop-in for :class:`torch.nn.LSTMCell`; gates i, f, g, o.
+
+    .. math::
+        [i, f, g, o] = [\sigma, \sigma, \tanh, \sigma](W_{ih} x + b_{ih} + W_{hh} h + b_{hh}) \\
+        c' = c \odot f + i \odot g, \qquad h' = \tanh(c') \odot o
+
+    Inputs: ``input`` (B, D) or (D,), ``hx = (h, c)`` each (B, H) or (H,), zeros if None.
+    Outputs: ``(h', c')``.
+    """
+
+    _gates = 4
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx=None) -> tuple[Tensor, Tensor]:
+        x, unbatched = self._check_input(input)
+        if hx is None:
+            hx = (None, None)
+        elif not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"LSTMCell: hx must be a tuple (h, c), got {type(hx).__name__}")
+        h = self._check_state("h", hx[0], x, unbatched)
+        c = self._check_state("c", hx[1], x, unbatched)
+        h, c = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if unbatched:
+            return h.squeeze(0), c.squeeze(0)
+        return h, c
+
+
+class GRUCell(_CellBase):
+    r"""One step of a GRU, drop-in for :class:`torch.nn.GRUCell`; gates r, z, n.
+
+    .. math::
+        r = \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}), \quad
+        z = \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+        n = \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})), \quad
+        h' = (1 - z) \odot n + z \odot h
+
+    Inputs: ``input`` (B, D) or (D,), ``hx`` (B, H) or (H,), zeros if None.
+    Outputs: ``h'``.
+    """
+
+    _gates = 3
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, unbatched = self._check_input(input)
+        h = self._check_state("hx", hx, x, unbatched)
+        h = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return h.squeeze(0) if unbatched else h
