@@ -59,11 +59,9 @@ class Steps:
         """The gradient reaching each step's hidden state from outside the recurrence:
         dL/dy_t on valid steps (zero past the end, where the output is a constant zero), plus
         dL/dh_n at each sequence's last valid step when ``d_hn`` is given."""
-        d = d_out[: self.T_run]
+        d = d_out[: self.T_run].clone(memory_format=torch.contiguous_format)
         if self.mask is not None:
-            d = d.masked_fill(~self.mask, 0)
-        else:
-            d = d.clone()
+            d.masked_fill_(~self.mask, 0)
         if d_hn is not None:
             if self.last is None:
                 d[self.T_run - 1] += d_hn

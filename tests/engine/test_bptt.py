@@ -1,0 +1,138 @@
+"""The explicit BPTT Functions against the reference loop (autograd through the cell math) and
+against central finite differences (torch.autograd.gradcheck, float64)."""
+
+import pytest
+import torch
+
+from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
+from rnnkit.engine.layer import run_layer
+from rnnkit.engine.reference import reference_layer
+from tests.conftest import assert_close
+
+F64 = torch.float64
+CASES = [
+    ("RNN", "tanh", 0),
+    ("RNN", "relu", 0),
+    ("RNN", "sigmoid", 0),
+    ("RNN", "identity", 0),
+    ("LSTM", "tanh", 0),
+    ("LSTM", "tanh", 2),
+    ("GRU", "tanh", 0),
+]
+
+
+def make_weights(mode, D, H, P, bias, dtype=F64, gen=None):
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[mode] * H
+    P_in = P or H
+    rnd = lambda *s: (0.5 * torch.randn(*s, dtype=dtype, generator=gen)).requires_grad_()  # noqa: E731
+    w_ih, w_hh = rnd(G, D), rnd(G, P_in)
+    b_ih, b_hh = (rnd(G), rnd(G)) if bias else (None, None)
+    w_hr = rnd(P, H) if P else None
+    return (w_ih, w_hh, b_ih, b_hh, w_hr)
+
+
+def make_inputs(mode, T, B, D, H, P, dtype=F64, gen=None):
+    x = torch.randn(T, B, D, dtype=dtype, generator=gen).requires_grad_()
+    h0 = torch.randn(B, P or H, dtype=dtype, generator=gen).requires_grad_()
+    c0 = torch.randn(B, H, dtype=dtype, generator=gen).requires_grad_() if mode == "LSTM" else None
+    return x, h0, c0
+
+
+def loss_of(out, h_n, c_n, gen):
+    """A loss that touches every output with distinct weights, so no gradient hides."""
+    total = (out * torch.randn(out.shape, dtype=out.dtype, generator=gen)).sum()
+    total = total + (h_n * torch.randn(h_n.shape, dtype=out.dtype, generator=gen)).sum()
+    if c_n is not None:
+        total = total + (c_n * torch.randn(c_n.shape, dtype=out.dtype, generator=gen)).sum()
+    return total
+
+
+@pytest.mark.parametrize("mode,nonlinearity,P", CASES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [None, [6, 2, 6, 1]])
+@pytest.mark.parametrize("bias", [True, False])
+def test_bptt_matches_reference(mode, nonlinearity, P, reverse, lengths, bias):
+    gen = torch.Generator().manual_seed(11)
+    T, B, D, H = 6, 4, 3, 5
+    weights = make_weights(mode, D, H, P, bias, gen=gen)
+    x, h0, c0 = make_inputs(mode, T, B, D, H, P, gen=gen)
+    lens = torch.tensor(lengths) if lengths is not None else None
+    leaves = [x, h0] + ([c0] if c0 is not None else []) + [w for w in weights if w is not None]
+    results = []
+    for backend in ("bptt", "reference"):
+        out, h_n, c_n = run_layer(mode, x, h0, c0, weights, lens, reverse, backend, nonlinearity)
+        grads = torch.autograd.grad(loss_of(out, h_n, c_n, torch.Generator().manual_seed(5)), leaves)
+        results.append((out, h_n, c_n, grads))
+    (o1, h1, c1, g1), (o2, h2, c2, g2) = results
+    assert_close(o1, o2, F64, "output")
+    assert_close(h1, h2, F64, "h_n")
+    if c1 is not None:
+        assert_close(c1, c2, F64, "c_n")
+    for i, (a, b) in enumerate(zip(g1, g2)):
+        assert_close(a, b, F64, f"gradient {i}")
+    if lens is not None:
+        past_end = torch.arange(T).unsqueeze(1) >= lens
+        assert torch.all(o1[past_end] == 0)
+
+
+@pytest.mark.parametrize("mode,nonlinearity,P", CASES)
+@pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
+def test_bptt_gradcheck(mode, nonlinearity, P, lengths):
+    """Central finite differences on every input of the Function."""
+    gen = torch.Generator().manual_seed(3)
+    T, B, D, H = 4, 3, 2, 3
+    w_ih, w_hh, b_ih, b_hh, w_hr = make_weights(mode, D, H, P, True, gen=gen)
+    x, h0, c0 = make_inputs(mode, T, B, D, H, P, gen=gen)
+    lens = torch.tensor(lengths) if lengths is not None else None
+    if mode == "LSTM":
+        fn = lambda x, h0, c0, w_ih, w_hh, b, w_hr: LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lens)  # noqa: E731
+        args = (x, h0, c0, w_ih, w_hh, (b_ih + b_hh).detach().requires_grad_(), w_hr)
+        if w_hr is None:
+            fn2 = lambda x, h0, c0, w_ih, w_hh, b: fn(x, h0, c0, w_ih, w_hh, b, None)  # noqa: E731
+            assert torch.autograd.gradcheck(fn2, args[:-1])
+            return
+    elif mode == "GRU":
+        fn = lambda *a: GRUFunction.apply(*a, lens)  # noqa: E731
+        args = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    else:
+        fn = lambda x, h0, w_ih, w_hh, b: RNNFunction.apply(x, h0, w_ih, w_hh, b, lens, nonlinearity)  # noqa: E731
+        args = (x, h0, w_ih, w_hh, (b_ih + b_hh).detach().requires_grad_())
+    assert torch.autograd.gradcheck(fn, args)
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_backward_in_eval_mode_and_twice(mode):
+    import rnnkit
+
+    layer = getattr(rnnkit, mode)(3, 4, num_layers=2, dtype=F64).eval()
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    out, _ = layer(x)
+    (g1,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
+    (g2,) = torch.autograd.grad(out.sum(), x)  # saved tensors are not consumed by backward
+    assert torch.equal(g1, g2)
+    assert g1.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["RNN", "LSTM", "GRU"])
+def test_no_grad_forward_matches(mode):
+    import rnnkit
+
+    layer = getattr(rnnkit, mode)(3, 4, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    with torch.no_grad():
+        out, _ = layer(x)
+    ref = getattr(rnnkit, mode)(3, 4, dtype=F64, backend="reference")
+    ref.load_state_dict(layer.state_dict())
+    assert_close(out, ref(x)[0].detach(), F64, "output")
+
+
+def test_gradients_reach_step_one_through_shared_weights():
+    """The lecture's BPTT: a loss on the last step only still has gradient w.r.t. x_1."""
+    import rnnkit
+
+    layer = rnnkit.LSTM(2, 8, dtype=F64)
+    x = torch.randn(30, 1, 2, dtype=F64, requires_grad=True)
+    out, _ = layer(x)
+    out[-1].sum().backward()
+    assert x.grad[0].abs().sum() > 0
+    assert layer.weight_hh_l0.grad.abs().sum() > 0
