@@ -29,6 +29,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 
 class GRUFunction(torch.autograd.Function):
@@ -54,11 +55,7 @@ class GRUFunction(torch.autograd.Function):
         hs = x.new_empty(T_run, B, H)
         u = x.new_empty(B, 3 * H)  # recurrent part, reused every step
         diff = x.new_empty(B, H)
-        w_hh_t = w_hh.t().contiguous()  # (H, 3H)
-        if b_hh is None:
-            b_hh_row = None
-        else:
-            b_hh_row = b_hh.unsqueeze(0)
+        recurrent = RecurrentWeight(w_hh, B)
 
         rz_v = gates[:, :, : 2 * H].unbind(0)
         r_v = gates[:, :, :H].unbind(0)
@@ -69,10 +66,7 @@ class GRUFunction(torch.autograd.Function):
 
         h = h0
         for t in range(T_run):
-            if b_hh_row is None:
-                torch.mm(h, w_hh_t, out=u)
-            else:
-                torch.addmm(b_hh_row, h, w_hh_t, out=u)  # (B, 3H)
+            recurrent.mm(h, u, b_hh)  # (B, 3H) = W_hh h + b_hh
             rz_v[t].add_(u_rz).sigmoid_()
             n_v[t].addcmul_(r_v[t], u_nn).tanh_()
             un_v[t].copy_(u_nn)

@@ -33,6 +33,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -58,34 +59,34 @@ class LSTMFunction(torch.autograd.Function):
         # Input part of every step's gate pre-activations in one GEMM; the loop adds the
         # recurrent part and activates in place, so afterwards it holds i, f, g, o.
         gates = input_projection(x[:T_run], w_ih, b)  # (T_run, B, 4H)
+        g_act = x.new_empty(T_run, B, H)  # g_t = tanh(.), kept apart so one sigmoid covers the row
         cells = x.new_empty(T_run, B, H)  # c_t
         hs = x.new_empty(T_run, B, P)  # h_t (the output)
         ms = x.new_empty(T_run, B, H) if w_hr is not None else None  # o_t * tanh c_t
         tanh_c = x.new_empty(B, H)  # reused every step; backward recomputes it in one call
-
-        g4 = gates.view(T_run, B, 4, H)
-        a_v = gates.unbind(0)
-        if_v = gates[:, :, : 2 * H].unbind(0)
-        i_v, f_v, g_v, o_v = (g4[:, :, k].unbind(0) for k in range(4))
-        c_v, h_v = cells.unbind(0), hs.unbind(0)
-        m_v = ms.unbind(0) if ms is not None else None
-        w_hh_t = w_hh.t().contiguous()  # (P, 4H)
+        recurrent = RecurrentWeight(w_hh, B)
         w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
 
+        # Per-step views, made once: unbind is the cheapest way to get T views.
+        g4 = gates.view(T_run, B, 4, H)
+        i_v, f_v, pre_g_v, o_v = (g4[:, :, k].unbind(0) for k in range(4))
+        per_step = zip(
+            gates.unbind(0), pre_g_v, g_act.unbind(0), i_v, f_v, o_v, cells.unbind(0),
+            hs.unbind(0), ms.unbind(0) if ms is not None else [None] * T_run,
+        )
         h, c = h0, c0
-        for t in range(T_run):
-            a_v[t].addmm_(h, w_hh_t)  # (B, 4H) pre-activations
-            if_v[t].sigmoid_()
-            g_v[t].tanh_()
-            o_v[t].sigmoid_()
-            c = torch.mul(f_v[t], c, out=c_v[t])
-            c.addcmul_(i_v[t], g_v[t])  # c_t = f c_{t-1} + i g
+        for a, pre_g, g, i, f, o, c_t, h_t, m_t in per_step:
+            recurrent.addmm_(a, h)  # (B, 4H) pre-activations
+            torch.tanh(pre_g, out=g)
+            a.sigmoid_()  # i, f, o (the g slot is not used again)
+            c = torch.mul(f, c, out=c_t)
+            c.addcmul_(i, g)  # c_t = f c_{t-1} + i g
             torch.tanh(c, out=tanh_c)
-            if m_v is None:
-                h = torch.mul(o_v[t], tanh_c, out=h_v[t])  # (B, H)
+            if m_t is None:
+                h = torch.mul(o, tanh_c, out=h_t)  # (B, H)
             else:
-                torch.mul(o_v[t], tanh_c, out=m_v[t])
-                h = torch.mm(m_v[t], w_hr_t, out=h_v[t])  # (B, P)
+                torch.mul(o, tanh_c, out=m_t)
+                h = torch.mm(m_t, w_hr_t, out=h_t)  # (B, P)
 
         h_n = steps.gather_last(hs)
         c_n = steps.gather_last(cells)
@@ -93,7 +94,7 @@ class LSTMFunction(torch.autograd.Function):
         out = hs
         if T_run < T:
             out = torch.cat([hs, hs.new_zeros(T - T_run, B, P)])
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, cells, hs, ms)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, g_act, cells, hs, ms)
         ctx.steps = steps
         ctx.has_bias = b is not None
         return out, h_n, c_n
@@ -101,11 +102,11 @@ class LSTMFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_hn, d_cn):
-        x, h0, c0, w_ih, w_hh, w_hr, gates, cells, hs, ms = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, w_hr, gates, g, cells, hs, ms = ctx.saved_tensors
         steps: Steps = ctx.steps
         T_run, B, H4 = gates.shape
         H = H4 // 4
-        i, f, g, o = gates.view(T_run, B, 4, H).unbind(2)  # each (T_run, B, H)
+        i, f, _, o = gates.view(T_run, B, 4, H).unbind(2)  # each (T_run, B, H)
         tanh_c = torch.tanh(cells)
         c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T_run, B, H)
 
@@ -126,20 +127,23 @@ class LSTMFunction(torch.autograd.Function):
 
         dy = steps.output_grad(d_out, d_hn)  # (T_run, B, P)
         d_gates = gates.new_empty(T_run, B, 4, H)
-        dy_v = dy.unbind(0)
-        kc_v, carry_v = k_c.unbind(0), carry.unbind(0)
-        fifg_v, fo_v = factors[:, :, :3].unbind(0), factors[:, :, 3].unbind(0)
-        difg_v, do_v = d_gates[:, :, :3].unbind(0), d_gates[:, :, 3].unbind(0)
-        d_flat = d_gates.view(T_run, B, H4).unbind(0)
-
+        d_flat = d_gates.view(T_run, B, H4)
+        per_step = zip(
+            reversed(dy.unbind(0)), reversed(k_c.unbind(0)), reversed(carry.unbind(0)),
+            reversed(factors[:, :, :3].unbind(0)), reversed(factors[:, :, 3].unbind(0)),
+            reversed(d_gates[:, :, :3].unbind(0)), reversed(d_gates[:, :, 3].unbind(0)),
+            reversed(d_flat.unbind(0)),
+        )
         dc = d_cn
-        for t in range(T_run - 1, -1, -1):
-            dh = dy_v[t] if t == T_run - 1 else torch.addmm(dy_v[t], d_flat[t + 1], w_hh)
+        d_next = None  # delta a_{t+1}, (B, 4H)
+        for dy_t, kc_t, carry_t, f_ifg, f_o, d_ifg, d_o, d_t in per_step:
+            dh = dy_t if d_next is None else torch.addmm(dy_t, d_next, w_hh)  # (B, P)
             dm = dh if w_hr is None else dh @ w_hr  # (B, H)
-            dc = torch.addcmul(dc, dm, kc_v[t])  # delta c_t
-            torch.mul(fifg_v[t], dc.unsqueeze(1), out=difg_v[t])  # (B, 3, H)
-            torch.mul(fo_v[t], dm, out=do_v[t])
-            dc = dc * carry_v[t]  # delta c_{t-1} from the cell path
+            dc = torch.addcmul(dc, dm, kc_t)  # delta c_t
+            torch.mul(f_ifg, dc.unsqueeze(1), out=d_ifg)  # (B, 3, H)
+            torch.mul(f_o, dm, out=d_o)
+            dc = dc * carry_t  # delta c_{t-1} along the cell
+            d_next = d_t
 
         d_pre = d_gates.view(T_run, B, H4)
         needs = ctx.needs_input_grad

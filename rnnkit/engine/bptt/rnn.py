@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 _ACTIVATE_ = {
     "tanh": torch.tanh_,
@@ -71,10 +72,10 @@ class RNNFunction(torch.autograd.Function):
         # recurrent part and activates in place, so this buffer becomes the output.
         hs = input_projection(x[: steps.T_run], w_ih, b)  # (T_run, B, H)
         activate_ = _ACTIVATE_[nonlinearity]
-        w_hh_t = w_hh.t().contiguous()  # (H, H)
+        recurrent = RecurrentWeight(w_hh, B)
         h = h0
         for h_t in hs.unbind(0):
-            h_t.addmm_(h, w_hh_t)
+            recurrent.addmm_(h_t, h)
             if activate_ is not None:
                 activate_(h_t)
             h = h_t

@@ -1,0 +1,129 @@
+"""Speed of rnnkit's LSTM against torch.nn.LSTM, side by side in one process.
+
+For each shape (T, B, D=H) it times, interleaved round-robin so drift hits all alike:
+  - torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU),
+  - rnnkit.LSTM with the explicit BPTT backend,
+  - rnnkit.LSTM with the reference backend (per-step loop under autograd),
+for forward+backward (training) and forward only (inference, under no_grad), and prints the
+median times and the ratio rnnkit / torch.nn.
+
+    python benchmarks/speed.py                      # the CPU shapes of the Core issue
+    python benchmarks/speed.py --shapes 35x20x650 --repeats 20 --no-reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+import rnnkit
+
+CPU_SHAPES = [(100, 1, 128), (35, 20, 200), (35, 20, 650), (100, 32, 256), (200, 64, 512)]
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        T, B, H = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like TxBxH (e.g. 35x20x650), got {text!r}")
+    return T, B, H
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def make_step(model, x, grad, train: bool):
+    if train:
+        def step():
+            out, _ = model(x)
+            out.backward(grad)
+    else:
+        def step():
+            with torch.no_grad():
+                model(x)
+    return step
+
+
+def bench_shape(T, B, H, device, dtype, repeats, warmup, with_reference):
+    peer = torch.nn.LSTM(H, H, device=device, dtype=dtype)
+    models = {"torch.nn": peer}
+    ours = rnnkit.LSTM(H, H, backend="bptt", device=device, dtype=dtype)
+    ours.load_state_dict(peer.state_dict())
+    models["bptt"] = ours
+    if with_reference:
+        ref = rnnkit.LSTM(H, H, backend="reference", device=device, dtype=dtype)
+        ref.load_state_dict(peer.state_dict())
+        models["reference"] = ref
+    x = torch.randn(T, B, H, device=device, dtype=dtype, requires_grad=True)
+    grad = torch.randn(T, B, H, device=device, dtype=dtype)
+    results = {}
+    for train in (True, False):
+        steps = {name: make_step(m, x, grad, train) for name, m in models.items()}
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        times = {name: [] for name in steps}
+        for _ in range(repeats):
+            for name, step in steps.items():
+                times[name].append(time_call(step, device))
+        results["train" if train else "infer"] = {n: statistics.median(t) for n, t in times.items()}
+    return results
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None, metavar="TxBxH")
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per model (median)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--no-reference", action="store_true", help="skip the slow reference path")
+    args = parser.parse_args(argv)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda given but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    shapes = args.shapes or CPU_SHAPES
+    torch.manual_seed(0)
+
+    print(f"# rnnkit {rnnkit.__version__}, torch {torch.__version__}, {args.device}, {args.dtype}, "
+          f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"# median of {args.repeats} runs; ratio = rnnkit / torch.nn (lower is better)")
+    head = "| T, B, H | mode | torch.nn ms | bptt ms | ratio |"
+    sep = "|---|---|---:|---:|---:|"
+    if not args.no_reference:
+        head += " reference ms | ratio |"
+        sep += "---:|---:|"
+    print(head)
+    print(sep)
+    for T, B, H in shapes:
+        res = bench_shape(T, B, H, device, dtype, args.repeats, args.warmup, not args.no_reference)
+        for mode, label in (("train", "fwd+bwd"), ("infer", "fwd")):
+            r = res[mode]
+            row = (f"| {T}, {B}, {H} | {label} | {1e3 * r['torch.nn']:.2f} | {1e3 * r['bptt']:.2f} "
+                   f"| {r['bptt'] / r['torch.nn']:.2f} |")
+            if "reference" in r:
+                row += f" {1e3 * r['reference']:.2f} | {r['reference'] / r['torch.nn']:.2f} |"
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
