@@ -2,8 +2,9 @@
 
 For each shape (T, B, D=H) it times, interleaved round-robin so drift hits all alike:
   - torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU),
-  - rnnkit.LSTM with the explicit BPTT backend,
-  - rnnkit.LSTM with the reference backend (per-step loop under autograd),
+  - rnnkit.LSTM, backend "fused": explicit BPTT with fused CPU step kernels (the CPU default),
+  - rnnkit.LSTM, backend "bptt": explicit BPTT with each step in PyTorch operations,
+  - rnnkit.LSTM, backend "reference": the per-step loop under autograd,
 for forward+backward (training) and forward only (inference, under no_grad), and prints the
 median times and the ratio rnnkit / torch.nn.
 
@@ -58,16 +59,13 @@ def make_step(model, x, grad, train: bool):
     return step
 
 
-def bench_shape(T, B, H, device, dtype, repeats, warmup, with_reference):
+def bench_shape(T, B, H, device, dtype, repeats, warmup, backends):
     peer = torch.nn.LSTM(H, H, device=device, dtype=dtype)
     models = {"torch.nn": peer}
-    ours = rnnkit.LSTM(H, H, backend="bptt", device=device, dtype=dtype)
-    ours.load_state_dict(peer.state_dict())
-    models["bptt"] = ours
-    if with_reference:
-        ref = rnnkit.LSTM(H, H, backend="reference", device=device, dtype=dtype)
-        ref.load_state_dict(peer.state_dict())
-        models["reference"] = ref
+    for backend in backends:
+        ours = rnnkit.LSTM(H, H, backend=backend, device=device, dtype=dtype)
+        ours.load_state_dict(peer.state_dict())
+        models[backend] = ours
     x = torch.randn(T, B, H, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn(T, B, H, device=device, dtype=dtype)
     results = {}
@@ -92,7 +90,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per model (median)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--no-reference", action="store_true", help="skip the slow reference path")
+    parser.add_argument("--backends", nargs="+", default=None, choices=["fused", "bptt", "reference"],
+                        help="rnnkit backends to time (default: fused bptt reference on CPU, bptt on CUDA)")
     args = parser.parse_args(argv)
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -106,23 +105,17 @@ def main(argv=None) -> None:
 
     print(f"# rnnkit {rnnkit.__version__}, torch {torch.__version__}, {args.device}, {args.dtype}, "
           f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    backends = args.backends or (["fused", "bptt", "reference"] if args.device == "cpu" else ["bptt", "reference"])
     print(f"# median of {args.repeats} runs; ratio = rnnkit / torch.nn (lower is better)")
-    head = "| T, B, H | mode | torch.nn ms | bptt ms | ratio |"
-    sep = "|---|---|---:|---:|---:|"
-    if not args.no_reference:
-        head += " reference ms | ratio |"
-        sep += "---:|---:|"
-    print(head)
-    print(sep)
+    print("| T, B, H | mode | torch.nn ms | " + " | ".join(f"{b} ms | ratio" for b in backends) + " |")
+    print("|---|---|---:|" + "---:|---:|" * len(backends))
     for T, B, H in shapes:
-        res = bench_shape(T, B, H, device, dtype, args.repeats, args.warmup, not args.no_reference)
+        res = bench_shape(T, B, H, device, dtype, args.repeats, args.warmup, backends)
         for mode, label in (("train", "fwd+bwd"), ("infer", "fwd")):
             r = res[mode]
-            row = (f"| {T}, {B}, {H} | {label} | {1e3 * r['torch.nn']:.2f} | {1e3 * r['bptt']:.2f} "
-                   f"| {r['bptt'] / r['torch.nn']:.2f} |")
-            if "reference" in r:
-                row += f" {1e3 * r['reference']:.2f} | {r['reference'] / r['torch.nn']:.2f} |"
-            print(row, flush=True)
+            cells = [f"{1e3 * r[b]:.2f} | **{r[b] / r['torch.nn']:.2f}**" if b == backends[0]
+                     else f"{1e3 * r[b]:.2f} | {r[b] / r['torch.nn']:.2f}" for b in backends]
+            print(f"| {T}, {B}, {H} | {label} | {1e3 * r['torch.nn']:.2f} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

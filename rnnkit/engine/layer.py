@@ -7,16 +7,27 @@ does the time loop.
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from rnnkit.engine import kernels as _kernels
 from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
 from rnnkit.engine.reference import reference_layer
 
-BACKENDS = ("auto", "reference", "bptt")
+BACKENDS = ("auto", "reference", "bptt", "fused")
+"""
+- ``reference``: the per-step loop of the cell math under autograd (the oracle);
+- ``bptt``: explicit BPTT Functions, each step in PyTorch operations (any device and dtype);
+- ``fused``: the same Functions with each step's pointwise work in one compiled CPU kernel
+  (LSTM and GRU, float32/float64 on the CPU; the RNN step is already one operation);
+- ``auto``: ``fused`` where it applies and builds, else ``bptt``.  Set ``RNNKIT_FUSED=0`` to
+  keep "auto" from compiling the CPU kernels.
+"""
 MODES = ("RNN", "LSTM", "GRU")
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def check_backend(backend: str) -> str:
@@ -26,10 +37,22 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def resolve_backend(backend: str, x: Tensor) -> str:
-    """The backend that will run: "auto" picks the explicit BPTT engine."""
+def resolve_backend(backend: str, mode: str, x: Tensor) -> tuple[str, object]:
+    """The backend that will run and, for "fused", the kernel module."""
     check_backend(backend)
-    return "bptt" if backend == "auto" else backend
+    if backend in ("reference", "bptt"):
+        return backend, None
+    fits = x.device.type == "cpu" and x.dtype in _FUSED_DTYPES
+    if backend == "fused":
+        if x.device.type != "cpu":
+            raise ValueError(f"backend='fused' runs on the CPU; got input on {x.device}. Use 'auto' or 'bptt'")
+        if x.dtype not in _FUSED_DTYPES:
+            raise TypeError(f"backend='fused' supports float32 and float64; got {x.dtype}. Use 'auto' or 'bptt'")
+        return ("bptt", None) if mode == "RNN" else ("fused", _kernels.fused_cpu())
+    # auto
+    if mode != "RNN" and fits and os.environ.get("RNNKIT_FUSED", "1") != "0" and _kernels.fused_cpu_available():
+        return "fused", _kernels.fused_cpu()
+    return "bptt", None
 
 
 def reverse_index(lengths: Optional[Tensor], T: int, device: torch.device) -> Optional[Tensor]:
@@ -69,11 +92,11 @@ def run_layer(
         weights: ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` with None for absent tensors.
         lengths: None (all length T) or (B,) int64 on the CPU with 1 <= length <= T.
         reverse: process each sequence from its last valid step to its first.
-        backend: "auto", "reference" or "bptt".
+        backend: one of BACKENDS.
     Returns:
         ``(output (T, B, P), h_n (B, P), c_n (B, H) or None)``; output is zero past each end.
     """
-    backend = resolve_backend(backend, x)
+    backend, kernels = resolve_backend(backend, mode, x)
     if backend == "reference":
         return reference_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
 
@@ -84,7 +107,7 @@ def run_layer(
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     c_n = None
     if mode == "GRU":
-        out, h_n = GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+        out, h_n = GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels)
     else:
         b = None
         if b_ih is not None and b_hh is not None:
@@ -92,7 +115,7 @@ def run_layer(
         elif b_ih is not None or b_hh is not None:
             b = b_ih if b_ih is not None else b_hh
         if mode == "LSTM":
-            out, h_n, c_n = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lengths)
+            out, h_n, c_n = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels)
         else:
             out, h_n = RNNFunction.apply(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
     if reverse:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
+from rnnkit.engine.kernels import fused_cpu
 from rnnkit.engine.layer import run_layer
 from rnnkit.engine.reference import reference_layer
 from tests.conftest import assert_close
@@ -51,7 +52,8 @@ def loss_of(out, h_n, c_n, gen):
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("lengths", [None, [6, 2, 6, 1]])
 @pytest.mark.parametrize("bias", [True, False])
-def test_bptt_matches_reference(mode, nonlinearity, P, reverse, lengths, bias):
+@pytest.mark.parametrize("backend", ["bptt", "fused"])
+def test_bptt_matches_reference(mode, nonlinearity, P, reverse, lengths, bias, backend):
     gen = torch.Generator().manual_seed(11)
     T, B, D, H = 6, 4, 3, 5
     weights = make_weights(mode, D, H, P, bias, gen=gen)
@@ -59,7 +61,7 @@ def test_bptt_matches_reference(mode, nonlinearity, P, reverse, lengths, bias):
     lens = torch.tensor(lengths) if lengths is not None else None
     leaves = [x, h0] + ([c0] if c0 is not None else []) + [w for w in weights if w is not None]
     results = []
-    for backend in ("bptt", "reference"):
+    for backend in (backend, "reference"):
         out, h_n, c_n = run_layer(mode, x, h0, c0, weights, lens, reverse, backend, nonlinearity)
         grads = torch.autograd.grad(loss_of(out, h_n, c_n, torch.Generator().manual_seed(5)), leaves)
         results.append((out, h_n, c_n, grads))
@@ -77,22 +79,24 @@ def test_bptt_matches_reference(mode, nonlinearity, P, reverse, lengths, bias):
 
 @pytest.mark.parametrize("mode,nonlinearity,P", CASES)
 @pytest.mark.parametrize("lengths", [None, [4, 1, 3]])
-def test_bptt_gradcheck(mode, nonlinearity, P, lengths):
+@pytest.mark.parametrize("fused", [False, True])
+def test_bptt_gradcheck(mode, nonlinearity, P, lengths, fused):
     """Central finite differences on every input of the Function."""
+    kernels = fused_cpu() if fused else None
     gen = torch.Generator().manual_seed(3)
     T, B, D, H = 4, 3, 2, 3
     w_ih, w_hh, b_ih, b_hh, w_hr = make_weights(mode, D, H, P, True, gen=gen)
     x, h0, c0 = make_inputs(mode, T, B, D, H, P, gen=gen)
     lens = torch.tensor(lengths) if lengths is not None else None
     if mode == "LSTM":
-        fn = lambda x, h0, c0, w_ih, w_hh, b, w_hr: LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lens)  # noqa: E731
+        fn = lambda x, h0, c0, w_ih, w_hh, b, w_hr: LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lens, kernels)  # noqa: E731
         args = (x, h0, c0, w_ih, w_hh, (b_ih + b_hh).detach().requires_grad_(), w_hr)
         if w_hr is None:
             fn2 = lambda x, h0, c0, w_ih, w_hh, b: fn(x, h0, c0, w_ih, w_hh, b, None)  # noqa: E731
             assert torch.autograd.gradcheck(fn2, args[:-1])
             return
     elif mode == "GRU":
-        fn = lambda *a: GRUFunction.apply(*a, lens)  # noqa: E731
+        fn = lambda *a: GRUFunction.apply(*a, lens, kernels)  # noqa: E731
         args = (x, h0, w_ih, w_hh, b_ih, b_hh)
     else:
         fn = lambda x, h0, w_ih, w_hh, b: RNNFunction.apply(x, h0, w_ih, w_hh, b, lens, nonlinearity)  # noqa: E731

@@ -106,7 +106,7 @@ def test_unknown_nonlinearity():
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match=r"Unknown backend 'cudnn'. Expected one of \['auto', 'reference', 'bptt'\]"):
+    with pytest.raises(ValueError, match=r"Unknown backend 'cudnn'. Expected one of \['auto', 'reference', 'bptt', 'fused'\]"):
         rnnkit.LSTM(3, 4, backend="cudnn")
     layer = rnnkit.LSTM(3, 4)
     layer.backend = "fast"

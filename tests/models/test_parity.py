@@ -62,7 +62,7 @@ def _run(mod, x, hx, lengths, batch_first, via_packed):
     return out, states
 
 
-@pytest.mark.parametrize("backend", ["bptt", "reference"])
+@pytest.mark.parametrize("backend", ["bptt", "fused", "reference"])
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("T,B,layers,bidir,batch_first,bias,init,varlen", list(grid()))
 def test_parity_with_torch_nn(backend, kind, T, B, layers, bidir, batch_first, bias, init, varlen):
@@ -131,7 +131,7 @@ def test_unbatched_input(kind):
     assert_close(out2, out3, torch.float64, "output from given state")
 
 
-@pytest.mark.parametrize("backend", ["reference", "bptt"])
+@pytest.mark.parametrize("backend", ["reference", "bptt", "fused"])
 def test_dropout_between_layers_matches_torch_under_same_seed(backend):
     ours = rnnkit.LSTM(D, H, num_layers=3, dropout=0.5, dtype=torch.float64, backend=backend)
     theirs = torch.nn.LSTM(D, H, num_layers=3, dropout=0.5, dtype=torch.float64)

@@ -34,16 +34,18 @@ class Steps:
     mask: Optional[Tensor]
     last: Optional[Tensor]
     batch_index: Optional[Tensor]
+    lengths: Optional[Tensor] = None  # (B,) int64 on the CPU, as given
 
     @classmethod
     def build(cls, T: int, lengths: Optional[Tensor], device: torch.device) -> "Steps":
         if lengths is None:
             return cls(T, None, None, None)
         T_run = int(lengths.max())
+        cpu_lengths = lengths.to("cpu", torch.int64).contiguous()
         lengths = lengths.to(device)
         mask = (torch.arange(T_run, device=device).unsqueeze(1) < lengths).unsqueeze(2)
         batch_index = torch.arange(lengths.numel(), device=device)
-        return cls(T_run, mask, lengths - 1, batch_index)
+        return cls(T_run, mask, lengths - 1, batch_index, cpu_lengths)
 
     @property
     def varlen(self) -> bool:

@@ -45,7 +45,7 @@ class GRUFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 3
         steps = Steps.build(T, lengths, x.device)
@@ -53,25 +53,18 @@ class GRUFunction(torch.autograd.Function):
         gates = input_projection(x[:T_run], w_ih, b_ih)  # (T_run, B, 3H) -> r, z, n
         u_n = x.new_empty(T_run, B, H)  # W_hn h_{t-1} + b_hn
         hs = x.new_empty(T_run, B, H)
-        u = x.new_empty(B, 3 * H)  # recurrent part, reused every step
-        diff = x.new_empty(B, H)
+        u = x.new_empty(B, 3 * H)  # recurrent part W_hh h_{t-1} + b_hh, reused every step
         recurrent = RecurrentWeight(w_hh, B)
-
-        rz_v = gates[:, :, : 2 * H].unbind(0)
-        r_v = gates[:, :, :H].unbind(0)
-        z_v = gates[:, :, H : 2 * H].unbind(0)
-        n_v = gates[:, :, 2 * H :].unbind(0)
-        un_v, h_v = u_n.unbind(0), hs.unbind(0)
-        u_rz, u_nn = u[:, : 2 * H], u[:, 2 * H :]
-
-        h = h0
-        for t in range(T_run):
-            recurrent.mm(h, u, b_hh)  # (B, 3H) = W_hh h + b_hh
-            rz_v[t].add_(u_rz).sigmoid_()
-            n_v[t].addcmul_(r_v[t], u_nn).tanh_()
-            un_v[t].copy_(u_nn)
-            torch.sub(h, n_v[t], out=diff)
-            h = torch.addcmul(n_v[t], z_v[t], diff, out=h_v[t])  # n + z (h - n)
+        if kernels is not None:
+            h0c = h0.contiguous()
+            h_v = hs.unbind(0)
+            h = h0
+            for t in range(T_run):
+                recurrent.mm(h, u, b_hh)
+                kernels.gru_forward_step(gates, u, u_n, hs, h0c, t)
+                h = h_v[t]
+        else:
+            _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh)
 
         h_n = steps.gather_last(hs)
         steps.zero_past_end(hs)
@@ -81,6 +74,7 @@ class GRUFunction(torch.autograd.Function):
         ctx.save_for_backward(x, h0, w_ih, w_hh, gates, u_n, hs)
         ctx.steps = steps
         ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.kernels = kernels
         return out, h_n
 
     @staticmethod
@@ -90,49 +84,99 @@ class GRUFunction(torch.autograd.Function):
         steps: Steps = ctx.steps
         T_run, B, H3 = gates.shape
         H = H3 // 3
-        r, z, n = gates.view(T_run, B, 3, H).unbind(2)
-        h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])  # (T_run, B, H)
-
-        q_n = (1 - z) * (1 - n * n)  # delta a^n / delta h
-        q_u = gates.new_empty(T_run, B, 3, H)  # delta u / delta h
-        torch.mul(q_n * u_n, r * (1 - r), out=q_u[:, :, 0])
-        torch.mul(h_prev - n, z * (1 - z), out=q_u[:, :, 1])
-        torch.mul(q_n, r, out=q_u[:, :, 2])
-        carry = z
-        if steps.varlen:
-            # Past a sequence's end its state is frozen: no gate gradient, and delta h passes
-            # through unchanged (factor 1) so dL/dh_n reaches the last valid step.
-            q_u.masked_fill_(~steps.mask.unsqueeze(3), 0)
-            q_n = steps.zero_past_end(q_n.clone())
-            carry = z.masked_fill(~steps.mask, 1)
-            dy = steps.output_grad(d_out, None)
+        dy = steps.output_grad(d_out, None)  # (T_run, B, H)
+        if ctx.kernels is not None:
+            d_u, d_pre, dh0 = _backward_fused(ctx.kernels, steps, gates, u_n, hs, h0, dy, d_hn, w_hh)
         else:
-            dy = steps.output_grad(d_out, None)
-
-        d_h = gates.new_empty(T_run, B, H)  # delta h_t for every step
-        d_u = gates.new_empty(T_run, B, 3, H)
-        dh_v, du_v = d_h.unbind(0), d_u.unbind(0)
-        du_flat = d_u.view(T_run, B, H3).unbind(0)
-        qu_v, carry_v, dy_v = q_u.unbind(0), carry.unbind(0), dy.unbind(0)
-
-        dh = torch.add(dy_v[T_run - 1], d_hn, out=dh_v[T_run - 1])
-        for t in range(T_run - 1, -1, -1):
-            torch.mul(qu_v[t], dh.unsqueeze(1), out=du_v[t])  # (B, 3, H)
-            if t > 0:
-                nxt = torch.addcmul(dy_v[t - 1], dh, carry_v[t])
-                dh = torch.addmm(nxt, du_flat[t], w_hh, out=dh_v[t - 1])
-
-        d_uf = d_u.view(T_run, B, H3)
+            d_u, d_pre, dh0 = _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh)
         needs = ctx.needs_input_grad
-        dh0 = None
-        if needs[1]:
-            dh0 = torch.addmm(d_h[0] * carry[0], d_uf[0], w_hh)
-        dw_hh = hidden_weight_grad(d_uf, h0, hs) if needs[3] else None
-        db_hh = d_uf.sum((0, 1)) if ctx.has_bias[1] and needs[5] else None
-        d_pre = d_u.clone()  # input side: r and z parts equal the recurrent side
-        torch.mul(d_h, q_n, out=d_pre[:, :, 2])
+        dh0 = dh0 if needs[1] else None
+        dw_hh = hidden_weight_grad(d_u, h0, hs) if needs[3] else None
+        db_hh = d_u.sum((0, 1)) if ctx.has_bias[1] and needs[5] else None
         dx, dw_ih, db_ih = input_grads(
-            d_pre.view(T_run, B, H3), x[:T_run], w_ih, needs[0], needs[2],
-            ctx.has_bias[0] and needs[4], x.shape[0],
+            d_pre, x[:T_run], w_ih, needs[0], needs[2], ctx.has_bias[0] and needs[4], x.shape[0]
         )
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
+
+
+def _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh):
+    """The time loop in PyTorch operations (any device, any floating dtype)."""
+    T_run, B, H3 = gates.shape
+    H = H3 // 3
+    diff = gates.new_empty(B, H)
+    per_step = zip(
+        gates[:, :, : 2 * H].unbind(0), gates[:, :, :H].unbind(0),
+        gates[:, :, H : 2 * H].unbind(0), gates[:, :, 2 * H :].unbind(0),
+        u_n.unbind(0), hs.unbind(0),
+    )
+    u_rz, u_nn = u[:, : 2 * H], u[:, 2 * H :]
+    h = h0
+    for rz, r, z, n, un_t, h_t in per_step:
+        recurrent.mm(h, u, b_hh)  # (B, 3H) = W_hh h + b_hh
+        rz.add_(u_rz).sigmoid_()
+        n.addcmul_(r, u_nn).tanh_()
+        un_t.copy_(u_nn)
+        torch.sub(h, n, out=diff)
+        h = torch.addcmul(n, z, diff, out=h_t)  # n + z (h - n)
+
+
+def _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
+    """BPTT loop in PyTorch operations.
+
+    Returns (recurrent-side delta u (T_run, B, 3H), input-side delta a (T_run, B, 3H), delta h_0).
+    """
+    T_run, B, H3 = gates.shape
+    H = H3 // 3
+    r, z, n = gates.view(T_run, B, 3, H).unbind(2)
+    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])  # (T_run, B, H)
+
+    q_n = (1 - z) * (1 - n * n)  # delta a^n / delta h
+    q_u = gates.new_empty(T_run, B, 3, H)  # delta u / delta h
+    torch.mul(q_n * u_n, r * (1 - r), out=q_u[:, :, 0])
+    torch.mul(h_prev - n, z * (1 - z), out=q_u[:, :, 1])
+    torch.mul(q_n, r, out=q_u[:, :, 2])
+    carry = z
+    if steps.varlen:
+        # Past a sequence's end its state is frozen: no gate gradient, and delta h passes
+        # through unchanged (factor 1) so dL/dh_n reaches the last valid step.
+        q_u.masked_fill_(~steps.mask.unsqueeze(3), 0)
+        q_n = steps.zero_past_end(q_n.clone())
+        carry = z.masked_fill(~steps.mask, 1)
+
+    d_h = gates.new_empty(T_run, B, H)  # delta h_t for every step
+    d_u = gates.new_empty(T_run, B, 3, H)
+    dh_v, du_v = d_h.unbind(0), d_u.unbind(0)
+    du_flat = d_u.view(T_run, B, H3).unbind(0)
+    qu_v, carry_v, dy_v = q_u.unbind(0), carry.unbind(0), dy.unbind(0)
+
+    dh = torch.add(dy_v[T_run - 1], d_hn, out=dh_v[T_run - 1])
+    for t in range(T_run - 1, -1, -1):
+        torch.mul(qu_v[t], dh.unsqueeze(1), out=du_v[t])  # (B, 3, H)
+        if t > 0:
+            nxt = torch.addcmul(dy_v[t - 1], dh, carry_v[t])
+            dh = torch.addmm(nxt, du_flat[t], w_hh, out=dh_v[t - 1])
+
+    d_uf = d_u.view(T_run, B, H3)
+    dh0 = torch.addmm(d_h[0] * carry[0], d_uf[0], w_hh)
+    d_pre = d_u.clone()  # input side: r and z parts equal the recurrent side
+    torch.mul(d_h, q_n, out=d_pre[:, :, 2])
+    return d_uf, d_pre.view(T_run, B, H3), dh0
+
+
+def _backward_fused(kernels, steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
+    """BPTT loop with the pointwise part of each step in one fused CPU kernel call."""
+    T_run, B, H3 = gates.shape
+    d_u = gates.new_empty(T_run, B, H3)
+    d_x = gates.new_empty(T_run, B, H3)
+    carry = gates.new_empty(B, H3 // 3)
+    d_u_v = d_u.unbind(0)
+    lengths = steps.lengths if steps.lengths is not None else _NO_LENGTHS
+    h0 = h0.contiguous()
+    dh = dy[T_run - 1] + d_hn  # delta h_T
+    for t in range(T_run - 1, -1, -1):
+        kernels.gru_backward_step(gates, u_n, hs, h0, dh, dy, d_u, d_x, carry, lengths, t)
+        dh = torch.addmm(carry, d_u_v[t], w_hh)  # delta h_{t-1}
+    return d_u, d_x, dh
+
+
+_NO_LENGTHS = torch.empty(0, dtype=torch.int64)

@@ -50,7 +50,7 @@ class LSTMFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, lengths):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 4
         P = w_hh.shape[1]
@@ -63,30 +63,13 @@ class LSTMFunction(torch.autograd.Function):
         cells = x.new_empty(T_run, B, H)  # c_t
         hs = x.new_empty(T_run, B, P)  # h_t (the output)
         ms = x.new_empty(T_run, B, H) if w_hr is not None else None  # o_t * tanh c_t
-        tanh_c = x.new_empty(B, H)  # reused every step; backward recomputes it in one call
         recurrent = RecurrentWeight(w_hh, B)
         w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
 
-        # Per-step views, made once: unbind is the cheapest way to get T views.
-        g4 = gates.view(T_run, B, 4, H)
-        i_v, f_v, pre_g_v, o_v = (g4[:, :, k].unbind(0) for k in range(4))
-        per_step = zip(
-            gates.unbind(0), pre_g_v, g_act.unbind(0), i_v, f_v, o_v, cells.unbind(0),
-            hs.unbind(0), ms.unbind(0) if ms is not None else [None] * T_run,
-        )
-        h, c = h0, c0
-        for a, pre_g, g, i, f, o, c_t, h_t, m_t in per_step:
-            recurrent.addmm_(a, h)  # (B, 4H) pre-activations
-            torch.tanh(pre_g, out=g)
-            a.sigmoid_()  # i, f, o (the g slot is not used again)
-            c = torch.mul(f, c, out=c_t)
-            c.addcmul_(i, g)  # c_t = f c_{t-1} + i g
-            torch.tanh(c, out=tanh_c)
-            if m_t is None:
-                h = torch.mul(o, tanh_c, out=h_t)  # (B, H)
-            else:
-                torch.mul(o, tanh_c, out=m_t)
-                h = torch.mm(m_t, w_hr_t, out=h_t)  # (B, P)
+        if kernels is not None:
+            _forward_fused(kernels, gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
+        else:
+            _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
 
         h_n = steps.gather_last(hs)
         c_n = steps.gather_last(cells)
@@ -97,6 +80,7 @@ class LSTMFunction(torch.autograd.Function):
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, g_act, cells, hs, ms)
         ctx.steps = steps
         ctx.has_bias = b is not None
+        ctx.kernels = kernels
         return out, h_n, c_n
 
     @staticmethod
@@ -106,46 +90,11 @@ class LSTMFunction(torch.autograd.Function):
         steps: Steps = ctx.steps
         T_run, B, H4 = gates.shape
         H = H4 // 4
-        i, f, _, o = gates.view(T_run, B, 4, H).unbind(2)  # each (T_run, B, H)
-        tanh_c = torch.tanh(cells)
-        c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T_run, B, H)
-
-        # Recurrence-free factors for all steps at once.
-        k_c = o * (1 - tanh_c * tanh_c)  # d c_t / d m_t along the cell
-        factors = gates.new_empty(T_run, B, 4, H)  # multiply delta c (i, f, g) or delta m (o)
-        torch.mul(g, i * (1 - i), out=factors[:, :, 0])
-        torch.mul(c_prev, f * (1 - f), out=factors[:, :, 1])
-        torch.mul(i, 1 - g * g, out=factors[:, :, 2])
-        torch.mul(tanh_c, o * (1 - o), out=factors[:, :, 3])
-        carry = f
-        if steps.varlen:
-            # Past a sequence's end nothing depends on its steps: zero their factors and let
-            # dL/dc_n pass through unchanged (forget factor 1) to the last valid step.
-            k_c = steps.zero_past_end(k_c)
-            factors.masked_fill_(~steps.mask.unsqueeze(3), 0)
-            carry = f.masked_fill(~steps.mask, 1)
-
         dy = steps.output_grad(d_out, d_hn)  # (T_run, B, P)
-        d_gates = gates.new_empty(T_run, B, 4, H)
-        d_flat = d_gates.view(T_run, B, H4)
-        per_step = zip(
-            reversed(dy.unbind(0)), reversed(k_c.unbind(0)), reversed(carry.unbind(0)),
-            reversed(factors[:, :, :3].unbind(0)), reversed(factors[:, :, 3].unbind(0)),
-            reversed(d_gates[:, :, :3].unbind(0)), reversed(d_gates[:, :, 3].unbind(0)),
-            reversed(d_flat.unbind(0)),
-        )
-        dc = d_cn
-        d_next = None  # delta a_{t+1}, (B, 4H)
-        for dy_t, kc_t, carry_t, f_ifg, f_o, d_ifg, d_o, d_t in per_step:
-            dh = dy_t if d_next is None else torch.addmm(dy_t, d_next, w_hh)  # (B, P)
-            dm = dh if w_hr is None else dh @ w_hr  # (B, H)
-            dc = torch.addcmul(dc, dm, kc_t)  # delta c_t
-            torch.mul(f_ifg, dc.unsqueeze(1), out=d_ifg)  # (B, 3, H)
-            torch.mul(f_o, dm, out=d_o)
-            dc = dc * carry_t  # delta c_{t-1} along the cell
-            d_next = d_t
-
-        d_pre = d_gates.view(T_run, B, H4)
+        if ctx.kernels is not None:
+            d_pre, dc = _backward_fused(ctx.kernels, steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr)
+        else:
+            d_pre, dc = _backward_torch(steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr)
         needs = ctx.needs_input_grad
         dh0 = d_pre[0] @ w_hh if needs[1] else None
         dc0 = dc if needs[2] else None
@@ -162,4 +111,107 @@ class LSTMFunction(torch.autograd.Function):
         dx, dw_ih, db = input_grads(
             d_pre, x[:T_run], w_ih, needs[0], needs[3], ctx.has_bias and needs[5], x.shape[0]
         )
-        return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, None
+        return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, None, None
+
+
+def _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
+    """The time loop in PyTorch operations (any device, any floating dtype)."""
+    T_run, B, H4 = gates.shape
+    H = H4 // 4
+    tanh_c = gates.new_empty(B, H)  # reused every step; backward recomputes tanh(c) at once
+    # Per-step views, made once: unbind is the cheapest way to get T views.
+    g4 = gates.view(T_run, B, 4, H)
+    i_v, f_v, pre_g_v, o_v = (g4[:, :, k].unbind(0) for k in range(4))
+    per_step = zip(
+        gates.unbind(0), pre_g_v, g_act.unbind(0), i_v, f_v, o_v, cells.unbind(0),
+        hs.unbind(0), ms.unbind(0) if ms is not None else [None] * T_run,
+    )
+    h, c = h0, c0
+    for a, pre_g, g, i, f, o, c_t, h_t, m_t in per_step:
+        recurrent.addmm_(a, h)  # (B, 4H) pre-activations
+        torch.tanh(pre_g, out=g)
+        a.sigmoid_()  # i, f, o (the g slot is not used again)
+        c = torch.mul(f, c, out=c_t)
+        c.addcmul_(i, g)  # c_t = f c_{t-1} + i g
+        torch.tanh(c, out=tanh_c)
+        if m_t is None:
+            h = torch.mul(o, tanh_c, out=h_t)  # (B, H)
+        else:
+            torch.mul(o, tanh_c, out=m_t)
+            h = torch.mm(m_t, w_hr_t, out=h_t)  # (B, P)
+
+
+def _forward_fused(kernels, gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
+    """The time loop with the pointwise part of each step in one fused CPU kernel call."""
+    c0 = c0.contiguous()
+    out = hs if ms is None else ms
+    a_v, h_v = gates.unbind(0), hs.unbind(0)
+    m_v = ms.unbind(0) if ms is not None else None
+    h = h0
+    for t in range(gates.shape[0]):
+        recurrent.addmm_(a_v[t], h)  # (B, 4H) pre-activations
+        kernels.lstm_forward_step(gates, g_act, cells, out, c0, t)
+        h = h_v[t] if m_v is None else torch.mm(m_v[t], w_hr_t, out=h_v[t])
+
+
+def _backward_torch(steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr):
+    """BPTT loop in PyTorch operations; returns (delta a (T_run, B, 4H), delta c_0)."""
+    T_run, B, H4 = gates.shape
+    H = H4 // 4
+    i, f, _, o = gates.view(T_run, B, 4, H).unbind(2)  # each (T_run, B, H)
+    tanh_c = torch.tanh(cells)
+    c_prev = torch.cat([c0.unsqueeze(0), cells[:-1]])  # (T_run, B, H)
+
+    # Recurrence-free factors for all steps at once.
+    k_c = o * (1 - tanh_c * tanh_c)  # d c_t / d m_t along the cell
+    factors = gates.new_empty(T_run, B, 4, H)  # multiply delta c (i, f, g) or delta m (o)
+    torch.mul(g, i * (1 - i), out=factors[:, :, 0])
+    torch.mul(c_prev, f * (1 - f), out=factors[:, :, 1])
+    torch.mul(i, 1 - g * g, out=factors[:, :, 2])
+    torch.mul(tanh_c, o * (1 - o), out=factors[:, :, 3])
+    carry = f
+    if steps.varlen:
+        # Past a sequence's end nothing depends on its steps: zero their factors and let
+        # dL/dc_n pass through unchanged (forget factor 1) to the last valid step.
+        k_c = steps.zero_past_end(k_c)
+        factors.masked_fill_(~steps.mask.unsqueeze(3), 0)
+        carry = f.masked_fill(~steps.mask, 1)
+
+    d_gates = gates.new_empty(T_run, B, 4, H)
+    d_flat = d_gates.view(T_run, B, H4)
+    per_step = zip(
+        reversed(dy.unbind(0)), reversed(k_c.unbind(0)), reversed(carry.unbind(0)),
+        reversed(factors[:, :, :3].unbind(0)), reversed(factors[:, :, 3].unbind(0)),
+        reversed(d_gates[:, :, :3].unbind(0)), reversed(d_gates[:, :, 3].unbind(0)),
+        reversed(d_flat.unbind(0)),
+    )
+    dc = d_cn
+    d_next = None  # delta a_{t+1}, (B, 4H)
+    for dy_t, kc_t, carry_t, f_ifg, f_o, d_ifg, d_o, d_t in per_step:
+        dh = dy_t if d_next is None else torch.addmm(dy_t, d_next, w_hh)  # (B, P)
+        dm = dh if w_hr is None else dh @ w_hr  # (B, H)
+        dc = torch.addcmul(dc, dm, kc_t)  # delta c_t
+        torch.mul(f_ifg, dc.unsqueeze(1), out=d_ifg)  # (B, 3, H)
+        torch.mul(f_o, dm, out=d_o)
+        dc = dc * carry_t  # delta c_{t-1} along the cell
+        d_next = d_t
+
+    return d_flat, dc
+
+
+def _backward_fused(kernels, steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr):
+    """BPTT loop with the pointwise part of each step in one fused CPU kernel call."""
+    T_run, B, H4 = gates.shape
+    d_gates = gates.new_empty(T_run, B, H4)
+    d_v, dy_v = d_gates.unbind(0), dy.unbind(0)
+    dc = d_cn.contiguous().clone()  # updated in place by the kernel
+    lengths = steps.lengths if steps.lengths is not None else _NO_LENGTHS
+    c0 = c0.contiguous()
+    for t in range(T_run - 1, -1, -1):
+        dh = dy_v[t] if t == T_run - 1 else torch.addmm(dy_v[t], d_v[t + 1], w_hh)  # (B, P)
+        dm = dh if w_hr is None else dh @ w_hr  # (B, H)
+        kernels.lstm_backward_step(gates, g, cells, c0, dm, dc, d_gates, lengths, t)
+    return d_gates, dc
+
+
+_NO_LENGTHS = torch.empty(0, dtype=torch.int64)

@@ -1,0 +1,94 @@
+"""Optional compiled kernels behind the explicit-BPTT Functions.
+
+``fused_cpu()`` builds (once, cached by PyTorch's extension builder) and returns the fused
+CPU step kernels of ``fused_cpu.cpp``.  Building needs a C++ compiler; without one the
+"auto" backend quietly keeps the pure-PyTorch loop, and asking for ``backend="fused"``
+raises :class:`KernelUnavailable` with the compiler's complaint.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("fused_cpu.cpp")
+_cache: dict[str, object] = {}
+
+
+class KernelUnavailable(RuntimeError):
+    """A compiled kernel was asked for but cannot be built or loaded here."""
+
+
+def _arch_flags() -> tuple[str, list[str]]:
+    """A tag and compiler flags for the vector width this CPU offers (as PyTorch sees it)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "generic", []
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "AVX512":
+        return "avx512", ["-march=x86-64-v4", "-mprefer-vector-width=512"]
+    if capability == "AVX2":
+        return "avx2", ["-march=x86-64-v3"]
+    return "generic", []
+
+
+def _first_error_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower() and "Error building extension" not in line:
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
+def _is_built(name: str) -> bool:
+    """Whether a build of ``name`` is already in PyTorch's extension cache (best effort)."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(name, False)).glob(f"{name}*.so"))
+    except Exception:
+        return False
+
+
+def fused_cpu():
+    """The compiled fused CPU kernels (a Python module); raises KernelUnavailable."""
+    if "fused_cpu" in _cache:
+        module = _cache["fused_cpu"]
+        if isinstance(module, KernelUnavailable):
+            raise module
+        return module
+    tag, flags = _arch_flags()
+    name = f"rnnkit_fused_cpu_{tag}"
+    if not _is_built(name):
+        print(f"rnnkit: compiling the fused CPU kernels ({name}); once per machine, about 30 s",
+              file=sys.stderr, flush=True)
+    try:
+        from torch.utils.cpp_extension import load
+
+        module = load(
+            name=name,
+            sources=[str(_SOURCE)],
+            extra_cflags=["-O3", "-fno-trapping-math", "-fno-math-errno", *flags],
+            verbose=os.environ.get("RNNKIT_VERBOSE_BUILD") == "1",
+        )
+    except Exception as exc:  # compiler missing, headers missing, ninja missing, ...
+        error = KernelUnavailable(
+            "backend='fused' needs rnnkit's CPU kernels, which could not be built "
+            f"({_first_error_line(exc)}); use backend='bptt', or install a C++ compiler"
+        )
+        _cache["fused_cpu"] = error
+        raise error from exc
+    _cache["fused_cpu"] = module
+    return module
+
+
+def fused_cpu_available() -> bool:
+    """Whether the fused CPU kernels can be used (building them on first call)."""
+    try:
+        fused_cpu()
+    except KernelUnavailable:
+        return False
+    return True
