@@ -50,18 +50,20 @@ class GRUFunction(torch.autograd.Function):
         H = w_hh.shape[0] // 3
         steps = Steps.build(T, lengths, x.device)
         T_run = steps.T_run
-        gates = input_projection(x[:T_run], w_ih, b_ih)  # (T_run, B, 3H) -> r, z, n
+        # (The fused kernel adds b_ih itself, sparing the GEMM a broadcast copy.)
+        gates = input_projection(x[:T_run], w_ih, b_ih if kernels is None else None)  # (T_run, B, 3H)
         u_n = x.new_empty(T_run, B, H)  # W_hn h_{t-1} + b_hn
         hs = x.new_empty(T_run, B, H)
         u = x.new_empty(B, 3 * H)  # recurrent part W_hh h_{t-1} + b_hh, reused every step
         recurrent = RecurrentWeight(w_hh, B)
         if kernels is not None:
             h0c = h0.contiguous()
+            bias = b_ih.contiguous() if b_ih is not None else x.new_zeros(3 * H)
             h_v = hs.unbind(0)
             h = h0
             for t in range(T_run):
                 recurrent.mm(h, u, b_hh)
-                kernels.gru_forward_step(gates, u, u_n, hs, h0c, t)
+                kernels.gru_forward_step(gates, bias, u, u_n, hs, h0c, t)
                 h = h_v[t]
         else:
             _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh)

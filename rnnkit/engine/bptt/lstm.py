@@ -58,7 +58,8 @@ class LSTMFunction(torch.autograd.Function):
         T_run = steps.T_run
         # Input part of every step's gate pre-activations in one GEMM; the loop adds the
         # recurrent part and activates in place, so afterwards it holds i, f, g, o.
-        gates = input_projection(x[:T_run], w_ih, b)  # (T_run, B, 4H)
+        # (The fused kernel adds the bias itself, sparing the GEMM a broadcast copy.)
+        gates = input_projection(x[:T_run], w_ih, b if kernels is None else None)  # (T_run, B, 4H)
         g_act = x.new_empty(T_run, B, H)  # g_t = tanh(.), kept apart so one sigmoid covers the row
         cells = x.new_empty(T_run, B, H)  # c_t
         hs = x.new_empty(T_run, B, P)  # h_t (the output)
@@ -67,7 +68,8 @@ class LSTMFunction(torch.autograd.Function):
         w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
 
         if kernels is not None:
-            _forward_fused(kernels, gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
+            bias = b.contiguous() if b is not None else x.new_zeros(4 * H)
+            _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
         else:
             _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
 
@@ -141,7 +143,7 @@ def _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
             h = torch.mm(m_t, w_hr_t, out=h_t)  # (B, P)
 
 
-def _forward_fused(kernels, gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
+def _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
     """The time loop with the pointwise part of each step in one fused CPU kernel call."""
     c0 = c0.contiguous()
     out = hs if ms is None else ms
@@ -150,7 +152,7 @@ def _forward_fused(kernels, gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr
     h = h0
     for t in range(gates.shape[0]):
         recurrent.addmm_(a_v[t], h)  # (B, 4H) pre-activations
-        kernels.lstm_forward_step(gates, g_act, cells, out, c0, t)
+        kernels.lstm_forward_step(gates, bias, g_act, cells, out, c0, t)
         h = h_v[t] if m_v is None else torch.mm(m_v[t], w_hr_t, out=h_v[t])
 
 

@@ -11,6 +11,7 @@
 // so that the compiler can vectorize the loops without -ffast-math: accurate to a few ulp in
 // float and double.
 
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <cmath>
@@ -109,16 +110,16 @@ inline T sigmoid(T x) {
   return T(1) / (T(1) + exp_approx(-x));
 }
 
-// tanh(x) = (e^{2|x|} - 1) / (e^{2|x|} + 1) with the sign of x; near zero through expm1 so the
-// relative error stays small.
+// tanh(x) = N / (N + 2) with N = e^{2|x|} - 1, sign of x restored.  Near zero N comes from the
+// expm1 series (no cancellation); elsewhere from exp.  One division per element.
 template <typename T>
 inline T tanh_approx(T x) {
   const T a = x < T(0) ? -x : x;
   const T y = T(2) * a;
-  const T em1 = expm1_small(y < T(1) ? y : T(1));
-  const T small = em1 / (em1 + T(2));
-  const T large = T(1) - T(2) / (exp_approx(y) + T(1));
-  const T t = a < T(0.5) ? small : large;
+  const T n_small = expm1_small(y < T(1) ? y : T(1));
+  const T n_large = exp_approx(y) - T(1);
+  const T n = a < T(0.5) ? n_small : n_large;
+  const T t = n / (n + T(2));
   return x < T(0) ? -t : t;
 }
 
@@ -126,6 +127,16 @@ void check(const torch::Tensor& t, const torch::Tensor& like, const char* name) 
   TORCH_CHECK(t.is_contiguous(), "rnnkit fused kernel: ", name, " must be contiguous");
   TORCH_CHECK(t.scalar_type() == like.scalar_type(), "rnnkit fused kernel: ", name, " dtype");
   TORCH_CHECK(t.device().is_cpu(), "rnnkit fused kernel: ", name, " must be on the CPU");
+}
+
+// Runs fn(b) for every batch row, split across PyTorch's intra-op threads once a step has
+// enough work (about 16k elements per thread) to repay the hand-off.
+template <typename Fn>
+void for_rows(int64_t B, int64_t H, const Fn& fn) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(H, 1));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) fn(b);
+  });
 }
 
 // Whether sequence b is still running at step t (lengths empty: always).
@@ -138,14 +149,15 @@ inline bool running(const int64_t* lengths, int64_t b, int64_t t) {
 // One batch row of the LSTM forward step (H units); pointers as in lstm_forward_step.
 template <typename T>
 void lstm_forward_row(T* __restrict__ ai, T* __restrict__ af, const T* __restrict__ ag,
-                      T* __restrict__ ao, T* __restrict__ g_out, const T* __restrict__ cp,
-                      T* __restrict__ c_out, T* __restrict__ h_out, int64_t H) {
+                      T* __restrict__ ao, const T* __restrict__ bias, T* __restrict__ g_out,
+                      const T* __restrict__ cp, T* __restrict__ c_out, T* __restrict__ h_out,
+                      int64_t H) {
   RNNKIT_IVDEP
   for (int64_t j = 0; j < H; ++j) {
-    const T i = sigmoid(ai[j]);
-    const T f = sigmoid(af[j]);
-    const T g = tanh_approx(ag[j]);
-    const T o = sigmoid(ao[j]);
+    const T i = sigmoid(ai[j] + bias[j]);
+    const T f = sigmoid(af[j] + bias[H + j]);
+    const T g = tanh_approx(ag[j] + bias[2 * H + j]);
+    const T o = sigmoid(ao[j] + bias[3 * H + j]);
     const T c = f * cp[j] + i * g;
     ai[j] = i;
     af[j] = f;
@@ -177,12 +189,13 @@ void lstm_backward_row(const T* __restrict__ ai, const T* __restrict__ af,
   }
 }
 
-// Step t of the LSTM forward.  gates (T, B, 4H) holds the pre-activations (input and recurrent
-// parts already summed) and receives sigmoid(i), sigmoid(f), sigmoid(o) in place; g_act[t]
-// receives tanh(g); cells[t] = f c_{t-1} + i g; out[t] = o tanh(c_t).
-void lstm_forward_step(torch::Tensor gates, torch::Tensor g_act, torch::Tensor cells,
-                       torch::Tensor out, torch::Tensor c0, int64_t t) {
-  for (auto* p : {&g_act, &cells, &out, &c0}) check(*p, gates, "state");
+// Step t of the LSTM forward.  gates (T, B, 4H) holds the pre-activations without bias (input
+// and recurrent parts already summed); bias (4H) is added here, which spares the input
+// projection a broadcast copy.  gates receives sigmoid(i), sigmoid(f), sigmoid(o) in place;
+// g_act[t] receives tanh(g); cells[t] = f c_{t-1} + i g; out[t] = o tanh(c_t).
+void lstm_forward_step(torch::Tensor gates, torch::Tensor bias, torch::Tensor g_act,
+                       torch::Tensor cells, torch::Tensor out, torch::Tensor c0, int64_t t) {
+  for (auto* p : {&bias, &g_act, &cells, &out, &c0}) check(*p, gates, "state");
   check(gates, gates, "gates");
   const int64_t B = gates.size(1), H4 = gates.size(2), H = H4 / 4;
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_forward_step", [&] {
@@ -191,11 +204,12 @@ void lstm_forward_step(torch::Tensor gates, torch::Tensor g_act, torch::Tensor c
     scalar_t* c_all = cells.data_ptr<scalar_t>() + t * B * H;
     const scalar_t* cp_all = t == 0 ? c0.data_ptr<scalar_t>() : c_all - B * H;
     scalar_t* h_all = out.data_ptr<scalar_t>() + t * B * H;
-    for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* bias_p = bias.data_ptr<scalar_t>();
+    for_rows(B, H, [&](int64_t b) {
       scalar_t* ai = a_all + b * H4;
-      lstm_forward_row<scalar_t>(ai, ai + H, ai + 2 * H, ai + 3 * H, g_all + b * H,
+      lstm_forward_row<scalar_t>(ai, ai + H, ai + 2 * H, ai + 3 * H, bias_p, g_all + b * H,
                                  cp_all + b * H, c_all + b * H, h_all + b * H, H);
-    }
+    });
   });
 }
 
@@ -215,18 +229,18 @@ void lstm_backward_step(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
     const scalar_t* c_all = cells.data_ptr<scalar_t>() + t * B * H;
     const scalar_t* cp_all = t == 0 ? c0.data_ptr<scalar_t>() : c_all - B * H;
     scalar_t* d_all = d_gates.data_ptr<scalar_t>() + t * B * H4;
-    for (int64_t b = 0; b < B; ++b) {
+    for_rows(B, H, [&](int64_t b) {
       scalar_t* di = d_all + b * H4;
       if (!running(len, b, t)) {
         std::fill(di, di + H4, scalar_t(0));
-        continue;
+        return;
       }
       const scalar_t* ai = a_all + b * H4;
       lstm_backward_row<scalar_t>(ai, ai + H, ai + 3 * H, g_all + b * H, c_all + b * H,
                                   cp_all + b * H, dm.data_ptr<scalar_t>() + b * H,
                                   dc.data_ptr<scalar_t>() + b * H, di, di + H, di + 2 * H,
                                   di + 3 * H, H);
-    }
+    });
   });
 }
 
@@ -235,14 +249,15 @@ void lstm_backward_step(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
 // One batch row of the GRU forward step.
 template <typename T>
 void gru_forward_row(T* __restrict__ ar, T* __restrict__ az, T* __restrict__ an,
-                     const T* __restrict__ ur, const T* __restrict__ uz,
-                     const T* __restrict__ unn, T* __restrict__ un_out,
-                     const T* __restrict__ hp, T* __restrict__ h_out, int64_t H) {
+                     const T* __restrict__ bias, const T* __restrict__ ur,
+                     const T* __restrict__ uz, const T* __restrict__ unn,
+                     T* __restrict__ un_out, const T* __restrict__ hp, T* __restrict__ h_out,
+                     int64_t H) {
   RNNKIT_IVDEP
   for (int64_t j = 0; j < H; ++j) {
-    const T r = sigmoid(ar[j] + ur[j]);
-    const T z = sigmoid(az[j] + uz[j]);
-    const T n = tanh_approx(an[j] + r * unn[j]);
+    const T r = sigmoid(ar[j] + bias[j] + ur[j]);
+    const T z = sigmoid(az[j] + bias[H + j] + uz[j]);
+    const T n = tanh_approx(an[j] + bias[2 * H + j] + r * unn[j]);
     ar[j] = r;
     az[j] = z;
     an[j] = n;
@@ -279,11 +294,12 @@ void gru_backward_row(const T* __restrict__ ar, const T* __restrict__ az,
   }
 }
 
-// Step t of the GRU forward.  gates (T, B, 3H) holds the input projections and receives
-// r, z, n in place; u (B, 3H) = W_hh h_{t-1} + b_hh; u_n[t] keeps its n-part; hs[t] = h_t.
-void gru_forward_step(torch::Tensor gates, torch::Tensor u, torch::Tensor u_n, torch::Tensor hs,
-                      torch::Tensor h0, int64_t t) {
-  for (auto* p : {&u, &u_n, &hs, &h0}) check(*p, gates, "tensor");
+// Step t of the GRU forward.  gates (T, B, 3H) holds the input projections without their
+// bias b_ih (3H, added here) and receives r, z, n in place; u (B, 3H) = W_hh h_{t-1} + b_hh;
+// u_n[t] keeps its n-part; hs[t] = h_t.
+void gru_forward_step(torch::Tensor gates, torch::Tensor bias, torch::Tensor u,
+                      torch::Tensor u_n, torch::Tensor hs, torch::Tensor h0, int64_t t) {
+  for (auto* p : {&bias, &u, &u_n, &hs, &h0}) check(*p, gates, "tensor");
   const int64_t B = gates.size(1), H3 = gates.size(2), H = H3 / 3;
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_forward_step", [&] {
     scalar_t* a_all = gates.data_ptr<scalar_t>() + t * B * H3;
@@ -291,12 +307,13 @@ void gru_forward_step(torch::Tensor gates, torch::Tensor u, torch::Tensor u_n, t
     scalar_t* h_all = hs.data_ptr<scalar_t>() + t * B * H;
     const scalar_t* hp_all = t == 0 ? h0.data_ptr<scalar_t>() : h_all - B * H;
     const scalar_t* u_all = u.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* bias_p = bias.data_ptr<scalar_t>();
+    for_rows(B, H, [&](int64_t b) {
       scalar_t* ar = a_all + b * H3;
       const scalar_t* ur = u_all + b * H3;
-      gru_forward_row<scalar_t>(ar, ar + H, ar + 2 * H, ur, ur + H, ur + 2 * H, un_all + b * H,
-                                hp_all + b * H, h_all + b * H, H);
-    }
+      gru_forward_row<scalar_t>(ar, ar + H, ar + 2 * H, bias_p, ur, ur + H, ur + 2 * H,
+                                un_all + b * H, hp_all + b * H, h_all + b * H, H);
+    });
   });
 }
 
@@ -319,7 +336,7 @@ void gru_backward_step(torch::Tensor gates, torch::Tensor u_n, torch::Tensor hs,
     scalar_t* dx_all = d_x.data_ptr<scalar_t>() + t * B * H3;
     const scalar_t* dh_all = dh.data_ptr<scalar_t>();
     scalar_t* carry_all = carry.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
+    for_rows(B, H, [&](int64_t b) {
       const scalar_t* dhb = dh_all + b * H;
       const scalar_t* dyb = dy_prev ? dy_prev + b * H : nullptr;
       scalar_t* cb = carry_all + b * H;
@@ -329,13 +346,13 @@ void gru_backward_step(torch::Tensor gates, torch::Tensor u_n, torch::Tensor hs,
         std::fill(dur, dur + H3, scalar_t(0));
         std::fill(dxr, dxr + H3, scalar_t(0));
         for (int64_t j = 0; j < H; ++j) cb[j] = dhb[j] + (dyb ? dyb[j] : scalar_t(0));
-        continue;
+        return;
       }
       const scalar_t* ar = a_all + b * H3;
       gru_backward_row<scalar_t>(ar, ar + H, ar + 2 * H, un_all + b * H, hp_all + b * H, dhb,
                                  dyb, dur, dur + H, dur + 2 * H, dxr, dxr + H, dxr + 2 * H, cb,
                                  H);
-    }
+    });
   });
 }
 
