@@ -12,13 +12,17 @@ def info() -> str:
     import torch
 
     import rnnkit
+    from rnnkit.engine import kernels
     from rnnkit.engine.layer import BACKENDS
 
+    built = kernels.fused_cpu_built()
     lines = [
         f"rnnkit {rnnkit.__version__}",
         f"torch {torch.__version__} (threads: {torch.get_num_threads()})",
         f"cuda available: {torch.cuda.is_available()}",
         f"backends: {', '.join(BACKENDS)}",
+        f"fused CPU kernels ({kernels.fused_cpu_name()}): "
+        f"{'built' if built else 'compiled on first use'}",
     ]
     return "\n".join(lines)
 

@@ -145,3 +145,16 @@ def test_unbatched_with_lengths():
 def test_dropout_single_layer_warns():
     with pytest.warns(UserWarning, match="no effect with num_layers=1"):
         rnnkit.GRU(3, 4, dropout=0.2)
+
+
+def test_fused_backend_refuses_unsupported_dtype_and_device():
+    with pytest.raises(TypeError, match="backend='fused' supports float32 and float64; got torch.bfloat16"):
+        rnnkit.LSTM(3, 4, backend="fused", dtype=torch.bfloat16)(torch.randn(2, 1, 3, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="backend='fused' runs on the CPU; got input on meta"):
+        rnnkit.GRU(3, 4, backend="fused", device="meta")(torch.randn(2, 1, 3, device="meta"))
+
+
+def test_auto_backend_runs_bfloat16_on_the_bptt_path():
+    layer = rnnkit.LSTM(3, 4, dtype=torch.bfloat16)
+    out, _ = layer(torch.randn(5, 2, 3, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and out.shape == (5, 2, 4)

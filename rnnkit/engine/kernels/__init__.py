@@ -53,6 +53,16 @@ def _is_built(name: str) -> bool:
         return False
 
 
+def fused_cpu_name() -> str:
+    """The name of this machine's build of the fused CPU kernels (its vector-width tag)."""
+    return f"rnnkit_fused_cpu_{_arch_flags()[0]}"
+
+
+def fused_cpu_built() -> bool:
+    """Whether the fused CPU kernels are already compiled here (no build is started)."""
+    return _is_built(fused_cpu_name())
+
+
 def fused_cpu():
     """The compiled fused CPU kernels (a Python module); raises KernelUnavailable."""
     if "fused_cpu" in _cache:
@@ -60,8 +70,8 @@ def fused_cpu():
         if isinstance(module, KernelUnavailable):
             raise module
         return module
-    tag, flags = _arch_flags()
-    name = f"rnnkit_fused_cpu_{tag}"
+    _, flags = _arch_flags()
+    name = fused_cpu_name()
     if not _is_built(name):
         print(f"rnnkit: compiling the fused CPU kernels ({name}); once per machine, about 30 s",
               file=sys.stderr, flush=True)
