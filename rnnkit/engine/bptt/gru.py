@@ -59,12 +59,16 @@ class GRUFunction(torch.autograd.Function):
         if kernels is not None:
             h0c = h0.contiguous()
             bias = b_ih.contiguous() if b_ih is not None else x.new_zeros(3 * H)
-            h_v = hs.unbind(0)
-            h = h0
-            for t in range(T_run):
-                recurrent.mm(h, u, b_hh)
-                kernels.gru_forward_step(gates, bias, u, u_n, hs, h0c, t)
-                h = h_v[t]
+            if recurrent.kind == "transposed":  # the whole loop in C++
+                b_row = b_hh if b_hh is not None else _EMPTY
+                kernels.gru_forward_loop(gates, bias, u, u_n, hs, h0c, recurrent.w_t, b_row)
+            else:
+                h_v = hs.unbind(0)
+                h = h0
+                for t in range(T_run):
+                    recurrent.mm(h, u, b_hh)
+                    kernels.gru_forward_step(gates, bias, u, u_n, hs, h0c, t)
+                    h = h_v[t]
         else:
             _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh)
 
@@ -166,19 +170,16 @@ def _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
 
 
 def _backward_fused(kernels, steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
-    """BPTT loop with the pointwise part of each step in one fused CPU kernel call."""
+    """BPTT loop (in C++) with the pointwise part of each step in one fused kernel call."""
     T_run, B, H3 = gates.shape
-    d_u = gates.new_empty(T_run, B, H3)
-    d_x = gates.new_empty(T_run, B, H3)
+    d_u = torch.empty_like(gates)
+    d_x = torch.empty_like(gates)
     carry = gates.new_empty(B, H3 // 3)
-    d_u_v = d_u.unbind(0)
     lengths = steps.lengths if steps.lengths is not None else _NO_LENGTHS
-    h0 = h0.contiguous()
-    dh = dy[T_run - 1] + d_hn  # delta h_T
-    for t in range(T_run - 1, -1, -1):
-        kernels.gru_backward_step(gates, u_n, hs, h0, dh, dy, d_u, d_x, carry, lengths, t)
-        dh = torch.addmm(carry, d_u_v[t], w_hh)  # delta h_{t-1}
-    return d_u, d_x, dh
+    dh_T = dy[T_run - 1] + d_hn  # delta h_T
+    dh0 = kernels.gru_backward_loop(gates, u_n, hs, h0.contiguous(), dh_T, dy, d_u, d_x, carry, lengths, w_hh)
+    return d_u, d_x, dh0
 
 
+_EMPTY = torch.empty(0)
 _NO_LENGTHS = torch.empty(0, dtype=torch.int64)

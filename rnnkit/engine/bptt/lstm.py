@@ -146,6 +146,11 @@ def _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
 def _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
     """The time loop with the pointwise part of each step in one fused CPU kernel call."""
     c0 = c0.contiguous()
+    if recurrent.kind == "transposed":  # the whole loop in C++
+        kernels.lstm_forward_loop(
+            gates, bias, g_act, cells, hs, _or_empty(ms), h0, c0, recurrent.w_t, _or_empty(w_hr_t)
+        )
+        return
     out = hs if ms is None else ms
     a_v, h_v = gates.unbind(0), hs.unbind(0)
     m_v = ms.unbind(0) if ms is not None else None
@@ -202,18 +207,19 @@ def _backward_torch(steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr):
 
 
 def _backward_fused(kernels, steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr):
-    """BPTT loop with the pointwise part of each step in one fused CPU kernel call."""
-    T_run, B, H4 = gates.shape
-    d_gates = gates.new_empty(T_run, B, H4)
-    d_v, dy_v = d_gates.unbind(0), dy.unbind(0)
-    dc = d_cn.contiguous().clone()  # updated in place by the kernel
+    """BPTT loop (in C++) with the pointwise part of each step in one fused kernel call."""
+    d_gates = torch.empty_like(gates)
+    dc = d_cn.contiguous().clone()  # dL/dc_n in, dL/dc_0 out (updated in place)
     lengths = steps.lengths if steps.lengths is not None else _NO_LENGTHS
-    c0 = c0.contiguous()
-    for t in range(T_run - 1, -1, -1):
-        dh = dy_v[t] if t == T_run - 1 else torch.addmm(dy_v[t], d_v[t + 1], w_hh)  # (B, P)
-        dm = dh if w_hr is None else dh @ w_hr  # (B, H)
-        kernels.lstm_backward_step(gates, g, cells, c0, dm, dc, d_gates, lengths, t)
+    kernels.lstm_backward_loop(
+        gates, g, cells, c0.contiguous(), dy, dc, d_gates, lengths, w_hh, _or_empty(w_hr)
+    )
     return d_gates, dc
 
 
+def _or_empty(t):
+    return t if t is not None else _EMPTY
+
+
+_EMPTY = torch.empty(0)
 _NO_LENGTHS = torch.empty(0, dtype=torch.int64)

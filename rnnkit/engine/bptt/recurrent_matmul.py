@@ -47,7 +47,7 @@ class RecurrentWeight:
         elif self.kind == "transposed":
             self.w_t = w.t().contiguous()  # (P, G)
         else:
-            self.w_t = w.t()
+            self.w_t = w.t()  # a view
 
     @staticmethod
     def _choose(w: Tensor) -> str:

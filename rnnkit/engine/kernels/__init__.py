@@ -55,7 +55,9 @@ def _is_built(name: str) -> bool:
 
 def fused_cpu_name() -> str:
     """The name of this machine's build of the fused CPU kernels (its vector-width tag)."""
-    return f"rnnkit_fused_cpu_{_arch_flags()[0]}"
+    # The PyTorch version is part of the name: a build is tied to the headers it was made with.
+    torch_tag = "".join(ch if ch.isalnum() else "_" for ch in torch.__version__.split("+")[0])
+    return f"rnnkit_fused_cpu_{_arch_flags()[0]}_torch{torch_tag}"
 
 
 def fused_cpu_built() -> bool:

@@ -130,10 +130,10 @@ void check(const torch::Tensor& t, const torch::Tensor& like, const char* name) 
 }
 
 // Runs fn(b) for every batch row, split across PyTorch's intra-op threads once a step has
-// enough work (about 16k elements per thread) to repay the hand-off.
+// enough work (about 2k elements per thread) to repay the hand-off.
 template <typename Fn>
 void for_rows(int64_t B, int64_t H, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(H, 1));
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 11) / std::max<int64_t>(H, 1));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) fn(b);
   });
@@ -356,6 +356,70 @@ void gru_backward_step(torch::Tensor gates, torch::Tensor u_n, torch::Tensor hs,
   });
 }
 
+// ------------------------------------------------------------------------------ time loops
+
+// The whole time loop in C++, for a recurrent weight laid out as a contiguous W_hh^T (G, P)^T:
+// each step is one at::addmm_ and one call of the step function above, with no Python in
+// between.  (Weights in MKL's packed format keep the Python loop of rnnkit/engine/bptt.)
+// Empty tensors stand for absent ones (ms, w_hr_t, b_hh, lengths).
+void lstm_forward_loop(torch::Tensor gates, torch::Tensor bias, torch::Tensor g_act,
+                       torch::Tensor cells, torch::Tensor hs, torch::Tensor ms,
+                       torch::Tensor h0, torch::Tensor c0, torch::Tensor w_hh_t,
+                       torch::Tensor w_hr_t) {
+  const bool proj = ms.numel() > 0;
+  torch::Tensor out = proj ? ms : hs;
+  torch::Tensor h = h0;
+  for (int64_t t = 0; t < gates.size(0); ++t) {
+    gates.select(0, t).addmm_(h, w_hh_t);
+    lstm_forward_step(gates, bias, g_act, cells, out, c0, t);
+    torch::Tensor h_t = hs.select(0, t);
+    if (proj) at::mm_out(h_t, ms.select(0, t), w_hr_t);
+    h = h_t;
+  }
+}
+
+// dy (T, B, P) the gradient from above; dc (B, H) enters as dL/dc_n and leaves as dL/dc_0.
+void lstm_backward_loop(torch::Tensor gates, torch::Tensor g_act, torch::Tensor cells,
+                        torch::Tensor c0, torch::Tensor dy, torch::Tensor dc,
+                        torch::Tensor d_gates, torch::Tensor lengths, torch::Tensor w_hh,
+                        torch::Tensor w_hr) {
+  const int64_t T = gates.size(0);
+  const bool proj = w_hr.numel() > 0;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    torch::Tensor dh = t == T - 1 ? dy.select(0, t)
+                                  : at::addmm(dy.select(0, t), d_gates.select(0, t + 1), w_hh);
+    torch::Tensor dm = proj ? at::mm(dh, w_hr) : dh;
+    lstm_backward_step(gates, g_act, cells, c0, dm, dc, d_gates, lengths, t);
+  }
+}
+
+void gru_forward_loop(torch::Tensor gates, torch::Tensor bias, torch::Tensor u,
+                      torch::Tensor u_n, torch::Tensor hs, torch::Tensor h0,
+                      torch::Tensor w_hh_t, torch::Tensor b_hh) {
+  torch::Tensor h = h0;
+  for (int64_t t = 0; t < gates.size(0); ++t) {
+    if (b_hh.numel() > 0) {
+      at::addmm_out(u, b_hh, h, w_hh_t);
+    } else {
+      at::mm_out(u, h, w_hh_t);
+    }
+    gru_forward_step(gates, bias, u, u_n, hs, h0, t);
+    h = hs.select(0, t);
+  }
+}
+
+// dh (B, H) enters as delta h_T; returns delta h_0.
+torch::Tensor gru_backward_loop(torch::Tensor gates, torch::Tensor u_n, torch::Tensor hs,
+                                torch::Tensor h0, torch::Tensor dh, torch::Tensor dy,
+                                torch::Tensor d_u, torch::Tensor d_x, torch::Tensor carry,
+                                torch::Tensor lengths, torch::Tensor w_hh) {
+  for (int64_t t = gates.size(0) - 1; t >= 0; --t) {
+    gru_backward_step(gates, u_n, hs, h0, dh, dy, d_u, d_x, carry, lengths, t);
+    dh = at::addmm(carry, d_u.select(0, t), w_hh);
+  }
+  return dh;
+}
+
 // Elementwise sigmoid and tanh of the approximations above, for tests of their accuracy.
 torch::Tensor sigmoid_tensor(torch::Tensor x) {
   auto y = torch::empty_like(x);
@@ -386,6 +450,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward_step", &lstm_backward_step);
   m.def("gru_forward_step", &gru_forward_step);
   m.def("gru_backward_step", &gru_backward_step);
+  m.def("lstm_forward_loop", &lstm_forward_loop);
+  m.def("lstm_backward_loop", &lstm_backward_loop);
+  m.def("gru_forward_loop", &gru_forward_loop);
+  m.def("gru_backward_loop", &gru_backward_loop);
   m.def("sigmoid", &sigmoid_tensor);
   m.def("tanh", &tanh_tensor);
 }
