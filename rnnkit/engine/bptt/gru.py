@@ -55,7 +55,9 @@ class GRUFunction(torch.autograd.Function):
         u_n = x.new_empty(T_run, B, H)  # W_hn h_{t-1} + b_hn
         hs = x.new_empty(T_run, B, H)
         u = x.new_empty(B, 3 * H)  # recurrent part W_hh h_{t-1} + b_hh, reused every step
-        recurrent = RecurrentWeight(w_hh, B)
+        recurrent = RecurrentWeight(
+            w_hh, B, transpose=kernels.transpose_contiguous if kernels is not None else None
+        )
         if kernels is not None:
             h0c = h0.contiguous()
             bias = b_ih.contiguous() if b_ih is not None else x.new_zeros(3 * H)

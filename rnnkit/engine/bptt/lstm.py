@@ -64,7 +64,9 @@ class LSTMFunction(torch.autograd.Function):
         cells = x.new_empty(T_run, B, H)  # c_t
         hs = x.new_empty(T_run, B, P)  # h_t (the output)
         ms = x.new_empty(T_run, B, H) if w_hr is not None else None  # o_t * tanh c_t
-        recurrent = RecurrentWeight(w_hh, B)
+        recurrent = RecurrentWeight(
+            w_hh, B, transpose=kernels.transpose_contiguous if kernels is not None else None
+        )
         w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
 
         if kernels is not None:

@@ -356,6 +356,33 @@ void gru_backward_step(torch::Tensor gates, torch::Tensor u_n, torch::Tensor hs,
   });
 }
 
+// ------------------------------------------------------------------------------- transpose
+
+// w (G, P) -> contiguous w^T (P, G), in 32 x 32 tiles so that reads and writes both stay in
+// cache lines (a strided copy walks memory with a stride of G).
+torch::Tensor transpose_contiguous(torch::Tensor w) {
+  TORCH_CHECK(w.dim() == 2 && w.is_contiguous() && w.device().is_cpu(),
+              "transpose_contiguous: expected a contiguous 2-D CPU tensor");
+  const int64_t G = w.size(0), P = w.size(1);
+  torch::Tensor out = torch::empty({P, G}, w.options());
+  constexpr int64_t kTile = 32;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "transpose_contiguous", [&] {
+    const scalar_t* src = w.data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, (G + kTile - 1) / kTile, 16, [&](int64_t g0, int64_t g1) {
+      for (int64_t gt = g0 * kTile; gt < std::min(G, g1 * kTile); gt += kTile) {
+        for (int64_t pt = 0; pt < P; pt += kTile) {
+          const int64_t ge = std::min(G, gt + kTile), pe = std::min(P, pt + kTile);
+          for (int64_t p = pt; p < pe; ++p) {
+            for (int64_t g = gt; g < ge; ++g) dst[p * G + g] = src[g * P + p];
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
 // ------------------------------------------------------------------------------ time loops
 
 // The whole time loop in C++, for a recurrent weight laid out as a contiguous W_hh^T (G, P)^T:
@@ -450,6 +477,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward_step", &lstm_backward_step);
   m.def("gru_forward_step", &gru_forward_step);
   m.def("gru_backward_step", &gru_backward_step);
+  m.def("transpose_contiguous", &transpose_contiguous);
   m.def("lstm_forward_loop", &lstm_forward_loop);
   m.def("lstm_backward_loop", &lstm_backward_loop);
   m.def("gru_forward_loop", &gru_forward_loop);
