@@ -10,15 +10,23 @@ import torch
 from torch import Tensor
 
 
-def input_projection(x: Tensor, w_ih: Tensor, b: Optional[Tensor]) -> Tensor:
+def input_projection(
+    x: Tensor, w_ih: Tensor, b: Optional[Tensor], out: Optional[Tensor] = None
+) -> Tensor:
     """``x_t W_ih^T + b`` for every step at once: one GEMM over (T*B) rows.
 
-    Args: x (T, B, D), w_ih (G, D), b (G,) or None.  Returns a new contiguous (T, B, G).
+    Args: x (T, B, D), w_ih (G, D), b (G,) or None, out: optional contiguous (T, B, G).
+    Returns a contiguous (T, B, G) (``out`` when given).
     """
     T, B, D = x.shape
     x2 = x.reshape(T * B, D)
-    y = x2 @ w_ih.t() if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, G)
-    return y.view(T, B, -1)
+    G = w_ih.shape[0]
+    y = None if out is None else out.view(T * B, G)
+    if b is None:
+        y = torch.mm(x2, w_ih.t(), out=y)
+    else:
+        y = torch.addmm(b, x2, w_ih.t(), out=y)  # (T*B, G)
+    return y.view(T, B, G)
 
 
 @dataclass
@@ -78,17 +86,24 @@ class Steps:
         return seq
 
 
-def hidden_weight_grad(d_pre: Tensor, h0: Tensor, hs: Tensor) -> Tensor:
-    """``dW_hh = sum_t dpre_t^T h_{t-1}`` as two GEMMs (h_0 from ``h0``, h_1..h_{T-1} from ``hs``).
+def state_buffer(h0: Tensor, T: int) -> tuple[Tensor, Tensor]:
+    """A (T+1, B, P) buffer holding h_0 in slot 0, and its view ``hs`` = slots 1..T.
 
-    Args: d_pre (T, B, G), h0 (B, P), hs (T, B, P) the hidden states of steps 1..T.
-    Returns (G, P).
+    The loop writes h_1..h_T into ``hs`` (which becomes the output), so afterwards
+    ``buffer[:-1]`` is h_0..h_{T-1} contiguous, ready for the weight-gradient GEMM.
+    """
+    buffer = h0.new_empty(T + 1, *h0.shape)
+    buffer[0].copy_(h0)
+    return buffer, buffer[1:]
+
+
+def hidden_weight_grad(d_pre: Tensor, states: Tensor) -> Tensor:
+    """``dW_hh = sum_t dpre_t^T h_{t-1}`` as one GEMM over all steps.
+
+    Args: d_pre (T, B, G); states (T+1, B, P) from :func:`state_buffer`.  Returns (G, P).
     """
     T, B, G = d_pre.shape
-    dw = d_pre[0].t() @ h0  # (G, P)
-    if T > 1:
-        dw.addmm_(d_pre[1:].reshape((T - 1) * B, G).t(), hs[: T - 1].reshape((T - 1) * B, -1))
-    return dw
+    return d_pre.reshape(T * B, G).t() @ states[:T].reshape(T * B, -1)
 
 
 def input_grads(

@@ -28,7 +28,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+from rnnkit.engine.bptt.common import (
+    Steps,
+    hidden_weight_grad,
+    input_grads,
+    input_projection,
+    state_buffer,
+)
 from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 
@@ -53,7 +59,7 @@ class GRUFunction(torch.autograd.Function):
         # (The fused kernel adds b_ih itself, sparing the GEMM a broadcast copy.)
         gates = input_projection(x[:T_run], w_ih, b_ih if kernels is None else None)  # (T_run, B, 3H)
         u_n = x.new_empty(T_run, B, H)  # W_hn h_{t-1} + b_hn
-        hs = x.new_empty(T_run, B, H)
+        states, hs = state_buffer(h0, T_run)  # h_0..h_T; hs = h_1..h_T is the output
         u = x.new_empty(B, 3 * H)  # recurrent part W_hh h_{t-1} + b_hh, reused every step
         recurrent = RecurrentWeight(
             w_hh, B, transpose=kernels.transpose_contiguous if kernels is not None else None
@@ -79,7 +85,7 @@ class GRUFunction(torch.autograd.Function):
         out = hs
         if T_run < T:
             out = torch.cat([hs, hs.new_zeros(T - T_run, B, H)])
-        ctx.save_for_backward(x, h0, w_ih, w_hh, gates, u_n, hs)
+        ctx.save_for_backward(x, w_ih, w_hh, gates, u_n, states)
         ctx.steps = steps
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         ctx.kernels = kernels
@@ -88,7 +94,8 @@ class GRUFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_hn):
-        x, h0, w_ih, w_hh, gates, u_n, hs = ctx.saved_tensors
+        x, w_ih, w_hh, gates, u_n, states = ctx.saved_tensors
+        h0, hs = states[0], states[1:]
         steps: Steps = ctx.steps
         T_run, B, H3 = gates.shape
         H = H3 // 3
@@ -99,7 +106,7 @@ class GRUFunction(torch.autograd.Function):
             d_u, d_pre, dh0 = _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh)
         needs = ctx.needs_input_grad
         dh0 = dh0 if needs[1] else None
-        dw_hh = hidden_weight_grad(d_u, h0, hs) if needs[3] else None
+        dw_hh = hidden_weight_grad(d_u, states) if needs[3] else None
         db_hh = d_u.sum((0, 1)) if ctx.has_bias[1] and needs[5] else None
         dx, dw_ih, db_ih = input_grads(
             d_pre, x[:T_run], w_ih, needs[0], needs[2], ctx.has_bias[0] and needs[4], x.shape[0]
@@ -136,7 +143,7 @@ def _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
     T_run, B, H3 = gates.shape
     H = H3 // 3
     r, z, n = gates.view(T_run, B, 3, H).unbind(2)
-    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])  # (T_run, B, H)
+    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])  # (T_run, B, H), h_0..h_{T-1}
 
     q_n = (1 - z) * (1 - n * n)  # delta a^n / delta h
     q_u = gates.new_empty(T_run, B, 3, H)  # delta u / delta h

@@ -32,7 +32,13 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+from rnnkit.engine.bptt.common import (
+    Steps,
+    hidden_weight_grad,
+    input_grads,
+    input_projection,
+    state_buffer,
+)
 from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 
@@ -62,7 +68,7 @@ class LSTMFunction(torch.autograd.Function):
         gates = input_projection(x[:T_run], w_ih, b if kernels is None else None)  # (T_run, B, 4H)
         g_act = x.new_empty(T_run, B, H)  # g_t = tanh(.), kept apart so one sigmoid covers the row
         cells = x.new_empty(T_run, B, H)  # c_t
-        hs = x.new_empty(T_run, B, P)  # h_t (the output)
+        states, hs = state_buffer(h0, T_run)  # h_0..h_T; hs = h_1..h_T is the output
         ms = x.new_empty(T_run, B, H) if w_hr is not None else None  # o_t * tanh c_t
         recurrent = RecurrentWeight(
             w_hh, B, transpose=kernels.transpose_contiguous if kernels is not None else None
@@ -81,7 +87,7 @@ class LSTMFunction(torch.autograd.Function):
         out = hs
         if T_run < T:
             out = torch.cat([hs, hs.new_zeros(T - T_run, B, P)])
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, w_hr, gates, g_act, cells, hs, ms)
+        ctx.save_for_backward(x, c0, w_ih, w_hh, w_hr, gates, g_act, cells, states, ms)
         ctx.steps = steps
         ctx.has_bias = b is not None
         ctx.kernels = kernels
@@ -90,7 +96,7 @@ class LSTMFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_hn, d_cn):
-        x, h0, c0, w_ih, w_hh, w_hr, gates, g, cells, hs, ms = ctx.saved_tensors
+        x, c0, w_ih, w_hh, w_hr, gates, g, cells, states, ms = ctx.saved_tensors
         steps: Steps = ctx.steps
         T_run, B, H4 = gates.shape
         H = H4 // 4
@@ -102,7 +108,7 @@ class LSTMFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         dh0 = d_pre[0] @ w_hh if needs[1] else None
         dc0 = dc if needs[2] else None
-        dw_hh = hidden_weight_grad(d_pre, h0, hs) if needs[4] else None
+        dw_hh = hidden_weight_grad(d_pre, states) if needs[4] else None
         dw_hr = None
         if w_hr is not None and needs[6]:
             # h_t = W_hr m_t: dW_hr = sum_t delta h_t m_t^T, with delta h_t = dy_t + W_hh^T delta a_{t+1}.

@@ -29,7 +29,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from rnnkit.engine.bptt.common import Steps, hidden_weight_grad, input_grads, input_projection
+from rnnkit.engine.bptt.common import (
+    Steps,
+    hidden_weight_grad,
+    input_grads,
+    input_projection,
+    state_buffer,
+)
 from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 _ACTIVATE_ = {
@@ -70,7 +76,8 @@ class RNNFunction(torch.autograd.Function):
         steps = Steps.build(T, lengths, x.device)
         # The pre-activations of all steps, input part, in one GEMM; the loop then adds the
         # recurrent part and activates in place, so this buffer becomes the output.
-        hs = input_projection(x[: steps.T_run], w_ih, b)  # (T_run, B, H)
+        states, hs = state_buffer(h0, steps.T_run)  # h_0..h_T; hs = h_1..h_T is the output
+        input_projection(x[: steps.T_run], w_ih, b, out=hs)  # (T_run, B, H)
         activate_ = _ACTIVATE_[nonlinearity]
         recurrent = RecurrentWeight(w_hh, B)
         h = h0
@@ -84,7 +91,7 @@ class RNNFunction(torch.autograd.Function):
         out = hs
         if steps.T_run < T:
             out = torch.cat([hs, hs.new_zeros(T - steps.T_run, B, hs.shape[2])])
-        ctx.save_for_backward(x, h0, w_ih, w_hh, hs)
+        ctx.save_for_backward(x, w_ih, w_hh, states)
         ctx.steps = steps
         ctx.nonlinearity = nonlinearity
         ctx.has_bias = b is not None
@@ -93,7 +100,8 @@ class RNNFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_hn):
-        x, h0, w_ih, w_hh, hs = ctx.saved_tensors
+        x, w_ih, w_hh, states = ctx.saved_tensors
+        hs = states[1:]
         steps: Steps = ctx.steps
         T_run = steps.T_run
         # dL/dh_t from above (outputs and h_n); past a sequence's end it is exactly zero.
@@ -109,7 +117,7 @@ class RNNFunction(torch.autograd.Function):
                 d_views[t - 1].addmm_(da, w_hh)  # delta h_{t-1} += W_hh^T delta a_t
         needs = ctx.needs_input_grad
         dh0 = d_pre[0] @ w_hh if needs[1] else None
-        dw_hh = hidden_weight_grad(d_pre, h0, hs) if needs[3] else None
+        dw_hh = hidden_weight_grad(d_pre, states) if needs[3] else None
         dx, dw_ih, db = input_grads(
             d_pre, x[:T_run], w_ih, needs[0], needs[2], ctx.has_bias and needs[4], x.shape[0]
         )

@@ -168,18 +168,19 @@ void lstm_forward_row(T* __restrict__ ai, T* __restrict__ af, const T* __restric
   }
 }
 
-// One batch row of the LSTM backward step.
-template <typename T>
+// One batch row of the LSTM backward step; the gradient reaching m_t is dm (+ extra).
+template <typename T, bool kExtra>
 void lstm_backward_row(const T* __restrict__ ai, const T* __restrict__ af,
                        const T* __restrict__ ao, const T* __restrict__ gg,
                        const T* __restrict__ cc, const T* __restrict__ cp,
-                       const T* __restrict__ dm, T* __restrict__ dc, T* __restrict__ di,
-                       T* __restrict__ df, T* __restrict__ dg, T* __restrict__ d_o, int64_t H) {
+                       const T* __restrict__ dm, const T* __restrict__ extra,
+                       T* __restrict__ dc, T* __restrict__ di, T* __restrict__ df,
+                       T* __restrict__ dg, T* __restrict__ d_o, int64_t H) {
   RNNKIT_IVDEP
   for (int64_t j = 0; j < H; ++j) {
     const T i = ai[j], f = af[j], o = ao[j], g = gg[j];
     const T tc = tanh_approx(cc[j]);
-    const T dmj = dm[j];
+    const T dmj = kExtra ? dm[j] + extra[j] : dm[j];
     const T dcj = dc[j] + dmj * o * (T(1) - tc * tc);
     di[j] = dcj * g * i * (T(1) - i);
     df[j] = dcj * cp[j] * f * (T(1) - f);
@@ -213,14 +214,18 @@ void lstm_forward_step(torch::Tensor gates, torch::Tensor bias, torch::Tensor g_
   });
 }
 
-// Step t of the LSTM backward.  dm (B, H) is the gradient reaching o_t * tanh(c_t); dc (B, H)
+// Step t of the LSTM backward.  dm (B, H), plus dm_extra (B, H) unless it is empty, is the
+// gradient reaching o_t * tanh(c_t) (two parts so the caller need not add them); dc (B, H)
 // enters holding delta c_{t+1} * f_{t+1} and leaves holding delta c_t * f_t.  Writes the gate
 // pre-activation gradients d_gates[t] (B, 4H).  Past a sequence's end (lengths) its gate
 // gradients are zero and dc passes through unchanged.
 void lstm_backward_step(torch::Tensor gates, torch::Tensor g_act, torch::Tensor cells,
-                        torch::Tensor c0, torch::Tensor dm, torch::Tensor dc,
-                        torch::Tensor d_gates, torch::Tensor lengths, int64_t t) {
+                        torch::Tensor c0, torch::Tensor dm, torch::Tensor dm_extra,
+                        torch::Tensor dc, torch::Tensor d_gates, torch::Tensor lengths,
+                        int64_t t) {
   for (auto* p : {&g_act, &cells, &c0, &dm, &dc, &d_gates}) check(*p, gates, "tensor");
+  const bool extra = dm_extra.numel() > 0;
+  if (extra) check(dm_extra, gates, "dm_extra");
   const int64_t B = gates.size(1), H4 = gates.size(2), H = H4 / 4;
   const int64_t* len = lengths.numel() ? lengths.data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_step", [&] {
@@ -236,10 +241,18 @@ void lstm_backward_step(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
         return;
       }
       const scalar_t* ai = a_all + b * H4;
-      lstm_backward_row<scalar_t>(ai, ai + H, ai + 3 * H, g_all + b * H, c_all + b * H,
-                                  cp_all + b * H, dm.data_ptr<scalar_t>() + b * H,
-                                  dc.data_ptr<scalar_t>() + b * H, di, di + H, di + 2 * H,
-                                  di + 3 * H, H);
+      const scalar_t* dmb = dm.data_ptr<scalar_t>() + b * H;
+      scalar_t* dcb = dc.data_ptr<scalar_t>() + b * H;
+      if (extra) {
+        lstm_backward_row<scalar_t, true>(ai, ai + H, ai + 3 * H, g_all + b * H, c_all + b * H,
+                                          cp_all + b * H, dmb,
+                                          dm_extra.data_ptr<scalar_t>() + b * H, dcb, di,
+                                          di + H, di + 2 * H, di + 3 * H, H);
+      } else {
+        lstm_backward_row<scalar_t, false>(ai, ai + H, ai + 3 * H, g_all + b * H,
+                                           c_all + b * H, cp_all + b * H, dmb, nullptr, dcb,
+                                           di, di + H, di + 2 * H, di + 3 * H, H);
+      }
     });
   });
 }
@@ -412,11 +425,20 @@ void lstm_backward_loop(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
                         torch::Tensor w_hr) {
   const int64_t T = gates.size(0);
   const bool proj = w_hr.numel() > 0;
+  const torch::Tensor none = torch::empty({0}, gates.options());
   for (int64_t t = T - 1; t >= 0; --t) {
-    torch::Tensor dh = t == T - 1 ? dy.select(0, t)
-                                  : at::addmm(dy.select(0, t), d_gates.select(0, t + 1), w_hh);
-    torch::Tensor dm = proj ? at::mm(dh, w_hr) : dh;
-    lstm_backward_step(gates, g_act, cells, c0, dm, dc, d_gates, lengths, t);
+    // delta h_t = dy_t + W_hh^T delta a_{t+1}; without a projection the kernel adds dy_t.
+    if (t == T - 1) {
+      torch::Tensor dm = proj ? at::mm(dy.select(0, t), w_hr) : dy.select(0, t);
+      lstm_backward_step(gates, g_act, cells, c0, dm, none, dc, d_gates, lengths, t);
+    } else if (proj) {
+      torch::Tensor dh = at::addmm(dy.select(0, t), d_gates.select(0, t + 1), w_hh);
+      lstm_backward_step(gates, g_act, cells, c0, at::mm(dh, w_hr), none, dc, d_gates, lengths, t);
+    } else {
+      torch::Tensor recurrent = at::mm(d_gates.select(0, t + 1), w_hh);
+      lstm_backward_step(gates, g_act, cells, c0, recurrent, dy.select(0, t), dc, d_gates,
+                         lengths, t);
+    }
   }
 }
 
@@ -474,9 +496,7 @@ torch::Tensor tanh_tensor(torch::Tensor x) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_forward_step", &lstm_forward_step);
-  m.def("lstm_backward_step", &lstm_backward_step);
   m.def("gru_forward_step", &gru_forward_step);
-  m.def("gru_backward_step", &gru_backward_step);
   m.def("transpose_contiguous", &transpose_contiguous);
   m.def("lstm_forward_loop", &lstm_forward_loop);
   m.def("lstm_backward_loop", &lstm_backward_loop);
