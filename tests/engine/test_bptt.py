@@ -174,17 +174,29 @@ def test_fused_kernel_activations_match_torch(dtype):
         assert rel < 8 * eps, f"{theirs.__name__}: max relative error {rel}"
 
 
-def test_large_recurrent_weight_packed_path_matches_reference():
-    """A float32 LSTM big enough for the packed recurrent GEMM still matches the reference."""
+@pytest.mark.parametrize(
+    "mode,H,extra",
+    [("LSTM", 256, {}), ("LSTM", 512, {"proj_size": 128}), ("GRU", 300, {})],
+)
+def test_large_recurrent_weight_packed_path_matches_reference(mode, H, extra):
+    """Float32 layers big enough for MKL's packed recurrent GEMM (the Python-driven loop of
+    the fused backend) match the reference in outputs, states and gradients."""
     import rnnkit
+    from rnnkit.engine.bptt.recurrent_matmul import PACK_MIN_NUMEL
 
     torch.manual_seed(1)
-    H = 256
-    layer = rnnkit.LSTM(H, H, backend="fused")
-    ref = rnnkit.LSTM(H, H, backend="reference")
+    layer = getattr(rnnkit, mode)(16, H, backend="fused", **extra)
+    assert layer.weight_hh_l0.numel() >= PACK_MIN_NUMEL
+    ref = getattr(rnnkit, mode)(16, H, backend="reference", **extra)
     ref.load_state_dict(layer.state_dict())
-    x = torch.randn(3, 2, H)
-    out, (h, c) = layer(x)
-    out_r, (h_r, c_r) = ref(x)
+    x = torch.randn(3, 2, 16)
+    lengths = torch.tensor([3, 2])
+    out, state = layer(x, lengths=lengths)
+    out_r, state_r = ref(x, lengths=lengths)
     assert_close(out, out_r, torch.float32, "output")
-    assert_close(c, c_r, torch.float32, "c_n")
+    for a, b in zip(state if isinstance(state, tuple) else (state,), state_r if isinstance(state_r, tuple) else (state_r,)):
+        assert_close(a, b, torch.float32, "state")
+    g = torch.autograd.grad(out.pow(2).sum(), list(layer.parameters()))
+    g_r = torch.autograd.grad(out_r.pow(2).sum(), list(ref.parameters()))
+    for a, b in zip(g, g_r):
+        assert_close(a, b, torch.float32, "gradient")
