@@ -1,12 +1,14 @@
 """Speed of rnnkit's LSTM against torch.nn.LSTM, side by side in one process.
 
-For each shape (T, B, D=H) it times, interleaved round-robin so drift hits all alike:
+For each shape (T, B, D=H) it times, in rounds that run every model once in a shuffled order
+(so drift and cache effects hit all alike):
   - torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU),
   - rnnkit.LSTM, backend "fused": explicit BPTT with fused CPU step kernels (the CPU default),
   - rnnkit.LSTM, backend "bptt": explicit BPTT with each step in PyTorch operations,
   - rnnkit.LSTM, backend "reference": the per-step loop under autograd,
 for forward+backward (training) and forward only (inference, under no_grad), and prints the
-median times and the ratio rnnkit / torch.nn.
+median times and the ratio rnnkit / torch.nn as the median over rounds of the per-round
+ratio (each round's two runs are seconds apart, so the ratio is robust to a noisy machine).
 
     python benchmarks/speed.py                      # the CPU shapes of the Core issue
     python benchmarks/speed.py --shapes 35x20x650 --repeats 20 --no-reference
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 
@@ -59,7 +62,7 @@ def make_step(model, x, grad, train: bool):
     return step
 
 
-def bench_shape(T, B, H, device, dtype, repeats, warmup, backends):
+def bench_shape(T, B, H, device, dtype, repeats, warmup, backends, rng):
     peer = torch.nn.LSTM(H, H, device=device, dtype=dtype)
     models = {"torch.nn": peer}
     for backend in backends:
@@ -75,10 +78,17 @@ def bench_shape(T, B, H, device, dtype, repeats, warmup, backends):
             for _ in range(warmup):
                 step()
         times = {name: [] for name in steps}
+        order = list(steps)
         for _ in range(repeats):
-            for name, step in steps.items():
-                times[name].append(time_call(step, device))
-        results["train" if train else "infer"] = {n: statistics.median(t) for n, t in times.items()}
+            rng.shuffle(order)
+            for name in order:
+                times[name].append(time_call(steps[name], device))
+        results["train" if train else "infer"] = {
+            "time": {n: statistics.median(t) for n, t in times.items()},
+            "ratio": {
+                n: statistics.median(a / b for a, b in zip(t, times["torch.nn"])) for n, t in times.items()
+            },
+        }
     return results
 
 
@@ -102,20 +112,22 @@ def main(argv=None) -> None:
     dtype = getattr(torch, args.dtype)
     shapes = args.shapes or CPU_SHAPES
     torch.manual_seed(0)
+    rng = random.Random(0)
 
     print(f"# rnnkit {rnnkit.__version__}, torch {torch.__version__}, {args.device}, {args.dtype}, "
           f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
     backends = args.backends or (["fused", "bptt", "reference"] if args.device == "cpu" else ["bptt", "reference"])
-    print(f"# median of {args.repeats} runs; ratio = rnnkit / torch.nn (lower is better)")
+    print(f"# {args.repeats} rounds; times are medians; ratio = median over rounds of rnnkit / torch.nn "
+          "(lower is better)")
     print("| T, B, H | mode | torch.nn ms | " + " | ".join(f"{b} ms | ratio" for b in backends) + " |")
     print("|---|---|---:|" + "---:|---:|" * len(backends))
     for T, B, H in shapes:
-        res = bench_shape(T, B, H, device, dtype, args.repeats, args.warmup, backends)
+        res = bench_shape(T, B, H, device, dtype, args.repeats, args.warmup, backends, rng)
         for mode, label in (("train", "fwd+bwd"), ("infer", "fwd")):
-            r = res[mode]
-            cells = [f"{1e3 * r[b]:.2f} | **{r[b] / r['torch.nn']:.2f}**" if b == backends[0]
-                     else f"{1e3 * r[b]:.2f} | {r[b] / r['torch.nn']:.2f}" for b in backends]
-            print(f"| {T}, {B}, {H} | {label} | {1e3 * r['torch.nn']:.2f} | " + " | ".join(cells) + " |", flush=True)
+            t, q = res[mode]["time"], res[mode]["ratio"]
+            cells = [f"{1e3 * t[b]:.2f} | **{q[b]:.2f}**" if b == backends[0]
+                     else f"{1e3 * t[b]:.2f} | {q[b]:.2f}" for b in backends]
+            print(f"| {T}, {B}, {H} | {label} | {1e3 * t['torch.nn']:.2f} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
