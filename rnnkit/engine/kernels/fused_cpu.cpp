@@ -469,25 +469,18 @@ torch::Tensor gru_backward_loop(torch::Tensor gates, torch::Tensor u_n, torch::T
   return dh;
 }
 
-// Elementwise sigmoid and tanh of the approximations above, for tests of their accuracy.
-torch::Tensor sigmoid_tensor(torch::Tensor x) {
-  auto y = torch::empty_like(x);
+// Elementwise sigmoid or tanh of the approximations above, for tests of their accuracy.
+torch::Tensor activation(torch::Tensor x, const std::string& name) {
+  TORCH_CHECK(name == "sigmoid" || name == "tanh", "activation: sigmoid or tanh, got ", name);
+  const bool is_tanh = name == "tanh";
   auto xc = x.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid", [&] {
+  auto y = torch::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "activation", [&] {
     const scalar_t* in = xc.data_ptr<scalar_t>();
-    scalar_t* o = y.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < xc.numel(); ++k) o[k] = sigmoid(in[k]);
-  });
-  return y;
-}
-
-torch::Tensor tanh_tensor(torch::Tensor x) {
-  auto y = torch::empty_like(x);
-  auto xc = x.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tanh", [&] {
-    const scalar_t* in = xc.data_ptr<scalar_t>();
-    scalar_t* o = y.data_ptr<scalar_t>();
-    for (int64_t k = 0; k < xc.numel(); ++k) o[k] = tanh_approx(in[k]);
+    scalar_t* out = y.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < xc.numel(); ++k) {
+      out[k] = is_tanh ? tanh_approx(in[k]) : sigmoid(in[k]);
+    }
   });
   return y;
 }
@@ -502,6 +495,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_backward_loop", &lstm_backward_loop);
   m.def("gru_forward_loop", &gru_forward_loop);
   m.def("gru_backward_loop", &gru_backward_loop);
-  m.def("sigmoid", &sigmoid_tensor);
-  m.def("tanh", &tanh_tensor);
+  m.def("activation", &activation);
 }
