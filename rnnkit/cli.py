@@ -29,6 +29,9 @@ def info() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import rnnkit
+    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.tasks.lm import LMDataConfig, LMModelConfig
+    from rnnkit.train.config import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent sequence models with explicit BPTT."
@@ -36,15 +39,92 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnnkit {rnnkit.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="show versions, threads and backends")
+
+    train = sub.add_parser("train", help="train a model for a task")
+    tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
+    lm = tasks.add_parser(
+        "lm", help="language model (character or word level)",
+        description="Train a language model. Settings: defaults < --config file < flags. "
+        "Without --data it trains on the corpus that ships with Python.",
+    )
+    lm.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    lm.add_argument("--run", help="run folder (default: runs/lm-<time>)")
+    lm.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    lm.add_argument("--sample-length", type=int, default=300, help="characters/words to sample at the end")
+    add_dataclass_flags(lm, LMDataConfig, "data")
+    add_dataclass_flags(lm, LMModelConfig, "model")
+    add_dataclass_flags(lm, TrainConfig, "training")
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
+    ev.add_argument("run", help="run folder")
+    ev.add_argument("--split", default="test", choices=["valid", "test"])
+    ev.add_argument("--data", help="evaluate on this data instead of the run's")
+    ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    sa = sub.add_parser("sample", help="generate text from a trained language model")
+    sa.add_argument("run", help="run folder")
+    sa.add_argument("--prime", default="", help="text to start from")
+    sa.add_argument("--length", type=int, default=300)
+    sa.add_argument("--temperature", type=float, default=0.8)
+    sa.add_argument("--top-k", type=int, default=None)
+    sa.add_argument("--top-p", type=float, default=None)
+    sa.add_argument("--seed", type=int, default=None)
+    sa.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    sa.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
 
 
+def _train_lm(args) -> int:
+    import time
+
+    from rnnkit.configs import build, load_config_file, unknown_sections
+    from rnnkit.tasks.lm import LMDataConfig, LMModelConfig
+    from rnnkit.tasks.lm_run import train_lm
+    from rnnkit.train.config import TrainConfig
+
+    file_values = load_config_file(args.config) if args.config else {}
+    source = args.config or "flags"
+    unknown_sections(file_values, {"data", "model", "train"}, source)
+    data_cfg = build(LMDataConfig, file_values, args, "data", source)
+    model_cfg = build(LMModelConfig, file_values, args, "model", source)
+    train_cfg = build(TrainConfig, file_values, args, "train", source).validate()
+    run = args.run or f"runs/lm-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = train_lm(data_cfg, model_cfg, train_cfg, run, args.resume, args.sample_length)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _evaluate(args) -> int:
+    from rnnkit.tasks.lm_run import evaluate_lm
+
+    metrics = evaluate_lm(args.run, args.split, args.data, args.checkpoint, args.device)
+    print(f"{args.split}: " + ", ".join(f"{k} {v:.4f}" if k != "tokens" else f"{k} {int(v)}"
+                                         for k, v in metrics.items()))
+    return 0
+
+
+def _sample(args) -> int:
+    from rnnkit.tasks.lm_run import sample_lm
+
+    print(sample_lm(args.run, args.prime, args.length, args.temperature, args.top_k, args.top_p,
+                    args.seed, args.checkpoint, args.device))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from rnnkit.errors import RnnkitError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
-        return 0
+    commands = {"info": lambda a: print(info()) or 0, "evaluate": _evaluate, "sample": _sample}
+    try:
+        if args.command == "train":
+            return _train_lm(args)
+        if args.command in commands:
+            return commands[args.command](args)
+    except (RnnkitError, ValueError, FileNotFoundError) as exc:
+        print(f"rnnkit: error: {exc}", file=sys.stderr)
+        return 2
     parser.print_help()
     return 0
 

@@ -1,0 +1,65 @@
+"""Where language-modeling text comes from: a file, a PTB-style folder, or the corpus that
+ships with every Python installation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rnnkit.data.text import read_text
+from rnnkit.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+def embedded_corpus() -> str:
+    """Real English prose that every CPython installation carries: the standard library's
+    bundled documentation topics (``pydoc_data.topics``, the text behind ``help('topic')``),
+    about 460 thousand characters, in a fixed order."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:  # some distributions strip it
+        raise DataError(
+            "the embedded corpus (pydoc_data.topics) is missing from this Python; pass --data"
+        ) from exc
+    return "\n".join(topics[key].strip() + "\n" for key in sorted(topics))
+
+
+def split_text(text: str, fractions=(0.9, 0.05, 0.05)) -> dict[str, str]:
+    """Split one text into train/valid/test by position, at line boundaries."""
+    n = len(text)
+    cut1 = text.rfind("\n", 0, int(n * fractions[0])) + 1 or int(n * fractions[0])
+    cut2 = text.rfind("\n", 0, int(n * (fractions[0] + fractions[1]))) + 1 or int(n * (fractions[0] + fractions[1]))
+    return {"train": text[:cut1], "valid": text[cut1:cut2], "test": text[cut2:]}
+
+
+def _find_split(folder: Path, split: str) -> Optional[Path]:
+    for stem in (split, f"ptb.{split}", f"{split}.txt", f"ptb.{split}.txt"):
+        for name in (stem, f"{stem}.txt", f"{stem}.gz", f"{stem}.txt.gz"):
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_splits(data: Optional[str]) -> tuple[dict[str, str], str]:
+    """Train/valid/test texts and a description of where they came from.
+
+    ``data`` is None (the embedded corpus, split 90/5/5), a text file (split 90/5/5), or a
+    folder holding train/valid/test files (``train.txt``, ``ptb.train.txt``, ... ``.gz`` too).
+    """
+    if data is None:
+        return split_text(embedded_corpus()), "embedded corpus (pydoc_data.topics)"
+    path = Path(data)
+    if path.is_dir():
+        found = {split: _find_split(path, split) for split in SPLITS}
+        missing = [s for s, p in found.items() if p is None]
+        if missing:
+            raise DataError(
+                f"{path}: expected train/valid/test files (e.g. train.txt or ptb.train.txt), "
+                f"missing {', '.join(missing)}"
+            )
+        return {s: read_text(p) for s, p in found.items()}, str(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    return split_text(read_text(path)), str(path)

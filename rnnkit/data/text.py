@@ -1,0 +1,119 @@
+"""Plain-text corpora for language modeling: reading, vocabularies and stream batching."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.errors import DataError
+
+UNK, EOS = "<unk>", "<eos>"
+LEVELS = ("char", "word")
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of ``path``; ``.gz`` files are decompressed.  Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return handle.read()
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1 if path.suffix != ".gz" else "?"
+        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+
+
+def tokenize(text: str, level: str) -> list[str]:
+    """Characters (newlines included), or whitespace-separated words with ``<eos>`` ending
+    each non-empty line (the Penn Treebank convention of Mikolov et al.)."""
+    if level == "char":
+        return list(text)
+    if level == "word":
+        tokens: list[str] = []
+        for line in text.splitlines():
+            words = line.split()
+            if words:
+                tokens.extend(words)
+                tokens.append(EOS)
+        return tokens
+    raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+
+
+class Vocab:
+    """Token <-> id maps.  Word vocabularies reserve ``<unk>`` (id 0) and ``<eos>`` (id 1);
+    character vocabularies reserve ``<unk>`` for characters unseen in training."""
+
+    def __init__(self, tokens: Sequence[str], level: str) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        self.level = level
+        self.itos = list(tokens)
+        self.stoi = {tok: i for i, tok in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise ValueError("vocabulary tokens must be unique")
+        self.unk = self.stoi[UNK]
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], level: str, max_size: Optional[int] = None) -> "Vocab":
+        """Most frequent first (ties by first appearance), after the special tokens."""
+        counts = Counter(tokens)
+        specials = [UNK, EOS] if level == "word" else [UNK]
+        ordered = [tok for tok, _ in counts.most_common() if tok not in specials]
+        if max_size is not None:
+            ordered = ordered[: max(0, max_size - len(specials))]
+        return cls(specials + ordered, level)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: Sequence[str]) -> Tensor:
+        get, unk = self.stoi.get, self.unk
+        return torch.tensor([get(tok, unk) for tok in tokens], dtype=torch.long)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        toks = [self.itos[int(i)] for i in ids]
+        if self.level == "char":
+            return "".join(toks)
+        return " ".join(toks).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+    def to_dict(self) -> dict:
+        return {"level": self.level, "itos": self.itos}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vocab":
+        return cls(data["itos"], data["level"])
+
+
+def batchify(ids: Tensor, batch_size: int) -> Tensor:
+    """Cut one long id stream into ``batch_size`` parallel streams laid side by side:
+    returns (T, B), column b holding the b-th contiguous slice (Zaremba et al. 2014).  The
+    tail that does not fill a full row is dropped."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    steps = ids.numel() // batch_size
+    if steps < 2:
+        raise DataError(
+            f"a stream of {ids.numel()} tokens is too short for batch size {batch_size} "
+            "(need at least 2 tokens per stream)"
+        )
+    return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
+
+
+def windows(stream: Tensor, bptt: int) -> list[tuple[Tensor, Tensor]]:
+    """Consecutive (input, target) windows of at most ``bptt`` steps over a (T, B) stream;
+    the target is the input shifted one step ahead."""
+    out = []
+    for start in range(0, stream.shape[0] - 1, bptt):
+        end = min(start + bptt, stream.shape[0] - 1)
+        out.append((stream[start:end], stream[start + 1 : end + 1]))
+    return out

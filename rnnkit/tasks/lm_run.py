@@ -1,0 +1,96 @@
+"""The language-modeling commands: train, evaluate and sample, with plain arguments."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from rnnkit.data.corpus import load_splits
+from rnnkit.data.text import Vocab
+from rnnkit.errors import CheckpointError, RnnkitError
+from rnnkit.tasks.lm import LanguageModel, LMDataConfig, LMModelConfig, LMTask, encode_splits, sample
+from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, resolve_checkpoint, seed_everything
+from rnnkit.train.trainer import pick_device
+
+
+def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainConfig,
+             run_dir: str | Path, resume: bool = False, sample_length: int = 300) -> dict:
+    """Train a language model in ``run_dir``; print validation metrics and a sample."""
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / "checkpoints" / "last").exists():
+        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    texts, source = load_splits(data_cfg.data)
+    ids, vocab = encode_splits(texts, data_cfg.level, max_vocab=data_cfg.max_vocab)
+    if resume:  # the vocabulary of the run, not one rebuilt from (possibly changed) data
+        vocab = Vocab.from_dict(read_state(run_dir)["task"]["vocab"])
+        ids, _ = encode_splits(texts, data_cfg.level, vocab=vocab)
+    task = LMTask(ids, vocab, data_cfg, model_cfg, source)
+    model = task.build_model()
+    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    trainer = Trainer(model, task, train_cfg, run_dir, record)
+    if resume:
+        where = trainer.resume()
+        print(f"resuming from {where} (step {trainer.step})", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"data: {source}; {vocab.level} level, vocabulary {len(vocab)}, "
+          f"{ids['train'].numel():,} training tokens; model: {model_cfg.num_layers}x{model_cfg.hidden_size} "
+          f"{model_cfg.cell.upper()}, {n_params:,} parameters; device {trainer.device}", flush=True)
+    summary = trainer.fit()
+    valid = summary["valid"] or task.evaluate(model, "valid")
+    unit = "bits/char" if vocab.level == "char" else "perplexity"
+    value = valid.get("bpc", valid.get("ppl"))
+    print(f"{summary['status']} at step {summary['step']}: validation {unit} {value:.4f} "
+          f"(loss {valid['loss']:.4f} nats/token); checkpoints in {run_dir / 'checkpoints'}", flush=True)
+    if sample_length > 0 and summary["status"] != "interrupted":
+        text = sample(model, vocab, length=sample_length, temperature=0.8, seed=train_cfg.seed)
+        print("sample:\n" + text, flush=True)
+    summary["valid"] = valid
+    return summary
+
+
+def load_lm(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """(model, vocab, meta) of a trained language model; ``checkpoint`` "best" or "last"."""
+    run = Path(run)
+    where = run / "checkpoints" / "best" if checkpoint == "best" else None
+    if where is None or not where.is_dir():
+        where = resolve_checkpoint(run)
+    state = read_state(where)
+    meta = state.get("task", {})
+    if meta.get("task") != "lm":
+        raise CheckpointError(f"{where}: not a language-model checkpoint (task {meta.get('task')!r})")
+    vocab = Vocab.from_dict(meta["vocab"])
+    model = LanguageModel(len(vocab), LMModelConfig(**meta["model"]))
+    dev = pick_device(device)
+    load_weights(model, where, dev)
+    return model.to(dev).eval(), vocab, meta
+
+
+def evaluate_lm(run: str | Path, split: str = "test", data: Optional[str] = None,
+                checkpoint: str = "best", device: str = "auto") -> dict:
+    """Metrics of a trained model on a split of its data (or of ``data``)."""
+    model, vocab, meta = load_lm(run, checkpoint, device)
+    data_cfg = LMDataConfig(**meta["data"])
+    if data is not None:
+        data_cfg.data = data
+    texts, source = load_splits(data_cfg.data)
+    ids, _ = encode_splits(texts, vocab.level, vocab=vocab)
+    task = LMTask(ids, vocab, data_cfg, LMModelConfig(**meta["model"]), source)
+    if split not in task.eval_streams:
+        raise RnnkitError(f"unknown split {split!r}; choose valid or test")
+    metrics = task.evaluate(model, split)
+    metrics["tokens"] = float(ids[split].numel())
+    return metrics
+
+
+def sample_lm(run: str | Path, prime: str = "", length: int = 300, temperature: float = 1.0,
+              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+              checkpoint: str = "best", device: str = "auto") -> str:
+    model, vocab, _ = load_lm(run, checkpoint, device)
+    return sample(model, vocab, prime, length, temperature, top_k, top_p, seed)

@@ -1,0 +1,47 @@
+"""Training settings shared by every task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "plateau", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 2e-3
+    momentum: float = 0.0  # sgd
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none | step | plateau | cosine
+    lr_decay: float = 0.5  # factor of "step" and "plateau"
+    decay_start: int = 4  # "step": the lr is multiplied by lr_decay after each epoch > decay_start
+    plateau_patience: int = 0  # "plateau": epochs without improvement before decaying
+    early_stop: int = 0  # stop after this many epochs without validation improvement (0: never)
+    clip: float = 5.0  # global gradient-norm clip (0: none)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = True  # autocast to bfloat16 on CUDA
+    max_steps: int = 0  # stop after this many optimizer steps in total (0: no limit)
+    log_every: int = 20  # steps between metric rows
+    checkpoint_every: int = 0  # steps between checkpoints (0: end of each epoch only)
+    progress: bool = True  # progress bar
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
+            (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self

@@ -1,0 +1,264 @@
+"""One Trainer for every task.
+
+A task plugs in through four methods (no subclassing of the Trainer):
+
+- ``train_batches(epoch) -> Sequence``   the epoch's batches, the same for the same epoch;
+- ``train_step(model, batch, state) -> (loss, n_tokens, state)``   mean loss of one batch and
+  the recurrent state to carry into the next batch (detached; None for sentence tasks);
+- ``evaluate(model, split) -> dict``   metrics with at least ``"loss"`` (lower is better);
+- ``meta() -> dict``   JSON facts a checkpoint must carry (vocabulary, model config, ...).
+
+The Trainer owns the loop: optimizer and schedule, gradient clipping, truncated BPTT state
+carry across batches, evaluation each epoch, early stopping, metrics (CSV, TensorBoard), a
+progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN handling.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from rnnkit.errors import TrainingDiverged
+from rnnkit.train.checkpoint import (
+    load_weights,
+    read_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_pointer,
+)
+from rnnkit.train.config import TrainConfig
+from rnnkit.train.logging import MetricsLog
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch; optionally make PyTorch refuse nondeterministic ops."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available here")
+    return torch.device(name)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+class Trainer:
+    """Runs a task's training loop in ``run_dir`` (metrics.csv, config, checkpoints/)."""
+
+    def __init__(self, model: torch.nn.Module, task: Any, cfg: TrainConfig, run_dir: str | Path,
+                 record: Optional[dict] = None) -> None:
+        self.cfg = cfg.validate()
+        self.task = task
+        self.device = pick_device(cfg.device)
+        self.model = model.to(self.device)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.record = record or {}
+        self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
+        self.step = 0
+        self.epoch = 0
+        self.batch_index = 0
+        self.state = None
+        self.best = math.inf
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------------------ set-up
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg, params = self.cfg, self.model.parameters()
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _make_scheduler(self):
+        cfg = self.cfg
+        if cfg.schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=cfg.lr_decay, patience=cfg.plateau_patience
+            )
+        if cfg.schedule == "cosine":
+            total = cfg.max_steps or cfg.epochs * max(1, len(self.task.train_batches(0)))
+            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+        return None
+
+    def _epoch_lr(self) -> None:
+        """The "step" schedule of Zaremba et al.: constant, then decayed once per epoch."""
+        if self.cfg.schedule == "step":
+            factor = self.cfg.lr_decay ** max(0, self.epoch + 1 - self.cfg.decay_start)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.lr * factor
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ------------------------------------------------------------------------- checkpoints
+    def save(self, name: Optional[str] = None) -> Path:
+        state = {
+            "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+            "best": self.best if math.isfinite(self.best) else None, "bad_epochs": self.bad_epochs,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": _rng_state(),
+            "carry": self.state,
+            "train_config": asdict(self.cfg),
+            "task": self.task.meta(),
+            "record": self.record,
+        }
+        return save_checkpoint(self.ckpt_root, name or f"step_{self.step:08d}", self.model, state)
+
+    def resume(self, path: Optional[str | Path] = None) -> Path:
+        """Continue from a checkpoint (default: this run's last one): weights, optimizer,
+        schedule, RNG streams, position in the epoch and the carried recurrent state."""
+        where = resolve_checkpoint(path or self.ckpt_root)
+        state = read_state(where)
+        load_weights(self.model, where, self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        self.best = state["best"] if state["best"] is not None else math.inf
+        self.bad_epochs = state["bad_epochs"]
+        carry = state["carry"]
+        if isinstance(carry, list):
+            carry = tuple(t.to(self.device) for t in carry)
+        elif carry is not None:
+            carry = carry.to(self.device)
+        self.state = carry
+        return where
+
+    # ---------------------------------------------------------------------------- training
+    def _train_step(self, batch) -> tuple[float, int]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, n_tokens, state = self.task.train_step(self.model, batch, self.state)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            last = self.ckpt_root / "last"
+            where = (self.ckpt_root / last.read_text().strip()) if last.is_file() else "none yet"
+            raise TrainingDiverged(
+                f"loss is {value} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped, "
+                f"the last good checkpoint is {where}"
+            )
+        loss.backward()
+        if self.cfg.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        self.optimizer.step()
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            self.scheduler.step()
+        self.state = state
+        return value, n_tokens
+
+    def fit(self) -> dict:
+        """Train until the epochs, ``max_steps`` or early stopping end it, or Ctrl-C.
+        Returns {"status": ..., "step": ..., "best": ..., "valid": last validation metrics}."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        log = MetricsLog(self.run_dir)
+        status, valid = "finished", None
+        try:
+            while self.epoch < cfg.epochs:
+                self._epoch_lr()
+                batches = self.task.train_batches(self.epoch)
+                if self.batch_index == 0:
+                    self.state = None
+                bar = tqdm(total=len(batches), initial=self.batch_index, disable=not cfg.progress,
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=True,
+                           dynamic_ncols=True)
+                window_tokens, window_start = 0, time.perf_counter()
+                while self.batch_index < len(batches):
+                    loss, n_tokens = self._train_step(batches[self.batch_index])
+                    self.batch_index += 1
+                    self.step += 1
+                    window_tokens += n_tokens
+                    elapsed = time.perf_counter() - window_start
+                    speed = window_tokens / elapsed if elapsed > 0 else 0.0
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", lr=f"{self.lr:.3g}")
+                    self.history.append({"step": self.step, "loss": loss})
+                    if self.step % cfg.log_every == 0:
+                        log.step(self.epoch + 1, self.step, loss, self.lr, speed)
+                        window_tokens, window_start = 0, time.perf_counter()
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.save()
+                    if cfg.max_steps and self.step >= cfg.max_steps:
+                        status = "max_steps"
+                        break
+                bar.close()
+                if status == "max_steps":
+                    break
+                valid = self.task.evaluate(self.model, "valid")
+                log.eval(self.epoch + 1, self.step, "valid", valid)
+                if cfg.progress:
+                    shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
+                    print(f"epoch {self.epoch + 1}: valid {shown}", flush=True)
+                self.epoch += 1
+                self.batch_index = 0
+                improved = valid["loss"] < self.best
+                if improved:
+                    self.best, self.bad_epochs = valid["loss"], 0
+                else:
+                    self.bad_epochs += 1
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(valid["loss"])
+                self.save()
+                if improved:
+                    self.save("best")
+                    write_pointer(self.ckpt_root / "last", f"step_{self.step:08d}")
+                if cfg.early_stop and self.bad_epochs >= cfg.early_stop:
+                    status = "early_stopped"
+                    break
+            if status == "max_steps":
+                self.save()
+        except KeyboardInterrupt:
+            status = "interrupted"
+            if cfg.progress:
+                print(f"\ninterrupted at step {self.step}; saving a checkpoint ...", flush=True)
+            self.save()
+        finally:
+            log.close()
+        return {"status": status, "step": self.step, "epoch": self.epoch,
+                "best": self.best if math.isfinite(self.best) else None, "valid": valid}
+

@@ -1,0 +1,116 @@
+"""Trainer behaviour on a small real slice of the embedded corpus."""
+
+import math
+
+import pytest
+import torch
+
+from rnnkit.data import load_splits
+from rnnkit.errors import CheckpointError, TrainingDiverged
+from rnnkit.tasks.lm import LanguageModel, LMDataConfig, LMModelConfig, LMTask, detach_state, encode_splits, window_loss
+from rnnkit.train import Trainer, TrainConfig, read_state, resolve_checkpoint, seed_everything
+from rnnkit.train import checkpoint as ckpt
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    texts, source = load_splits(None)
+    small = {"train": texts["train"][:6000], "valid": texts["valid"][:1500], "test": texts["test"][:1500]}
+    return encode_splits(small, "char") + (source,)
+
+
+def make(corpus, run_dir, **train):
+    ids, vocab, source = corpus
+    seed_everything(0)
+    task = LMTask(ids, vocab, LMDataConfig(bptt=20, batch_size=4, eval_batch_size=2),
+                  LMModelConfig(embed_size=16, hidden_size=24, num_layers=2, dropout=0.2), source)
+    cfg = TrainConfig(**{"epochs": 2, "lr": 3e-3, "progress": False, "log_every": 5, **train})
+    return Trainer(task.build_model(), task, cfg, run_dir)
+
+
+def test_tbptt_with_carried_state_equals_full_bptt_when_window_covers_sequence():
+    torch.manual_seed(0)
+    model = LanguageModel(11, LMModelConfig(embed_size=5, hidden_size=7, num_layers=2)).double()
+    seq = torch.randint(0, 11, (13, 3))
+    inputs, targets = seq[:-1], seq[1:]
+    # full BPTT over the whole sequence
+    loss_full, _ = window_loss(model, inputs, targets, None)
+    g_full = torch.autograd.grad(loss_full, list(model.parameters()))
+    # windows that cover the sequence in one piece carry nothing: identical gradients
+    loss_win, _ = window_loss(model, inputs[:12], targets[:12], None)
+    g_win = torch.autograd.grad(loss_win, list(model.parameters()))
+    for a, b in zip(g_full, g_win):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # shorter windows with the state carried (and detached) see the same forward values
+    state, losses = None, []
+    for start in range(0, 12, 4):
+        loss, state = window_loss(model, inputs[start:start + 4], targets[start:start + 4], state)
+        state = detach_state(state)
+        losses.append(loss.item() * 4)
+    assert math.isclose(sum(losses) / 12, loss_full.item(), rel_tol=1e-12)
+
+
+def test_resume_continues_with_the_same_losses(corpus, tmp_path):
+    full = make(corpus, tmp_path / "full")
+    full.fit()
+    reference = [h["loss"] for h in full.history]
+
+    part = make(corpus, tmp_path / "part", max_steps=17)  # stop mid-epoch, state carried
+    part.fit()
+    resumed = make(corpus, tmp_path / "part")
+    resumed.resume()
+    assert resumed.step == 17 and resumed.state is not None
+    resumed.fit()
+    losses = [h["loss"] for h in part.history] + [h["loss"] for h in resumed.history]
+    assert len(losses) == len(reference)
+    assert losses == pytest.approx(reference, rel=1e-6, abs=1e-7)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_killed_checkpoint_write_leaves_the_previous_one_loadable(corpus, tmp_path, monkeypatch):
+    trainer = make(corpus, tmp_path, max_steps=5)
+    trainer.fit()
+    before = resolve_checkpoint(tmp_path)
+    real_save_file = ckpt.save_file
+
+    def dying_save_file(tensors, filename):
+        real_save_file(tensors, filename)
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(ckpt, "save_file", dying_save_file)
+    trainer.step += 1
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    monkeypatch.undo()
+    assert resolve_checkpoint(tmp_path) == before
+    assert read_state(tmp_path)["step"] == 5
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    fresh = make(corpus, tmp_path)
+    fresh.resume()
+    assert fresh.step == 5
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus, tmp_path):
+    trainer = make(corpus, tmp_path, checkpoint_every=3, max_steps=8)
+    original = trainer.task.train_step
+
+    def poisoned(model, batch, state):
+        loss, n, state = original(model, batch, state)
+        return (loss * float("nan") if trainer.step == 5 else loss), n, state
+
+    trainer.task.train_step = poisoned
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 6 .* last good checkpoint is .*step_00000003"):
+        trainer.fit()
+    assert read_state(tmp_path)["step"] == 3
+
+
+def test_incomplete_or_foreign_checkpoint_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint here"):
+        resolve_checkpoint(tmp_path)
+    bad = tmp_path / "checkpoints" / "step_00000001"
+    bad.mkdir(parents=True)
+    (bad / "model.safetensors").write_bytes(b"not a tensor file")
+    (tmp_path / "checkpoints" / "last").write_text("step_00000001\n")
+    with pytest.raises(CheckpointError, match="incomplete checkpoint, missing state.safetensors, state.json"):
+        resolve_checkpoint(tmp_path)
