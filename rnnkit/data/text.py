@@ -84,7 +84,14 @@ class Vocab:
         toks = [self.itos[int(i)] for i in ids]
         if self.level == "char":
             return "".join(toks)
-        return " ".join(toks).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+        lines, words = [], []
+        for tok in toks:
+            if tok == EOS:
+                lines.append(" ".join(words) + "\n")
+                words = []
+            else:
+                words.append(tok)
+        return "".join(lines) + " ".join(words)
 
     def to_dict(self) -> dict:
         return {"level": self.level, "itos": self.itos}

@@ -231,9 +231,8 @@ class Trainer:
                     break
                 valid = self.task.evaluate(self.model, "valid")
                 log.eval(self.epoch + 1, self.step, "valid", valid)
-                if cfg.progress:
-                    shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                    print(f"epoch {self.epoch + 1}: valid {shown}", flush=True)
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
+                print(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}", flush=True)
                 self.epoch += 1
                 self.batch_index = 0
                 improved = valid["loss"] < self.best
