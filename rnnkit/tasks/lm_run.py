@@ -12,7 +12,15 @@ import torch
 from rnnkit.data.corpus import load_splits
 from rnnkit.data.text import Vocab
 from rnnkit.errors import CheckpointError, RnnkitError
-from rnnkit.tasks.lm import LanguageModel, LMDataConfig, LMModelConfig, LMTask, encode_splits, sample
+from rnnkit.tasks.lm import (
+    LanguageModel,
+    LMDataConfig,
+    LMModelConfig,
+    LMTask,
+    encode_splits,
+    metrics_from_nll,
+    sample,
+)
 from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, resolve_checkpoint, seed_everything
 from rnnkit.train.trainer import pick_device
 
@@ -45,9 +53,10 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
     summary = trainer.fit()
     valid = summary["valid"] or task.evaluate(model, "valid")
     unit = "bits/char" if vocab.level == "char" else "perplexity"
-    value = valid.get("bpc", valid.get("ppl"))
-    print(f"{summary['status']} at step {summary['step']}: validation {unit} {value:.4f} "
-          f"(loss {valid['loss']:.4f} nats/token); checkpoints in {run_dir / 'checkpoints'}", flush=True)
+    key = "bpc" if vocab.level == "char" else "ppl"
+    best = f"; best {metrics_from_nll(summary['best'], vocab.level)[key]:.4f}" if summary["best"] else ""
+    print(f"{summary['status']} at step {summary['step']}: validation {unit} {valid[key]:.4f}{best} "
+          f"(checkpoints/best keeps the best); run folder {run_dir}", flush=True)
     if sample_length > 0 and summary["status"] != "interrupted":
         text = sample(model, vocab, length=sample_length, temperature=0.8, seed=train_cfg.seed)
         print("sample:\n" + text, flush=True)
