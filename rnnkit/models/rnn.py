@@ -249,6 +249,12 @@ class RNNBase(nn.Module):
             ``(output, h_n)`` or, for LSTM, ``(output, (h_n, c_n))``, as torch.nn.  Output
             past a sequence's end is zero; h_n/c_n are the states at each last valid step.
         """
+        device_type = self.weight_ih_l0.device.type
+        if _autocast_on(device_type):
+            # The recurrence runs in the parameters' dtype (state and accumulation in fp32 under
+            # mixed precision); inputs that autocast made lower-precision are cast back.
+            with torch.autocast(device_type, enabled=False):
+                return self.forward(_cast_input(input, self.weight_ih_l0.dtype), _cast_state(hx, self.weight_ih_l0.dtype), lengths)
         x, lengths, (kind, packed) = self._prepare_input(input, lengths)
         h0, c0 = self._prepare_state(hx, x, kind == "unbatched")
         h_n, c_n = [], []
@@ -287,6 +293,29 @@ class RNNBase(nn.Module):
         if self.mode == "LSTM":
             return output, (h_n, c_n)
         return output, h_n
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # older PyTorch: no argument, CUDA only
+        return device_type == "cuda" and torch.is_autocast_enabled()
+
+
+def _cast_input(input, dtype):
+    if isinstance(input, PackedSequence):
+        if input.data.is_floating_point() and input.data.dtype != dtype:
+            return input._replace(data=input.data.to(dtype))
+        return input
+    if isinstance(input, Tensor) and input.is_floating_point() and input.dtype != dtype:
+        return input.to(dtype)
+    return input
+
+
+def _cast_state(hx, dtype):
+    if isinstance(hx, (tuple, list)):
+        return tuple(_cast_input(h, dtype) for h in hx)
+    return _cast_input(hx, dtype)
 
 
 def _repack(x: Tensor, lengths: Optional[Tensor], like: PackedSequence) -> PackedSequence:

@@ -144,3 +144,18 @@ def test_dropout_between_layers_matches_torch_under_same_seed(backend):
     assert_close(out_o, out_t, torch.float64, "train-mode output with dropout")
     ours.eval(), theirs.eval()
     assert_close(ours(x)[0], theirs(x)[0], torch.float64, "eval-mode output")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_runs_in_parameter_dtype_under_autocast(kind):
+    """Under (CPU) bf16 autocast the recurrence keeps float32 state and matches the plain run."""
+    ours_cls, _, extra = KINDS[kind]
+    layer = ours_cls(D, H, num_layers=2, **extra)
+    x = torch.randn(6, 3, D)
+    expected, _ = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x.to(torch.bfloat16))
+        out.float().sum().backward()
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0.05, atol=0.02)  # the input was rounded to bf16
+    assert layer.weight_hh_l0.grad is not None

@@ -3,11 +3,29 @@ variable-length bookkeeping, and the weight and input gradients as single matrix
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+
+def without_autocast(fn):
+    """Run a Function's forward/backward with autocast off: the explicit BPTT keeps the state
+    and every accumulation in the dtype of its inputs (backward may be called from inside an
+    autocast region, where matrix products would otherwise come back in low precision)."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx, *args):
+        devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
+        with contextlib.ExitStack() as stack:
+            for device in devices:
+                stack.enter_context(torch.autocast(device, enabled=False))
+            return fn(ctx, *args)
+
+    return wrapper
 
 
 def input_projection(

@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.bptt.common import (
     Steps,
     hidden_weight_grad,
+    without_autocast,
     input_grads,
     input_projection,
     state_buffer,
@@ -51,6 +52,7 @@ class GRUFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @without_autocast
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 3
@@ -93,6 +95,7 @@ class GRUFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @without_autocast
     def backward(ctx, d_out, d_hn):
         x, w_ih, w_hh, gates, u_n, states = ctx.saved_tensors
         h0, hs = states[0], states[1:]

@@ -35,6 +35,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.bptt.common import (
     Steps,
     hidden_weight_grad,
+    without_autocast,
     input_grads,
     input_projection,
     state_buffer,
@@ -56,6 +57,7 @@ class LSTMFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @without_autocast
     def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 4
@@ -95,6 +97,7 @@ class LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @without_autocast
     def backward(ctx, d_out, d_hn, d_cn):
         x, c0, w_ih, w_hh, w_hr, gates, g, cells, states, ms = ctx.saved_tensors
         steps: Steps = ctx.steps

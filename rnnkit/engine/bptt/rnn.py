@@ -32,6 +32,7 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.bptt.common import (
     Steps,
     hidden_weight_grad,
+    without_autocast,
     input_grads,
     input_projection,
     state_buffer,
@@ -71,6 +72,7 @@ class RNNFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @without_autocast
     def forward(ctx, x, h0, w_ih, w_hh, b, lengths, nonlinearity):
         T, B, _ = x.shape
         steps = Steps.build(T, lengths, x.device)
@@ -99,6 +101,7 @@ class RNNFunction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @without_autocast
     def backward(ctx, d_out, d_hn):
         x, w_ih, w_hh, states = ctx.saved_tensors
         hs = states[1:]
