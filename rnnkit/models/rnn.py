@@ -300,6 +300,8 @@ def _autocast_on(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # older PyTorch: no argument, CUDA only
         return device_type == "cuda" and torch.is_autocast_enabled()
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
 
 
 def _cast_input(input, dtype):
