@@ -25,12 +25,34 @@ def embedded_corpus() -> str:
     return "\n".join(topics[key].strip() + "\n" for key in sorted(topics))
 
 
+def parse_fractions(spec: str) -> tuple[float, float, float]:
+    """"0.9,0.05,0.05" -> (0.9, 0.05, 0.05); they must be >= 0 and sum to 1."""
+    try:
+        parts = tuple(float(v) for v in spec.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1) > 1e-6 or parts[0] == 0 or parts[1] == 0:
+        raise DataError(
+            f"split must be three fractions train,valid,test summing to 1 with train and valid > 0, got {spec!r}"
+        )
+    return parts  # type: ignore[return-value]
+
+
 def split_text(text: str, fractions=(0.9, 0.05, 0.05)) -> dict[str, str]:
-    """Split one text into train/valid/test by position, at line boundaries."""
+    """Split one text into train/valid/test by position (first part train), at line
+    boundaries where one is near; a test fraction of 0 gives no test split."""
     n = len(text)
-    cut1 = text.rfind("\n", 0, int(n * fractions[0])) + 1 or int(n * fractions[0])
-    cut2 = text.rfind("\n", 0, int(n * (fractions[0] + fractions[1]))) + 1 or int(n * (fractions[0] + fractions[1]))
-    return {"train": text[:cut1], "valid": text[cut1:cut2], "test": text[cut2:]}
+
+    def cut(at: float) -> int:
+        pos = int(n * at)
+        line = text.rfind("\n", 0, pos) + 1
+        return line if line > 0 and pos - line < 1000 else pos
+
+    c1, c2 = cut(fractions[0]), cut(fractions[0] + fractions[1]) if fractions[2] > 0 else n
+    out = {"train": text[:c1], "valid": text[c1:c2]}
+    if fractions[2] > 0:
+        out["test"] = text[c2:]
+    return out
 
 
 def _find_split(folder: Path, split: str) -> Optional[Path]:
@@ -42,14 +64,15 @@ def _find_split(folder: Path, split: str) -> Optional[Path]:
     return None
 
 
-def load_splits(data: Optional[str]) -> tuple[dict[str, str], str]:
+def load_splits(data: Optional[str], fractions=(0.9, 0.05, 0.05)) -> tuple[dict[str, str], str]:
     """Train/valid/test texts and a description of where they came from.
 
-    ``data`` is None (the embedded corpus, split 90/5/5), a text file (split 90/5/5), or a
-    folder holding train/valid/test files (``train.txt``, ``ptb.train.txt``, ... ``.gz`` too).
+    ``data`` is None (the embedded corpus), a text file — both split by position into
+    ``fractions`` — or a folder holding train/valid/test files (``train.txt``,
+    ``ptb.train.txt``, ... ``.gz`` too).
     """
     if data is None:
-        return split_text(embedded_corpus()), "embedded corpus (pydoc_data.topics)"
+        return split_text(embedded_corpus(), fractions), "embedded corpus (pydoc_data.topics)"
     path = Path(data)
     if path.is_dir():
         found = {split: _find_split(path, split) for split in SPLITS}
@@ -62,4 +85,4 @@ def load_splits(data: Optional[str]) -> tuple[dict[str, str], str]:
         return {s: read_text(p) for s, p in found.items()}, str(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    return split_text(read_text(path)), str(path)
+    return split_text(read_text(path), fractions), str(path)

@@ -160,6 +160,7 @@ class LMDataConfig:
     batch_size: int = 32  # parallel streams
     eval_batch_size: int = 10
     max_vocab: Optional[int] = None
+    split: str = "0.9,0.05,0.05"  # train,valid,test fractions of a single text file
 
 
 class LMTask:

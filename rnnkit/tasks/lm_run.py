@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from rnnkit.data.corpus import load_splits
+from rnnkit.data.corpus import load_splits, parse_fractions
 from rnnkit.data.text import Vocab
 from rnnkit.errors import CheckpointError, RnnkitError
 from rnnkit.tasks.lm import (
@@ -32,7 +32,7 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
     if not resume and (run_dir / "checkpoints" / "last").exists():
         raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
     seed_everything(train_cfg.seed, train_cfg.deterministic)
-    texts, source = load_splits(data_cfg.data)
+    texts, source = load_splits(data_cfg.data, parse_fractions(data_cfg.split))
     ids, vocab = encode_splits(texts, data_cfg.level, max_vocab=data_cfg.max_vocab)
     if resume:  # the vocabulary of the run, not one rebuilt from (possibly changed) data
         vocab = Vocab.from_dict(read_state(run_dir)["task"]["vocab"])
@@ -88,11 +88,11 @@ def evaluate_lm(run: str | Path, split: str = "test", data: Optional[str] = None
     data_cfg = LMDataConfig(**meta["data"])
     if data is not None:
         data_cfg.data = data
-    texts, source = load_splits(data_cfg.data)
+    texts, source = load_splits(data_cfg.data, parse_fractions(data_cfg.split))
     ids, _ = encode_splits(texts, vocab.level, vocab=vocab)
     task = LMTask(ids, vocab, data_cfg, LMModelConfig(**meta["model"]), source)
     if split not in task.eval_streams:
-        raise RnnkitError(f"unknown split {split!r}; choose valid or test")
+        raise RnnkitError(f"split {split!r} is not available; this data has {', '.join(task.eval_streams)}")
     metrics = task.evaluate(model, split)
     metrics["tokens"] = float(ids[split].numel())
     return metrics

@@ -69,3 +69,15 @@ def test_splits_from_file_folder_and_embedded(tmp_path):
     assert splits == {"train": "a b\n", "valid": "b\n", "test": "a\n"}
     embedded, source = load_splits(None)
     assert "pydoc" in source and len(embedded["train"]) > 300_000
+
+
+def test_split_fractions():
+    from rnnkit.data.corpus import parse_fractions
+
+    assert parse_fractions("0.9,0.1,0") == (0.9, 0.1, 0.0)
+    for bad in ("0.9,0.1", "0.5,0.2,0.2", "1,0,0", "a,b,c"):
+        with pytest.raises(DataError, match="split must be three fractions"):
+            parse_fractions(bad)
+    text = "".join(f"line {i}\n" for i in range(100))
+    parts = split_text(text, (0.9, 0.1, 0.0))
+    assert set(parts) == {"train", "valid"} and parts["train"].count("\n") == 90
