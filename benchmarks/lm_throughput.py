@@ -1,7 +1,8 @@
-"""Training throughput of the PTB "small" language model (2x200 LSTM, vocabulary 10000,
-BPTT 20, batch 20): rnnkit's LSTM vs the same model with torch.nn.LSTM, side by side.
+"""Training throughput of the PTB language models of Zaremba et al. (2014), vocabulary 10000,
+batch 20: rnnkit's LSTM vs the same model with torch.nn.LSTM, side by side.
 
-    python benchmarks/lm_throughput.py [--steps 60] [--device cpu]
+    python benchmarks/lm_throughput.py                     # "small": 2x200, BPTT 20
+    python benchmarks/lm_throughput.py --size medium       # "medium": 2x650, BPTT 35, dropout 0.5
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import torch.nn.functional as F
 from rnnkit.tasks.lm import LanguageModel, LMModelConfig, detach_state
 
 
-def build(peer: bool, vocab: int, device) -> LanguageModel:
+SIZES = {"small": (200, 20, 0.0), "medium": (650, 35, 0.5)}  # hidden, bptt, dropout
+
+
+def build(peer: bool, vocab: int, hidden: int, dropout: float, device) -> LanguageModel:
     torch.manual_seed(0)
-    model = LanguageModel(vocab, LMModelConfig(embed_size=200, hidden_size=200, num_layers=2, init_range=0.1))
+    cfg = LMModelConfig(embed_size=hidden, hidden_size=hidden, num_layers=2, dropout=dropout, init_range=0.1)
+    model = LanguageModel(vocab, cfg)
     if peer:
-        model.rnn = torch.nn.LSTM(200, 200, num_layers=2)
+        model.rnn = torch.nn.LSTM(hidden, hidden, num_layers=2, dropout=dropout)
     return model.to(device)
 
 
@@ -29,11 +34,14 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed training steps per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--size", default="small", choices=sorted(SIZES))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    V, T, B = 10000, 20, 20
+    hidden, T, dropout = SIZES[args.size]
+    V, B = 10000, 20
     data = torch.randint(0, V, (T * args.steps + 1, B), device=device)
-    models = {"torch.nn.LSTM": build(True, V, device), "rnnkit.LSTM": build(False, V, device)}
+    models = {name: build(name.startswith("torch"), V, hidden, dropout, device).train()
+              for name in ("torch.nn.LSTM", "rnnkit.LSTM")}
     optims = {k: torch.optim.SGD(m.parameters(), lr=1.0) for k, m in models.items()}
 
     def run(name):
@@ -60,7 +68,8 @@ def main(argv=None) -> None:
             speeds[name].append(run(name))
     peer = statistics.median(speeds["torch.nn.LSTM"])
     ours = statistics.median(speeds["rnnkit.LSTM"])
-    print(f"# PTB small model, {args.device}, threads {torch.get_num_threads()}, {args.rounds} rounds of {args.steps} steps")
+    print(f"# PTB {args.size} model (2x{hidden}, BPTT {T}, batch {B}), {args.device}, "
+          f"threads {torch.get_num_threads()}, {args.rounds} rounds of {args.steps} steps")
     print("| model | tokens/s |\n|---|---:|")
     print(f"| torch.nn.LSTM | {peer:,.0f} |\n| rnnkit.LSTM | {ours:,.0f} |")
     print(f"rnnkit / torch.nn throughput ratio: {ours / peer:.2f} (higher is better)")
