@@ -114,3 +114,36 @@ def test_incomplete_or_foreign_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoints" / "last").write_text("step_00000001\n")
     with pytest.raises(CheckpointError, match="incomplete checkpoint, missing state.safetensors, state.json"):
         resolve_checkpoint(tmp_path)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_returns_cleanly(corpus, tmp_path):
+    trainer = make(corpus, tmp_path)
+    original = trainer.task.train_step
+
+    def interrupted(model, batch, state):
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+        return original(model, batch, state)
+
+    trainer.task.train_step = interrupted
+    summary = trainer.fit()
+    assert summary["status"] == "interrupted" and summary["step"] == 4
+    saved = read_state(tmp_path)
+    assert saved["step"] == 4 and saved["batch_index"] == 4
+
+
+def test_step_schedule_and_early_stopping(corpus, tmp_path):
+    trainer = make(corpus, tmp_path, optimizer="sgd", lr=1.0, schedule="step", decay_start=1, lr_decay=0.5,
+                   epochs=3, early_stop=1)
+    lrs = []
+    original = trainer.task.evaluate
+
+    def spy(model, split):
+        lrs.append(trainer.lr)
+        metrics = original(model, split)
+        return {**metrics, "loss": 10.0 - len(lrs) if len(lrs) == 1 else 99.0}  # worse after epoch 1
+
+    trainer.task.evaluate = spy
+    summary = trainer.fit()
+    assert lrs == [1.0, 0.5]  # Zaremba-style: constant for decay_start epochs, then halved each epoch
+    assert summary["status"] == "early_stopped" and summary["epoch"] == 2
