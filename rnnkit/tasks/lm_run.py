@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -11,6 +12,7 @@ import torch
 
 from rnnkit.data.corpus import load_splits, parse_fractions
 from rnnkit.data.text import Vocab
+from rnnkit.engine.kernels import fused_cpu_available
 from rnnkit.errors import CheckpointError, RnnkitError
 from rnnkit.tasks.lm import (
     LanguageModel,
@@ -43,6 +45,8 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     trainer = Trainer(model, task, train_cfg, run_dir, record)
+    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
+        fused_cpu_available()  # build the CPU kernels (once per machine) before the clock starts
     if resume:
         where = trainer.resume()
         print(f"resuming from {where} (step {trainer.step})", flush=True)
