@@ -12,6 +12,15 @@ import torch
 from torch import Tensor
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # older PyTorch: no argument, CUDA only
+        return device_type == "cuda" and torch.is_autocast_enabled()
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        return False
+
+
 def without_autocast(fn):
     """Run a Function's forward/backward with autocast off: the explicit BPTT keeps the state
     and every accumulation in the dtype of its inputs (backward may be called from inside an
@@ -20,12 +29,12 @@ def without_autocast(fn):
     @functools.wraps(fn)
     def wrapper(ctx, *args):
         devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
+        active = [d for d in devices if _autocast_enabled(d)]
+        if not active:
+            return fn(ctx, *args)
         with contextlib.ExitStack() as stack:
-            for device in devices:
-                try:
-                    stack.enter_context(torch.autocast(device, enabled=False))
-                except RuntimeError:  # a device type autocast does not know (e.g. meta)
-                    pass
+            for device in active:
+                stack.enter_context(torch.autocast(device, enabled=False))
             return fn(ctx, *args)
 
     return wrapper

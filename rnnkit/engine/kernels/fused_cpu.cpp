@@ -53,34 +53,21 @@ inline T pow2i(T k) {
   return out;
 }
 
-// e^r for |r| <= ln(2)/2 by Taylor series: degree 7 (float) or 12 (double) leaves a
-// truncation error below the format's rounding error.
+constexpr double inv_factorial(int k) {
+  double f = 1.0;
+  for (int i = 2; i <= k; ++i) f *= i;
+  return 1.0 / f;
+}
+
+// e^r for |r| <= ln(2)/2 by its Taylor series in Horner form: degree 7 (float) or 12 (double)
+// leaves a truncation error below the format's rounding error.
 template <typename T>
 inline T exp_reduced(T r) {
-  if constexpr (std::is_same<T, float>::value) {
-    T p = T(1.0 / 5040);
-    p = p * r + T(1.0 / 720);
-    p = p * r + T(1.0 / 120);
-    p = p * r + T(1.0 / 24);
-    p = p * r + T(1.0 / 6);
-    p = p * r + T(0.5);
-    p = p * r + T(1);
-    return p * r + T(1);
-  } else {
-    T p = T(1.0 / 479001600);
-    p = p * r + T(1.0 / 39916800);
-    p = p * r + T(1.0 / 3628800);
-    p = p * r + T(1.0 / 362880);
-    p = p * r + T(1.0 / 40320);
-    p = p * r + T(1.0 / 5040);
-    p = p * r + T(1.0 / 720);
-    p = p * r + T(1.0 / 120);
-    p = p * r + T(1.0 / 24);
-    p = p * r + T(1.0 / 6);
-    p = p * r + T(0.5);
-    p = p * r + T(1);
-    return p * r + T(1);
-  }
+  constexpr int kDegree = std::is_same<T, float>::value ? 7 : 12;
+  T p = T(inv_factorial(kDegree));
+#pragma GCC unroll 16
+  for (int k = kDegree - 1; k >= 0; --k) p = p * r + T(inv_factorial(k));
+  return p;
 }
 
 // e^x: x = k ln2 + r (Cody & Waite 1980, ln2 split in two so k*ln2_hi is exact), then
