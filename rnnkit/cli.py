@@ -116,10 +116,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"info": lambda a: print(info()) or 0, "evaluate": _evaluate, "sample": _sample}
+    commands = {"train": _train_lm, "evaluate": _evaluate, "sample": _sample}
+    if args.command == "info":
+        print(info())
+        return 0
     try:
-        if args.command == "train":
-            return _train_lm(args)
         if args.command in commands:
             return commands[args.command](args)
     except (RnnkitError, ValueError, FileNotFoundError) as exc:

@@ -1,6 +1,5 @@
 """CLI smoke test: train a few steps on a small slice, evaluate, sample, in a temp folder."""
 
-from pathlib import Path
 
 from rnnkit.cli import main
 

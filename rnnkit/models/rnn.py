@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.engine.bptt.common import autocast_enabled
 from rnnkit.engine.cells import check_nonlinearity
 from rnnkit.engine.layer import check_backend, run_layer
 from rnnkit.models.checks import (
@@ -250,7 +251,7 @@ class RNNBase(nn.Module):
             past a sequence's end is zero; h_n/c_n are the states at each last valid step.
         """
         device_type = self.weight_ih_l0.device.type
-        if _autocast_on(device_type):
+        if autocast_enabled(device_type):
             # The recurrence runs in the parameters' dtype (state and accumulation in fp32 under
             # mixed precision); inputs that autocast made lower-precision are cast back.
             with torch.autocast(device_type, enabled=False):
@@ -293,15 +294,6 @@ class RNNBase(nn.Module):
         if self.mode == "LSTM":
             return output, (h_n, c_n)
         return output, h_n
-
-
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # older PyTorch: no argument, CUDA only
-        return device_type == "cuda" and torch.is_autocast_enabled()
-    except RuntimeError:  # a device type autocast does not know (e.g. meta)
-        return False
 
 
 def _cast_input(input, dtype):

@@ -149,7 +149,8 @@ def sample(
         out.append(int(nxt))
         logits, state = model(nxt.view(1, 1), state)
     model.train(was_training)
-    return prime + ("" if vocab.level == "char" else " ") * bool(prime) + vocab.decode(out)
+    separator = " " if prime and vocab.level == "word" else ""
+    return prime + separator + vocab.decode(out)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from rnnkit.data.corpus import load_splits, parse_fractions
 from rnnkit.data.text import Vocab
@@ -35,10 +34,9 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
         raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
     seed_everything(train_cfg.seed, train_cfg.deterministic)
     texts, source = load_splits(data_cfg.data, parse_fractions(data_cfg.split))
-    ids, vocab = encode_splits(texts, data_cfg.level, max_vocab=data_cfg.max_vocab)
-    if resume:  # the vocabulary of the run, not one rebuilt from (possibly changed) data
-        vocab = Vocab.from_dict(read_state(run_dir)["task"]["vocab"])
-        ids, _ = encode_splits(texts, data_cfg.level, vocab=vocab)
+    # On resume: the vocabulary of the run, not one rebuilt from (possibly changed) data.
+    vocab = Vocab.from_dict(read_state(run_dir)["task"]["vocab"]) if resume else None
+    ids, vocab = encode_splits(texts, data_cfg.level, vocab=vocab, max_vocab=data_cfg.max_vocab)
     task = LMTask(ids, vocab, data_cfg, model_cfg, source)
     model = task.build_model()
     record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}

@@ -1,7 +1,8 @@
 """Checkpoints: safetensors for tensors, JSON for everything else — nothing is pickled, so
 loading a checkpoint never executes code from it.
 
-A checkpoint is a folder ``checkpoints/step_XXXXXXXX`` holding
+A checkpoint is a folder ``checkpoints/step_<step, 8 digits>`` (``step_00001965`` after step
+1965), or ``checkpoints/best``, holding
 
 - ``model.safetensors``   the model's weights,
 - ``state.safetensors``   optimizer tensors, RNG states, a carried recurrent state,
@@ -83,14 +84,11 @@ def save_checkpoint(root: Path, name: str, model: torch.nn.Module, state: dict, 
             json.dump({"format_version": FORMAT_VERSION, "state": meta}, handle, indent=1)
             handle.flush()
             os.fsync(handle.fileno())
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_pointer(root / "last", name)
+    final = _install(tmp, root / name)
+    _write_pointer(root / "last", name)
     steps = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in steps[:-keep] if keep > 0 else []:
         if old.name != name:
@@ -98,7 +96,29 @@ def save_checkpoint(root: Path, name: str, model: torch.nn.Module, state: dict, 
     return final
 
 
-def write_pointer(path: Path, name: str) -> None:
+def copy_checkpoint(root: Path, source: str, name: str) -> Path:
+    """Copy checkpoint ``root/source`` to ``root/name`` (e.g. "best") atomically, leaving
+    ``last`` alone: a file copy, not a second serialization."""
+    root = Path(root)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        for file in FILES:
+            shutil.copy2(root / source / file, tmp / file)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _install(tmp, root / name)
+
+
+def _install(tmp: Path, final: Path) -> Path:
+    """Move a completely written temporary folder into place under its final name."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _write_pointer(path: Path, name: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(name + "\n", encoding="utf-8")
     os.replace(tmp, path)

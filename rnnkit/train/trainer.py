@@ -27,11 +27,11 @@ import torch
 
 from rnnkit.errors import TrainingDiverged
 from rnnkit.train.checkpoint import (
+    copy_checkpoint,
     load_weights,
     read_state,
     resolve_checkpoint,
     save_checkpoint,
-    write_pointer,
 )
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.logging import MetricsLog
@@ -242,10 +242,9 @@ class Trainer:
                     self.bad_epochs += 1
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(valid["loss"])
-                self.save()
+                saved = self.save()
                 if improved:
-                    self.save("best")
-                    write_pointer(self.ckpt_root / "last", f"step_{self.step:08d}")
+                    copy_checkpoint(self.ckpt_root, saved.name, "best")
                 if cfg.early_stop and self.bad_epochs >= cfg.early_stop:
                     status = "early_stopped"
                     break

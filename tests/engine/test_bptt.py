@@ -7,7 +7,6 @@ import torch
 from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
 from rnnkit.engine.kernels import fused_cpu
 from rnnkit.engine.layer import run_layer
-from rnnkit.engine.reference import reference_layer
 from tests.conftest import assert_close
 
 F64 = torch.float64

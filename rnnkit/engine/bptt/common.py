@@ -12,7 +12,15 @@ import torch
 from torch import Tensor
 
 
-def _autocast_enabled(device_type: str) -> bool:
+EMPTY = torch.empty(0)  # stands for an absent tensor argument of the compiled kernels
+
+
+def or_empty(t: Optional[Tensor]) -> Tensor:
+    return t if t is not None else EMPTY
+
+
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (False for types autocast does not know)."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # older PyTorch: no argument, CUDA only
@@ -29,7 +37,7 @@ def without_autocast(fn):
     @functools.wraps(fn)
     def wrapper(ctx, *args):
         devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
-        active = [d for d in devices if _autocast_enabled(d)]
+        active = [d for d in devices if autocast_enabled(d)]
         if not active:
             return fn(ctx, *args)
         with contextlib.ExitStack() as stack:
@@ -89,6 +97,11 @@ class Steps:
     def varlen(self) -> bool:
         return self.mask is not None
 
+    @property
+    def kernel_lengths(self) -> Tensor:
+        """The CPU lengths for the compiled kernels; an empty tensor means "all full"."""
+        return self.lengths if self.lengths is not None else _NO_LENGTHS
+
     def gather_last(self, seq: Tensor) -> Tensor:
         """(T_run, B, K) -> (B, K): each sequence's value at its last valid step."""
         if self.last is None:
@@ -125,6 +138,9 @@ def state_buffer(h0: Tensor, T: int) -> tuple[Tensor, Tensor]:
     buffer = h0.new_empty(T + 1, *h0.shape)
     buffer[0].copy_(h0)
     return buffer, buffer[1:]
+
+
+_NO_LENGTHS = torch.empty(0, dtype=torch.int64)
 
 
 def hidden_weight_grad(d_pre: Tensor, states: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from rnnkit.engine.bptt.common import (
     without_autocast,
     input_grads,
     input_projection,
+    or_empty,
     state_buffer,
 )
 from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
@@ -70,8 +71,7 @@ class GRUFunction(torch.autograd.Function):
             h0c = h0.contiguous()
             bias = b_ih.contiguous() if b_ih is not None else x.new_zeros(3 * H)
             if recurrent.kind == "transposed":  # the whole loop in C++
-                b_row = b_hh if b_hh is not None else _EMPTY
-                kernels.gru_forward_loop(gates, bias, u, u_n, hs, h0c, recurrent.w_t, b_row)
+                kernels.gru_forward_loop(gates, bias, u, u_n, hs, h0c, recurrent.w_t, or_empty(b_hh))
             else:
                 h_v = hs.unbind(0)
                 h = h0
@@ -98,15 +98,13 @@ class GRUFunction(torch.autograd.Function):
     @without_autocast
     def backward(ctx, d_out, d_hn):
         x, w_ih, w_hh, gates, u_n, states = ctx.saved_tensors
-        h0, hs = states[0], states[1:]
         steps: Steps = ctx.steps
-        T_run, B, H3 = gates.shape
-        H = H3 // 3
+        T_run = gates.shape[0]
         dy = steps.output_grad(d_out, None)  # (T_run, B, H)
         if ctx.kernels is not None:
-            d_u, d_pre, dh0 = _backward_fused(ctx.kernels, steps, gates, u_n, hs, h0, dy, d_hn, w_hh)
+            d_u, d_pre, dh0 = _backward_fused(ctx.kernels, steps, gates, u_n, states, dy, d_hn, w_hh)
         else:
-            d_u, d_pre, dh0 = _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh)
+            d_u, d_pre, dh0 = _backward_torch(steps, gates, u_n, states, dy, d_hn, w_hh)
         needs = ctx.needs_input_grad
         dh0 = dh0 if needs[1] else None
         dw_hh = hidden_weight_grad(d_u, states) if needs[3] else None
@@ -138,7 +136,7 @@ def _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh):
         h = torch.addcmul(n, z, diff, out=h_t)  # n + z (h - n)
 
 
-def _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
+def _backward_torch(steps, gates, u_n, states, dy, d_hn, w_hh):
     """BPTT loop in PyTorch operations.
 
     Returns (recurrent-side delta u (T_run, B, 3H), input-side delta a (T_run, B, 3H), delta h_0).
@@ -146,7 +144,7 @@ def _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
     T_run, B, H3 = gates.shape
     H = H3 // 3
     r, z, n = gates.view(T_run, B, 3, H).unbind(2)
-    h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]])  # (T_run, B, H), h_0..h_{T-1}
+    h_prev = states[:-1]  # (T_run, B, H), h_0..h_{T-1}
 
     q_n = (1 - z) * (1 - n * n)  # delta a^n / delta h
     q_u = gates.new_empty(T_run, B, 3, H)  # delta u / delta h
@@ -181,17 +179,15 @@ def _backward_torch(steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
     return d_uf, d_pre.view(T_run, B, H3), dh0
 
 
-def _backward_fused(kernels, steps, gates, u_n, hs, h0, dy, d_hn, w_hh):
+def _backward_fused(kernels, steps, gates, u_n, states, dy, d_hn, w_hh):
     """BPTT loop (in C++) with the pointwise part of each step in one fused kernel call."""
     T_run, B, H3 = gates.shape
     d_u = torch.empty_like(gates)
     d_x = torch.empty_like(gates)
     carry = gates.new_empty(B, H3 // 3)
-    lengths = steps.lengths if steps.lengths is not None else _NO_LENGTHS
     dh_T = dy[T_run - 1] + d_hn  # delta h_T
-    dh0 = kernels.gru_backward_loop(gates, u_n, hs, h0.contiguous(), dh_T, dy, d_u, d_x, carry, lengths, w_hh)
+    dh0 = kernels.gru_backward_loop(
+        gates, u_n, states[1:], states[0], dh_T, dy, d_u, d_x, carry, steps.kernel_lengths, w_hh
+    )
     return d_u, d_x, dh0
 
-
-_EMPTY = torch.empty(0)
-_NO_LENGTHS = torch.empty(0, dtype=torch.int64)

@@ -38,6 +38,7 @@ from rnnkit.engine.bptt.common import (
     without_autocast,
     input_grads,
     input_projection,
+    or_empty,
     state_buffer,
 )
 from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
@@ -159,7 +160,7 @@ def _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent
     c0 = c0.contiguous()
     if recurrent.kind == "transposed":  # the whole loop in C++
         kernels.lstm_forward_loop(
-            gates, bias, g_act, cells, hs, _or_empty(ms), h0, c0, recurrent.w_t, _or_empty(w_hr_t)
+            gates, bias, g_act, cells, hs, or_empty(ms), h0, c0, recurrent.w_t, or_empty(w_hr_t)
         )
         return
     out = hs if ms is None else ms
@@ -221,16 +222,8 @@ def _backward_fused(kernels, steps, gates, g, cells, c0, dy, d_cn, w_hh, w_hr):
     """BPTT loop (in C++) with the pointwise part of each step in one fused kernel call."""
     d_gates = torch.empty_like(gates)
     dc = d_cn.contiguous().clone()  # dL/dc_n in, dL/dc_0 out (updated in place)
-    lengths = steps.lengths if steps.lengths is not None else _NO_LENGTHS
     kernels.lstm_backward_loop(
-        gates, g, cells, c0.contiguous(), dy, dc, d_gates, lengths, w_hh, _or_empty(w_hr)
+        gates, g, cells, c0.contiguous(), dy, dc, d_gates, steps.kernel_lengths, w_hh, or_empty(w_hr)
     )
     return d_gates, dc
 
-
-def _or_empty(t):
-    return t if t is not None else _EMPTY
-
-
-_EMPTY = torch.empty(0)
-_NO_LENGTHS = torch.empty(0, dtype=torch.int64)
