@@ -93,14 +93,26 @@ def lstm_cell(
     Returns:
         ``(h_t, c_t)`` of shapes (B, P) and (B, H).
     """
-    gates = _affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh)  # (B, 4H)
-    i, f, g, o = gates.chunk(4, dim=1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    i, f, g, o = lstm_gates(x, h, w_ih, w_hh, b_ih, b_hh)
     c_new = c * f + i * g
     h_new = torch.tanh(c_new) * o
     if w_hr is not None:
         h_new = h_new @ w_hr.t()  # (B, P)
     return h_new, c_new
+
+
+def lstm_gates(
+    x: Tensor,
+    h: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The LSTM's activated gates ``(i, f, g, o)``, each (B, H), of one step."""
+    gates = _affine(x, w_ih, b_ih) + _affine(h, w_hh, b_hh)  # (B, 4H)
+    i, f, g, o = gates.chunk(4, dim=1)
+    return torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
 
 
 def gru_cell(

@@ -30,6 +30,7 @@ class TrainConfig:
     log_every: int = 20  # steps between metric rows
     checkpoint_every: int = 0  # steps between checkpoints (0: end of each epoch only)
     progress: bool = True  # progress bar
+    diagnostics: int = 0  # probe gradient dynamics every this many steps (0: off); see train.diagnostics
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -40,6 +41,7 @@ class TrainConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
             (0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}"),
+            (self.diagnostics >= 0, f"diagnostics must be >= 0, got {self.diagnostics}"),
         ]
         for ok, message in checks:
             if not ok:

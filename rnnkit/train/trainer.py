@@ -20,7 +20,7 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ from rnnkit.train.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from rnnkit.train.callbacks import Callback
 from rnnkit.train.config import TrainConfig
+from rnnkit.train.diagnostics import DiagnosticsCallback
 from rnnkit.train.logging import MetricsLog
 
 
@@ -80,7 +82,7 @@ class Trainer:
     """Runs a task's training loop in ``run_dir`` (metrics.csv, config, checkpoints/)."""
 
     def __init__(self, model: torch.nn.Module, task: Any, cfg: TrainConfig, run_dir: str | Path,
-                 record: Optional[dict] = None) -> None:
+                 record: Optional[dict] = None, callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg.validate()
         self.task = task
         self.device = pick_device(cfg.device)
@@ -98,6 +100,13 @@ class Trainer:
         self.best = math.inf
         self.bad_epochs = 0
         self.history: list[dict] = []
+        self.callbacks = list(callbacks)
+        if cfg.diagnostics and not any(isinstance(c, DiagnosticsCallback) for c in self.callbacks):
+            self.callbacks.append(DiagnosticsCallback(every=cfg.diagnostics))
+
+    def _call(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
 
     # ------------------------------------------------------------------------------ set-up
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -170,6 +179,7 @@ class Trainer:
     def _train_step(self, batch) -> tuple[float, int]:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        self._call("on_step_start", batch)
         use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             loss, n_tokens, state = self.task.train_step(self.model, batch, self.state)
@@ -182,6 +192,7 @@ class Trainer:
                 f"the last good checkpoint is {where}"
             )
         loss.backward()
+        self._call("on_after_backward")
         if self.cfg.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         self.optimizer.step()
@@ -198,6 +209,7 @@ class Trainer:
         cfg = self.cfg
         log = MetricsLog(self.run_dir)
         status, valid = "finished", None
+        self._call("on_fit_start")
         try:
             while self.epoch < cfg.epochs:
                 self._epoch_lr()
@@ -215,6 +227,7 @@ class Trainer:
                     window_tokens += n_tokens
                     elapsed = time.perf_counter() - window_start
                     speed = window_tokens / elapsed if elapsed > 0 else 0.0
+                    self._call("on_step_end", loss)
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", lr=f"{self.lr:.3g}")
                     self.history.append({"step": self.step, "loss": loss})
@@ -231,8 +244,10 @@ class Trainer:
                     break
                 valid = self.task.evaluate(self.model, "valid")
                 log.eval(self.epoch + 1, self.step, "valid", valid)
+                self._call("on_validation_end", valid)
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                print(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}", flush=True)
+                if cfg.progress:
+                    print(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}", flush=True)
                 self.epoch += 1
                 self.batch_index = 0
                 improved = valid["loss"] < self.best
@@ -257,6 +272,8 @@ class Trainer:
             self.save()
         finally:
             log.close()
-        return {"status": status, "step": self.step, "epoch": self.epoch,
-                "best": self.best if math.isfinite(self.best) else None, "valid": valid}
+            summary = {"status": status, "step": self.step, "epoch": self.epoch,
+                       "best": self.best if math.isfinite(self.best) else None, "valid": valid}
+            self._call("on_fit_end", summary)
+        return summary
 
