@@ -72,7 +72,41 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=None)
     sa.add_argument("--checkpoint", default="best", choices=["best", "last"])
     sa.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    from rnnkit.lab import EXPERIMENTS
+
+    lab = sub.add_parser(
+        "lab", help="run one of the lecture's experiments (plots + CSV)",
+        description="The lecture's experiments, measured: " + ", ".join(EXPERIMENTS) + ", or all. "
+        "Each writes PNG figures, CSV tables and summary.txt into OUT/NAME and prints a summary.",
+    )
+    lab.add_argument("name", choices=EXPERIMENTS + ("all",), metavar="NAME",
+                     help="one of: " + ", ".join(EXPERIMENTS + ("all",)))
+    lab.add_argument("--out", default="runs/lab", help="output folder (default: runs/lab)")
+    lab.add_argument("--full", action="store_true",
+                     help="full settings (more draws; long-range: all lengths, more steps)")
+    lab.add_argument("--seeds", type=int, help="weight draws of the dynamics experiments")
+    lab.add_argument("--hidden", type=int, help="hidden units")
+    lab.add_argument("--steps", type=int, help="sequence length T of the dynamics experiments")
+    lab.add_argument("--lengths", type=int, nargs="+", help="long-range tasks: the lengths T to train on")
+    lab.add_argument("--train-steps", type=int, help="long-range tasks: optimizer steps per run at most")
+    lab.add_argument("--threads", type=int, help="PyTorch CPU threads")
+    lab.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="long-range tasks' device")
     return parser
+
+
+def _lab(args) -> int:
+    from rnnkit.lab import EXPERIMENTS, run_lab
+
+    names = EXPERIMENTS if args.name == "all" else (args.name,)
+    for name in names:
+        print(f"== {name}", flush=True)
+        result = run_lab(name, args.out, full=args.full, seeds=args.seeds, hidden=args.hidden,
+                         steps=args.steps, lengths=args.lengths, train_steps=args.train_steps,
+                         device=args.device, threads=args.threads)
+        print("\n".join(result.lines), flush=True)
+        for figure in result.figures:
+            print(f"figure: {figure}")
+    return 0
 
 
 def _train_lm(args) -> int:
@@ -116,14 +150,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": _train_lm, "evaluate": _evaluate, "sample": _sample}
+    commands = {"train": _train_lm, "evaluate": _evaluate, "sample": _sample, "lab": _lab}
     if args.command == "info":
         print(info())
         return 0
     try:
         if args.command in commands:
             return commands[args.command](args)
-    except (RnnkitError, ValueError, FileNotFoundError) as exc:
+    except (RnnkitError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"rnnkit: error: {exc}", file=sys.stderr)
         return 2
     parser.print_help()

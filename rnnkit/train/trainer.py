@@ -101,6 +101,7 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
+        self.should_stop = False  # a callback sets it to end training after this validation
         if cfg.diagnostics and not any(isinstance(c, DiagnosticsCallback) for c in self.callbacks):
             self.callbacks.append(DiagnosticsCallback(every=cfg.diagnostics))
 
@@ -262,6 +263,9 @@ class Trainer:
                     copy_checkpoint(self.ckpt_root, saved.name, "best")
                 if cfg.early_stop and self.bad_epochs >= cfg.early_stop:
                     status = "early_stopped"
+                    break
+                if self.should_stop:
+                    status = "stopped"
                     break
             if status == "max_steps":
                 self.save()
