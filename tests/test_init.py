@@ -97,3 +97,16 @@ def test_apply_init_specs():
     for bad in ("gaussian", "uniform", "normal:x"):
         with pytest.raises(ValueError, match="init spec"):
             init.apply_init(layer, bad)
+
+
+def test_language_model_takes_init_and_forget_bias_from_its_config():
+    from rnnkit.tasks.lm import LanguageModel, LMModelConfig
+
+    model = LanguageModel(20, LMModelConfig(embed_size=8, hidden_size=8, num_layers=1, init="orthogonal",
+                                            forget_bias=1.0))
+    w = model.rnn.weight_hh_l0.detach()
+    torch.testing.assert_close(w[8:16] @ w[8:16].t(), torch.eye(8), atol=1e-5, rtol=0)
+    b = (model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0).detach()
+    torch.testing.assert_close(b[8:16], torch.ones(8))
+    with pytest.raises(ValueError, match="init spec"):
+        LanguageModel(20, LMModelConfig(init="he"))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit
+from rnnkit import init as rnn_init
 from rnnkit.data.text import Vocab, batchify, tokenize, windows
 from rnnkit.models.decoding import sample_next
 
@@ -32,6 +33,8 @@ class LMModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False
     init_range: Optional[float] = None  # uniform(-a, a) for every weight (Zaremba: 0.1)
+    init: str = "default"  # recurrent weights: default | normal:S | orthogonal | identity | uniform:A (rnnkit.init)
+    forget_bias: Optional[float] = None  # LSTM forget-gate bias (e.g. 1.0)
 
 
 class LanguageModel(nn.Module):
@@ -63,6 +66,9 @@ class LanguageModel(nn.Module):
         if cfg.init_range is not None:
             for p in self.parameters():
                 nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        rnn_init.apply_init(self.rnn, cfg.init)
+        if cfg.forget_bias is not None:
+            rnn_init.forget_bias_(self.rnn, cfg.forget_bias)
 
     def forward(self, ids: Tensor, state=None):
         x = self.drop(self.embedding(ids))  # (T, B, E)
