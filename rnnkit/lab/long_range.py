@@ -64,9 +64,9 @@ class LongRangeSettings:
 
 
 QUICK = {"adding": LongRangeSettings("adding", (50, 100), steps=2000),
-         "copy": LongRangeSettings("copy", (10, 20), steps=2000)}
+         "copy": LongRangeSettings("copy", (10, 20), steps=2000, lr=3e-3)}
 FULL = {"adding": LongRangeSettings("adding", (50, 100, 200, 400), steps=10000),
-        "copy": LongRangeSettings("copy", (10, 20, 50, 100), steps=10000)}
+        "copy": LongRangeSettings("copy", (10, 20, 50, 100), steps=8000, lr=3e-3)}
 
 
 # ---------------------------------------------------------------------------------- data
