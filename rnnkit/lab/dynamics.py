@@ -159,9 +159,10 @@ def saturation(cfg: LabSettings, out_dir: Path) -> LabResult:
     res.figures.append(save(fig, out_dir / "saturation.png"))
     res.tables["saturation"] = summary
     res.tables["saturation_curves"] = rows
-    res.lines.append("small and moderate scales vanish; past the edge of chaos (tanh s > ~2) the "
-                     "few unsaturated units carry large weights and gradients grow although most "
-                     "units are saturated (Poole et al. 2016; Chen, Pennington & Schoenholz 2018)")
+    res.lines.append("small and moderate scales vanish (the largest singular value times max f' "
+                     "is below 1: Pascanu, Mikolov & Bengio 2013); past the edge of chaos (tanh "
+                     "s > ~2) the unsaturated units carry large weights and gradients grow although "
+                     "most units are saturated (Poole et al. 2016; Chen, Pennington & Schoenholz 2018)")
     return res
 
 
@@ -186,7 +187,8 @@ def lstm(cfg: LabSettings, out_dir: Path) -> LabResult:
         rows += _curve_rows({"model": f"LSTM b_f={bias:g}", "state": "c"}, grads_c, "grad_norm")
         axes[1].plot(np.arange(1, T + 1), np.mean([d.forget for d in traces], axis=0), label=f"b_f = {bias:g}")
         res.lines.append(f"LSTM b_f = {bias:g}: mean f_t {forget:.3f}, ||dL/dc_1|| / ||dL/dc_{T}|| = "
-                         f"{ratio_c:.3g} (the cell path alone, f^(T-1): {forget ** (T - 1):.3g})")
+                         f"{ratio_c:.3g} (mean f to the power T-1: {forget ** (T - 1):.3g}; the rest flows "
+                         "back through h and the gates)")
     for label, scale, nonlinearity in (("tanh RNN, s = 1", 1.0, "tanh"), ("ReLU RNN, s = 2", 2.0, "relu")):
         grads = np.stack([d.grad_h_norm for d in _traces(cfg, "RNN", scale, nonlinearity)])
         log_band(axes[0], grads, f"{label}: dL/dh_t", color="gray" if nonlinearity == "tanh" else "black")
