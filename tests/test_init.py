@@ -39,7 +39,7 @@ def test_identity_is_the_irnn():
     assert layer.bias_ih_l0.abs().sum() == 0 and layer.bias_hh_l0.abs().sum() == 0
     # With zero input an IRNN holds a non-negative state exactly: h_t = relu(I h_{t-1}).
     h0 = torch.rand(1, 2, 6)
-    out, h_n = layer(torch.zeros(10, 2, 3), h0)
+    _, h_n = layer(torch.zeros(10, 2, 3), h0)
     torch.testing.assert_close(h_n, h0)
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from rnnkit.engine.cells import NONLINEARITIES, gru_cell, lstm_gates, rnn_cell
+from rnnkit.engine.cells import gru_cell, lstm_gates, rnn_cell
 from rnnkit.engine.layer import reverse_index, reverse_time
 
 SATURATED_BELOW = 0.05
@@ -182,7 +182,7 @@ def trace_dynamics(module, input, hx=None, lengths=None, grad_output=None,
             if loss == "sum":
                 objective = out.sum()
             else:
-                last = (lengths - 1).to(out.device) if lengths is not None else torch.full((B,), T - 1, device=out.device)
+                last = (lengths - 1 if lengths is not None else torch.full((B,), T - 1)).to(out.device)
                 objective = out[last, torch.arange(B, device=out.device)].sum()
             value = float(objective.detach())
         eps = [e for rec in records for e in rec["eps_h"] + rec["eps_c"]]

@@ -186,12 +186,10 @@ class DiagnosticsCallback(Callback):
                     self._steps_csv.writerow({"step": step, "module": name, **row})
                 where = f"{name} layer {d.layer}{' (reverse)' if d.direction else ''}"
                 T = len(d.h_norm)
-                if T > 1 and ratio < self.vanish:
-                    self._warn_once(("vanish", where),f"step {step}: {where}: vanishing gradients, a loss at step {T} reaches "
-                               f"step 1 scaled by {ratio:.2e}")
-                elif T > 1 and ratio > self.explode:
-                    self._warn_once(("explode", where),f"step {step}: {where}: exploding gradients, a loss at step {T} reaches "
-                               f"step 1 scaled by {ratio:.2e}")
+                kind = "vanishing" if ratio < self.vanish else "exploding" if ratio > self.explode else None
+                if T > 1 and kind:
+                    self._warn_once((kind, where), f"step {step}: {where}: {kind} gradients, a loss at "
+                                    f"step {T} reaches step 1 scaled by {ratio:.2e}")
         for handle in self._files or []:
             handle.flush()
         self._captured = {}
