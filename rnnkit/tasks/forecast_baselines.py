@@ -67,9 +67,11 @@ def _needs_difference(y: np.ndarray) -> bool:
         return bool(kpss(y, regression="c", nlags="auto")[1] < 0.05)
 
 
-def arima(history: np.ndarray, horizon: int, m: int, log: bool = False) -> tuple[np.ndarray, str]:
-    """Forecast ``horizon`` steps with an ARIMA chosen by AIC on ``history``; returns the
-    forecast and a description of the chosen model."""
+def arima(history: np.ndarray, horizon: int, m: int, log: bool = False,
+          max_order: int = 2) -> tuple[np.ndarray, str]:
+    """Forecast ``horizon`` steps with an ARIMA chosen by AIC on ``history``, p and q up to
+    ``max_order`` (P and Q up to min(1, max_order)); returns the forecast and a description
+    of the chosen model."""
     _statsmodels()
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
@@ -97,8 +99,10 @@ def arima(history: np.ndarray, horizon: int, m: int, log: bool = False) -> tuple
     d = 1 if _needs_difference(base) else 0
     exog = exog_all[:n] if exog_all is not None else None
     best, best_spec = None, None
-    seasonal_grid = [(P, D, Q, m) for P in (0, 1) for Q in (0, 1)] if (seasonal and not use_fourier) else [(0, 0, 0, 0)]
-    for p, q in itertools.product((0, 1, 2), (0, 1, 2)):
+    small = range(min(1, max_order) + 1)
+    seasonal_grid = ([(P, D, Q, m) for P in small for Q in small] if (seasonal and not use_fourier)
+                     else [(0, 0, 0, 0)])
+    for p, q in itertools.product(range(max_order + 1), range(max_order + 1)):
         for sorder in seasonal_grid:
             res = _fit(SARIMAX, y, exog, (p, d, q), sorder)
             if res is not None and (best is None or res.aic < best.aic):
@@ -124,7 +128,9 @@ def _project(y: np.ndarray, X: np.ndarray) -> np.ndarray:
 
 def _fit(SARIMAX, y, exog, order, seasonal_order):
     d = order[1] + seasonal_order[1]
-    trend = "c" if d == 0 else ("t" if d == 1 else "n")  # a mean, or a drift after differencing
+    # SARIMAX applies the trend polynomial to the differenced series: "c" is a mean (d = 0) or
+    # a drift (d = 1, a linear trend in levels); after two differences no constant.
+    trend = "c" if d <= 1 else "n"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
