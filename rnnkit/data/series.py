@@ -184,7 +184,7 @@ def infer_freq(dates: np.ndarray) -> str:
                            "Y": (360, 370)}.items():
         if lo <= step <= hi:
             return freq
-    return f"{int(round(step))}D"
+    return f"{round(step)}D"
 
 
 def default_season(freq: str) -> int:
@@ -237,10 +237,10 @@ def part_size(spec: str | int | float, n: int, what: str) -> int:
     text = str(spec).strip()
     try:
         if text.endswith("%"):
-            size = int(round(n * float(text[:-1]) / 100))
+            size = round(n * float(text[:-1]) / 100)
         elif "." in text:
             value = float(text)
-            size = int(round(n * value)) if value < 1 else int(value)
+            size = round(n * value) if value < 1 else int(value)
         else:
             size = int(text)
     except ValueError:

@@ -36,8 +36,14 @@ from rnnkit.data.series_transform import SeriesTransform
 from rnnkit.errors import CheckpointError, DataError, RnnkitError
 from rnnkit.tasks.forecast_baselines import run_baselines
 from rnnkit.tasks.forecast_metrics import all_metrics
-from rnnkit.tasks.forecasting import Forecaster, ForecastModelConfig, ForecastTask, rollout, step_inputs
-from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, seed_everything
+from rnnkit.tasks.forecasting import (
+    Forecaster,
+    ForecastModelConfig,
+    ForecastTask,
+    rollout,
+    step_inputs,
+)
+from rnnkit.train import TrainConfig, Trainer, load_weights, read_state, seed_everything
 from rnnkit.train.trainer import pick_device
 
 BASELINES = "naive,seasonal_naive,arima,ets"
@@ -339,9 +345,9 @@ def forecast_future(run: str | Path, horizon: Optional[int] = None, plot: Option
                     seed: int = 0) -> list[dict]:
     """Forecast ``horizon`` steps past the end of the run's data (or, with ``test``, over its
     test part from the same origin as in training); rows of date, forecast and intervals."""
-    models, transform, cfg, info = load_forecast_run(run, checkpoint, device)
+    models, transform, cfg, _ = load_forecast_run(run, checkpoint, device)
     horizon = horizon or cfg.horizon
-    if models[0].cfg.direct is False and horizon < 1:
+    if horizon < 1:
         raise DataError(f"horizon must be >= 1, got {horizon}")
     p = prepare(cfg, extra=horizon)
     n_samples = cfg.samples if samples is None else samples
