@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(lm, LMDataConfig, "data")
     add_dataclass_flags(lm, LMModelConfig, "model")
     add_dataclass_flags(lm, TrainConfig, "training")
+    _add_forecast_parsers(sub, tasks)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     ev.add_argument("run", help="run folder")
@@ -109,6 +110,74 @@ def _lab(args) -> int:
     return 0
 
 
+def _add_forecast_parsers(sub, tasks) -> None:
+    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.tasks.forecasting import ForecastModelConfig
+    from rnnkit.tasks.forecasting_run import ForecastDataConfig
+    from rnnkit.train.config import TrainConfig
+
+    fc = tasks.add_parser(
+        "forecast", help="time-series forecaster (autoregressive RNN/LSTM/GRU) against classical baselines",
+        description="Train a forecaster on a CSV series (or a statsmodels series) and compare it on the "
+        "test part (the last --horizon points unless --test says otherwise) with naive, seasonal naive, "
+        "ARIMA and ETS. Settings: defaults < --config file < flags.",
+    )
+    fc.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    fc.add_argument("--run", help="run folder (default: runs/forecast-<time>)")
+    add_dataclass_flags(fc, ForecastDataConfig, "data")
+    add_dataclass_flags(fc, ForecastModelConfig, "model")
+    add_dataclass_flags(fc, TrainConfig, "training")
+
+    fo = sub.add_parser("forecast", help="forecast past the end of the data with a trained forecast run")
+    fo.add_argument("run", help="run folder of rnnkit train forecast")
+    fo.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the run's)")
+    fo.add_argument("--test", action="store_true", help="forecast the run's test part instead, next to the truth")
+    fo.add_argument("--plot", help="write a PNG plot here")
+    fo.add_argument("--samples", type=int, default=None, help="sample paths for the intervals (default: the run's)")
+    fo.add_argument("--seed", type=int, default=0)
+    fo.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    fo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _train(args) -> int:
+    return _train_forecast(args) if args.task == "forecast" else _train_lm(args)
+
+
+def _train_forecast(args) -> int:
+    import time
+
+    from rnnkit.configs import build, load_config_file, unknown_sections
+    from rnnkit.tasks.forecasting import ForecastModelConfig
+    from rnnkit.tasks.forecasting_run import ForecastDataConfig, train_forecast
+    from rnnkit.train.config import TrainConfig
+
+    file_values = load_config_file(args.config) if args.config else {}
+    source = args.config or "flags"
+    unknown_sections(file_values, {"data", "model", "train"}, source)
+    data_cfg = build(ForecastDataConfig, file_values, args, "data", source)
+    model_cfg = build(ForecastModelConfig, file_values, args, "model", source)
+    defaults = {"epochs": 200, "early_stop": 20, "lr": 3e-3, "log_every": 50, "progress": False}
+    train_values = {**file_values, "train": {**defaults, **file_values.get("train", {})}}
+    train_cfg = build(TrainConfig, train_values, args, "train", source).validate()
+    run = args.run or f"runs/forecast-{time.strftime('%Y%m%d-%H%M%S')}"
+    train_forecast(data_cfg, model_cfg, train_cfg, run)
+    return 0
+
+
+def _forecast(args) -> int:
+    from rnnkit.tasks.forecasting_run import forecast_future
+
+    rows = forecast_future(args.run, args.horizon, args.plot, args.test, args.checkpoint, args.device,
+                           args.samples, args.seed)
+    keys = list(rows[0]) if rows else []
+    print("\t".join(keys))
+    for row in rows:
+        print("\t".join(row[k] if k == "date" else f"{row[k]:.6g}" for k in keys))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def _train_lm(args) -> int:
     import time
 
@@ -129,7 +198,13 @@ def _train_lm(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from rnnkit.tasks.forecasting_run import evaluate_forecast, format_table, is_forecast_run
     from rnnkit.tasks.lm_run import evaluate_lm
+
+    if is_forecast_run(args.run):
+        table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
+        print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
+        return 0
 
     metrics = evaluate_lm(args.run, args.split, args.data, args.checkpoint, args.device)
     print(f"{args.split}: " + ", ".join(f"{k} {v:.4f}" if k != "tokens" else f"{k} {int(v)}"
@@ -150,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": _train_lm, "evaluate": _evaluate, "sample": _sample, "lab": _lab}
+    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "forecast": _forecast, "lab": _lab}
     if args.command == "info":
         print(info())
         return 0

@@ -1,0 +1,128 @@
+"""The forecasting MASE table of docs/results.md: rnnkit vs seasonal naive, ARIMA and ETS on six
+classic series, each forecast over its test part in one rollout from the end of the history.
+
+Tuning used the validation part only: for each series a few candidate settings (below) are
+trained, the one with the lowest validation-rollout MASE is kept, and its test metrics are
+the ones reported (the test numbers of the other candidates are not looked at).  The
+baselines are fitted to the same history (train + valid) and forecast the same test part.
+
+    python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
+        [--out runs/forecast-table]
+
+Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rnnkit.tasks.forecast_baselines import run_baselines
+from rnnkit.tasks.forecast_metrics import all_metrics
+from rnnkit.tasks.forecasting import ForecastModelConfig
+from rnnkit.tasks.forecasting_run import ForecastDataConfig, prepare, train_forecast
+from rnnkit.train.config import TrainConfig
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent / ".." / "shared" / "data" / "timeseries"
+
+# name -> (label, data settings, candidate overrides).  Candidates differ in the input
+# transform or window only; model size and training are the same for all.  The short monthly
+# series (96 training windows) use batches of 8 so that an epoch has more than 3 steps.
+SERIES = {
+    "airline": ("airline passengers (last 24 months)",
+                dict(csv="airline-passengers.csv", horizon=24, season=12, window=24, refit=True, batch_size=8),
+                [dict(log=True, seasonal_difference=True), dict(log=True, difference=1, seasonal_difference=True)]),
+    "sunspots": ("monthly sunspots (last 10%)",
+                 dict(csv="monthly-sunspots.csv", horizon=282, test="10%", season=1, window=132),
+                 [dict(), dict(window=60)]),
+    "temperatures": ("daily minimum temperatures (1990)",
+                     dict(csv="daily-min-temperatures.csv", horizon=365, season=365, window=30, batch_size=64),
+                     [dict(), dict(window=60)]),
+    "births": ("daily female births (last 20%)",
+               dict(csv="daily-total-female-births.csv", horizon=73, test="20%", season=7, window=28),
+               [dict(), dict(calendar=False)]),
+    "car_sales": ("monthly car sales (last 24 months)",
+                  dict(csv="monthly-car-sales.csv", horizon=24, season=12, window=24, refit=True, batch_size=8),
+                  [dict(log=True, seasonal_difference=True), dict(log=True)]),
+    "co2": ("statsmodels weekly co2 (last 10%)",
+            dict(dataset="co2", horizon=228, test="10%", season=52, window=104, batch_size=64),
+            [dict(difference=1), dict(seasonal_difference=True)]),
+}
+MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
+TRAIN = TrainConfig(epochs=150, early_stop=15, lr=3e-3, progress=False, log_every=1000, device="cpu")
+ENSEMBLE = 5
+
+
+def run_series(name: str, data_dir: Path, out: Path) -> dict:
+    label, base, candidates = SERIES[name]
+    base = dict(base)
+    if "csv" in base:
+        base["csv"] = str(data_dir / base["csv"])
+    start = time.perf_counter()
+    tried = []
+    for i, extra in enumerate(candidates):
+        cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ENSEMBLE, "baselines": "", "samples": 0})
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = train_forecast(cfg, MODEL, replace(TRAIN), out / f"{name}-{i}")
+        tried.append((result["valid_rollout"]["mase"], i, extra, result))
+        print(f"  {name} candidate {extra}: valid MASE {result['valid_rollout']['mase']:.3f}", flush=True)
+    valid_mase, index, chosen, result = min(tried, key=lambda t: (t[0], t[1]))
+    p = prepare(ForecastDataConfig(**{**base, **chosen}))
+    history, truth = p.y[:p.valid_end], p.y[p.valid_end:]
+    baselines = run_baselines(history, p.n_test, p.season, log=bool(chosen.get("log")),
+                              names=("seasonal_naive", "arima", "ets"))
+    table = {"rnnkit": result["test"]["rnnkit"]}
+    table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
+    row = {"name": name, "label": label, "chosen": chosen, "valid_mase": valid_mase, "season": p.season,
+           "n_test": p.n_test, "test": table, "models": {k: v["model"] for k, v in baselines.items()},
+           "run": str(out / f"{name}-{index}"), "seconds": round(time.perf_counter() - start, 1)}
+    (out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| series | m | test points | rnnkit | seasonal naive | ARIMA | ETS | best classical | rnnkit better? |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    wins = 0
+    for r in rows:
+        t = r["test"]
+        classical = {k: t[k]["mase"] for k in ("seasonal_naive", "arima", "ets") if k in t}
+        best = min(classical.values())
+        win = t["rnnkit"]["mase"] < best
+        wins += win
+        cells = [f"{t[k]['mase']:.3f}" if k in t else "—" for k in ("rnnkit", "seasonal_naive", "arima", "ets")]
+        lines.append(f"| {r['label']} | {r['season']} | {r['n_test']} | " + " | ".join(cells)
+                     + f" | {best:.3f} | {'yes' if win else 'no'} |")
+    lines.append(f"\nrnnkit better than the best classical baseline on {wins} of {len(rows)}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the CSV series")
+    parser.add_argument("--only", default=",".join(SERIES), help="comma-separated subset of " + ",".join(SERIES))
+    parser.add_argument("--out", default="runs/forecast-table")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows = []
+    for name in args.only.split(","):
+        print(f"{name} ...", flush=True)
+        rows.append(run_series(name, Path(args.data), out))
+        print(f"  {name}: " + ", ".join(f"{k} {v['mase']:.3f}" for k, v in rows[-1]["test"].items())
+              + f" ({rows[-1]['seconds']:.0f} s)", flush=True)
+    table = markdown(rows)
+    (out / "table.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The invertible transform a forecaster works in: optional log, optional first difference,
+optional seasonal difference, then standardization fitted on the training part only.
+
+    w_t = log y_t (or y_t);   d_t = w_t - w_{t-1} (or w_t);   s_t = d_t - d_{t-m} (or d_t);
+    z_t = (s_t - mean) / std
+
+(Box & Jenkins 1976: differencing and seasonal differencing to reach a stationary series;
+Hyndman & Athanasopoulos, FPP3 §9.1.)  Forecasts made in z are mapped back by undoing each
+step with the known history and the forecasts made so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from rnnkit.data.series import Scaler
+from rnnkit.errors import DataError
+
+
+@dataclass
+class SeriesTransform:
+    log: bool = False
+    difference: int = 0  # 0 or 1
+    season: int = 0  # lag of the seasonal difference (0: none)
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.difference not in (0, 1):
+            raise DataError(f"difference must be 0 or 1, got {self.difference}")
+        if self.season < 0:
+            raise DataError(f"the seasonal-difference lag must be >= 0, got {self.season}")
+
+    @property
+    def lost(self) -> int:
+        """How many leading points have no transformed value (NaN)."""
+        return self.difference + self.season
+
+    def _stationary(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float64)
+        if self.log:
+            if (y <= 0).any():
+                bad = int(np.argmax(y <= 0))
+                raise DataError(f"log needs positive values; got {y[bad]} at position {bad}")
+            y = np.log(y)
+        out = y.copy()
+        if self.difference:
+            out = np.concatenate([[np.nan], np.diff(out)])
+        if self.season:
+            m = self.season
+            out = np.concatenate([np.full(m, np.nan), out[m:] - out[:-m]])
+        return out  # (N,)
+
+    def fit(self, y_train: np.ndarray) -> "SeriesTransform":
+        """Fit the standardization on the training part (only)."""
+        s = self._stationary(y_train)
+        if np.isfinite(s).sum() < 2:
+            raise DataError(f"the training part ({len(y_train)} points) is too short for "
+                            f"difference={self.difference}, seasonal lag {self.season}")
+        scaler = Scaler.fit(s)
+        self.mean, self.std = scaler.mean, scaler.std
+        return self
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        """z (N,) of y (N,); the first ``lost`` entries are NaN."""
+        return (self._stationary(y) - self.mean) / self.std
+
+    def inverse(self, z_future: np.ndarray, y_history: np.ndarray) -> np.ndarray:
+        """Map forecasts z (S, H) that continue ``y_history`` (N,) back to the original scale."""
+        z = np.atleast_2d(np.asarray(z_future, dtype=np.float64))
+        samples, horizon = z.shape
+        s = z * self.std + self.mean  # (S, H)
+        hist = np.log(np.asarray(y_history, dtype=np.float64)) if self.log else np.asarray(y_history, np.float64)
+        if self.difference:
+            d_hist = np.diff(hist)
+        else:
+            d_hist = hist
+        if self.season:
+            m = self.season
+            if len(d_hist) < m:
+                raise DataError(f"the history ({len(y_history)} points) is shorter than the seasonal lag {m}")
+            d = np.concatenate([np.broadcast_to(d_hist[-m:], (samples, m)), np.zeros((samples, horizon))], 1)
+            for h in range(horizon):
+                d[:, m + h] = s[:, h] + d[:, h]
+            d = d[:, m:]  # (S, H)
+        else:
+            d = s
+        w = hist[-1] + np.cumsum(d, axis=1) if self.difference else d  # (S, H)
+        return np.exp(np.clip(w, -700, 700)) if self.log else w  # clip: no overflow on wild paths
+
+    def to_dict(self) -> dict:
+        return asdict(self)

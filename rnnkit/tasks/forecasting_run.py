@@ -1,0 +1,371 @@
+"""The forecasting commands with plain arguments: train (with baselines and a plot), evaluate,
+forecast beyond the end of the data.
+
+Protocol: the last ``test`` points (default: ``horizon``) are the test part, forecast in one
+rollout from the end of the history before it; the last ``valid`` points before the test
+part (default: as many as the test) are the validation part, used for early stopping and for
+the validation rollout that tuning reads.  With ``refit`` each model is then trained again on
+train + valid for the number of epochs that was best on validation.  Scaling (and any
+differencing) is fitted on the data the models are trained on, never on later points.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from rnnkit.data.series import (
+    Series,
+    calendar_features,
+    chronological_split,
+    default_season,
+    future_dates,
+    load_statsmodels_series,
+    make_windows,
+    part_size,
+    read_series_csv,
+)
+from rnnkit.data.series_transform import SeriesTransform
+from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.tasks.forecast_baselines import run_baselines
+from rnnkit.tasks.forecast_metrics import all_metrics
+from rnnkit.tasks.forecasting import (
+    Forecaster,
+    ForecastModelConfig,
+    ForecastTask,
+    rollout,
+    step_inputs,
+)
+from rnnkit.train import TrainConfig, Trainer, load_weights, read_state, seed_everything
+from rnnkit.train.trainer import pick_device
+
+BASELINES = "naive,seasonal_naive,arima,ets"
+
+
+@dataclass
+class ForecastDataConfig:
+    csv: Optional[str] = None  # CSV file (.gz too) with a date column and value columns
+    dataset: Optional[str] = None  # or a series bundled with statsmodels: sunspots | co2
+    column: Optional[str] = None  # value column to forecast (default: the only one)
+    date_column: Optional[str] = None  # default: the first column
+    horizon: int = 12  # steps to forecast
+    test: Optional[str] = None  # test part: count, fraction or percentage (default: horizon)
+    valid: Optional[str] = None  # validation part before it (default: the test size)
+    season: int = 0  # seasonal period m (0: 12 monthly, 4 quarterly, 52 weekly, 7 daily, else 1)
+    window: int = 0  # input window (0: two seasons, at least 12, at most 104)
+    log: bool = False  # model log y (positive series whose variation grows with the level)
+    difference: int = 0  # 1: model first differences
+    seasonal_difference: bool = False  # model y_t - y_{t-m}
+    calendar: bool = True  # calendar covariates (month one-hot; year phase and weekday for daily)
+    batch_size: int = 32
+    samples: int = 200  # sample paths for the prediction intervals (0: none)
+    ensemble: int = 1  # models trained with seeds seed .. seed+ensemble-1, averaged
+    refit: bool = False  # retrain on train+valid for the best number of epochs
+    baselines: str = BASELINES  # comma-separated; "" for none
+
+
+# --------------------------------------------------------------------------------- data
+def load_series(cfg: ForecastDataConfig) -> Series:
+    if (cfg.csv is None) == (cfg.dataset is None):
+        raise DataError("give exactly one of --csv FILE or --dataset sunspots|co2")
+    if cfg.csv is not None:
+        return read_series_csv(cfg.csv, [cfg.column] if cfg.column else None, cfg.date_column)
+    return load_statsmodels_series(cfg.dataset)
+
+
+@dataclass
+class Prepared:
+    y: np.ndarray  # (N,)
+    dates: np.ndarray  # (N,)
+    freq: str
+    season: int
+    window: int
+    n_test: int
+    n_valid: int
+    train_end: int
+    valid_end: int
+    calendar_next: np.ndarray  # (N + extra, K): calendar of date t+1
+    notes: list
+
+
+def prepare(cfg: ForecastDataConfig, extra: int = 0) -> Prepared:
+    """Load the series and work out season, window and the chronological split; the calendar
+    covariates run ``extra`` steps past the end (for forecasts beyond the data)."""
+    series = load_series(cfg)
+    y = series.column(cfg.column)
+    m = cfg.season or default_season(series.freq)
+    window = cfg.window or min(max(12, 2 * m), 104)
+    if cfg.horizon < 1:
+        raise DataError(f"horizon must be >= 1, got {cfg.horizon}")
+    n = len(y)
+    n_test = part_size(cfg.test if cfg.test is not None else cfg.horizon, n, "test")
+    n_valid = part_size(cfg.valid if cfg.valid is not None else n_test, n, "valid")
+    lost = cfg.difference + (m if cfg.seasonal_difference else 0)
+    split = chronological_split(n, n_test, n_valid, min_train=window + lost + 2)
+    all_dates = np.concatenate([series.dates, future_dates(series.dates, series.freq, extra + 1)])
+    cal = calendar_features(all_dates[1:], series.freq) if cfg.calendar else np.zeros((n + extra, 0))
+    return Prepared(y, series.dates, series.freq, m, window, n_test, n_valid, split.train_end,
+                    split.valid_end, cal, list(series.notes))
+
+
+def make_transform(cfg: ForecastDataConfig, p: Prepared, fit_end: int) -> SeriesTransform:
+    return SeriesTransform(cfg.log, cfg.difference, p.season if cfg.seasonal_difference else 0).fit(p.y[:fit_end])
+
+
+# ------------------------------------------------------------------------------- models
+def _train_member(p: Prepared, cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, train_cfg: TrainConfig,
+                  transform: SeriesTransform, fit_end: int, valid_end: int, folder: Path, seed: int) -> Forecaster:
+    """Train one model on windows with targets in [0, fit_end), validating on [fit_end, valid_end)."""
+    seed_everything(seed, train_cfg.deterministic)
+    z = transform.forward(p.y)
+    inputs = step_inputs(z, p.calendar_next[:len(z)])
+    k = cfg.horizon if model_cfg.direct else 1
+    train = make_windows(inputs, z, p.window, k, 0, fit_end)
+    valid = make_windows(inputs, z, p.window, k, fit_end, valid_end)
+    meta = {"input_size": inputs.shape[1], "outputs": k, "transform": transform.to_dict()}
+    task = ForecastTask(train, valid, model_cfg, cfg.batch_size, seed, meta)
+    model = task.build_model()
+    trainer = Trainer(model, task, replace(train_cfg, seed=seed), folder)
+    summary = trainer.fit()
+    best = folder / "checkpoints" / "best"
+    if best.is_dir():
+        load_weights(model, best, trainer.device)
+    model.best_epochs = max(1, summary["epoch"] - trainer.bad_epochs)  # epochs until the best validation
+    return model.eval()
+
+
+def forecast_from(models: list, transform: SeriesTransform, p: Prepared, origin: int, horizon: int,
+                  samples: int, seed: int = 0) -> dict:
+    """Forecast ``horizon`` steps after ``origin`` from the history y[:origin]: the mean path
+    and, with samples, 80% and 95% intervals, on the original scale."""
+    z = transform.forward(p.y[:origin])
+    inputs = step_inputs(z, p.calendar_next[:origin])
+    if not np.isfinite(inputs[-p.window:]).all():
+        raise DataError(f"the history before the forecast ({origin} points) is shorter than the window "
+                        f"{p.window} plus the points lost to differencing")
+    z_mean, z_paths = rollout(models, inputs, p.calendar_next[origin:origin + horizon], horizon, p.window,
+                              samples, seed)
+    history = p.y[:origin]
+    out = {"forecast": transform.inverse(z_mean, history)[0]}
+    if len(z_paths):
+        paths = transform.inverse(z_paths, history)  # (S, H)
+        for name, q in (("lo95", 2.5), ("lo80", 10), ("hi80", 90), ("hi95", 97.5)):
+            out[name] = np.percentile(paths, q, axis=0)
+    return out
+
+
+def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, train_cfg: TrainConfig,
+                   run_dir: str | Path) -> dict:
+    """Train the forecaster (an ensemble of ``cfg.ensemble`` models) in ``run_dir``, run the
+    baselines, print and save the test metrics table and the plot."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if (run_dir / "forecast.json").exists():
+        raise RnnkitError(f"{run_dir} already holds a forecast run; choose another --run")
+    p = prepare(cfg)
+    for note in p.notes:
+        print(f"note: {note}", flush=True)
+    record = {"task": "forecast", "data": asdict(cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"data: {cfg.csv or 'statsmodels:' + str(cfg.dataset)} column {cfg.column or '(only)'}: {len(p.y)} points, "
+          f"frequency {p.freq}, season m={p.season}; train {p.train_end}, valid {p.n_valid}, test {p.n_test}; "
+          f"window {p.window}; model {model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} "
+          f"({'direct' if model_cfg.direct else 'one-step'}, {model_cfg.head} head) x{cfg.ensemble}", flush=True)
+
+    transform = make_transform(cfg, p, p.train_end)
+    models, epochs = [], []
+    for i in range(cfg.ensemble):
+        models.append(_train_member(p, cfg, model_cfg, train_cfg, transform, p.train_end, p.valid_end,
+                                    run_dir / "members" / str(i), train_cfg.seed + i))
+        epochs.append(models[-1].best_epochs)
+    valid_fc = forecast_from(models, transform, p, p.train_end, p.n_valid, 0)
+    valid_truth = p.y[p.train_end:p.valid_end]
+    valid_metrics = all_metrics(valid_truth, valid_fc["forecast"], p.y[:p.train_end], p.season)
+    print("validation rollout: " + ", ".join(f"{k} {v:.4f}" for k, v in valid_metrics.items()), flush=True)
+
+    member_dirs = [f"members/{i}" for i in range(cfg.ensemble)]
+    if cfg.refit:
+        transform = make_transform(cfg, p, p.valid_end)
+        refit_cfg = replace(train_cfg, early_stop=0)
+        models = []
+        for i, n_epochs in enumerate(epochs):
+            folder = run_dir / "members" / f"{i}-refit"
+            print(f"refit {i}: {n_epochs} epochs on train + valid", flush=True)
+            models.append(_train_member(p, cfg, model_cfg, replace(refit_cfg, epochs=n_epochs), transform,
+                                        p.valid_end, p.valid_end, folder, train_cfg.seed + i))
+            # no validation part: "best" is the lowest training loss, the last epoch is what we want
+            shutil.rmtree(folder / "checkpoints" / "best", ignore_errors=True)
+            load_weights(models[-1], folder / "checkpoints", pick_device(train_cfg.device))
+        member_dirs = [f"members/{i}-refit" for i in range(cfg.ensemble)]
+
+    truth = p.y[p.valid_end:]
+    history = p.y[:p.valid_end]
+    test_fc = forecast_from(models, transform, p, p.valid_end, p.n_test, cfg.samples, train_cfg.seed)
+    table = {"rnnkit": all_metrics(truth, test_fc["forecast"], history, p.season)}
+    names = [b.strip() for b in cfg.baselines.split(",") if b.strip()]
+    baselines = run_baselines(history, p.n_test, p.season, cfg.log, names, say=lambda s: print(s, flush=True))
+    for name, result in baselines.items():
+        table[name] = all_metrics(truth, result["forecast"], history, p.season)
+    elapsed = time.perf_counter() - started
+    result = {
+        "task": "forecast", "members": member_dirs, "transform": transform.to_dict(),
+        "season": p.season, "window": p.window, "freq": p.freq, "n": len(p.y), "train_end": p.train_end,
+        "valid_end": p.valid_end, "n_test": p.n_test, "best_epochs": epochs, "notes": p.notes,
+        "valid_rollout": valid_metrics, "test": table,
+        "baseline_models": {k: v["model"] for k, v in baselines.items()}, "seconds": round(elapsed, 1),
+    }
+    (run_dir / "forecast.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _write_table(run_dir / "forecast_metrics.csv", table)
+    series = {"rnnkit": test_fc["forecast"], **{k: v["forecast"] for k, v in baselines.items()}}
+    _write_forecast_csv(run_dir / "forecast.csv", p.dates[p.valid_end:], truth, test_fc, series)
+    print(format_table(table, p.season), flush=True)
+    try:
+        plot_forecast(run_dir / "forecast.png", p.dates[:p.valid_end], history, p.dates[p.valid_end:], truth,
+                      test_fc, {k: v["forecast"] for k, v in baselines.items()},
+                      title=f"{cfg.csv or cfg.dataset}: test forecast")
+        print(f"plot: {run_dir / 'forecast.png'}", flush=True)
+    except ImportError as exc:
+        print(f"no plot: {exc}", flush=True)
+    print(f"run folder {run_dir} ({elapsed:.0f} s)", flush=True)
+    return result
+
+
+# ------------------------------------------------------------------------------ reports
+def format_table(table: dict, season: int) -> str:
+    lines = [f"test metrics (MASE scaled by the in-sample seasonal naive MAE, m={max(season, 1)}):",
+             f"{'model':<16}{'MAE':>12}{'RMSE':>12}{'MASE':>9}{'sMAPE %':>9}"]
+    for name, m in table.items():
+        lines.append(f"{name:<16}{m['mae']:>12.4g}{m['rmse']:>12.4g}{m['mase']:>9.3f}{m['smape']:>9.2f}")
+    return "\n".join(lines)
+
+
+def _write_table(path: Path, table: dict) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model", "mae", "rmse", "mase", "smape"])
+        for name, m in table.items():
+            writer.writerow([name] + [f"{m[k]:.6g}" for k in ("mae", "rmse", "mase", "smape")])
+
+
+def _write_forecast_csv(path: Path, dates, truth, fc: dict, series: dict) -> None:
+    bands = [k for k in ("lo95", "lo80", "hi80", "hi95") if k in fc]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["date"] + (["truth"] if truth is not None else []) + list(series) + bands)
+        for i, date in enumerate(dates):
+            row = [str(date)] + ([f"{truth[i]:.6g}"] if truth is not None else [])
+            row += [f"{series[k][i]:.6g}" for k in series] + [f"{fc[k][i]:.6g}" for k in bands]
+            writer.writerow(row)
+
+
+def plot_forecast(path: str | Path, hist_dates, history, dates, truth, fc: dict, others: Optional[dict] = None,
+                  title: str = "", context: Optional[int] = None) -> None:
+    """PNG of the recent history, the truth (if known), the forecast and its 80%/95% intervals."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib (pip install 'rnnkit[forecast]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    horizon = len(dates)
+    keep = context or max(3 * horizon, 60)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(hist_dates[-keep:], history[-keep:], color="black", lw=1, label="history")
+    if truth is not None:
+        ax.plot(dates, truth, color="black", lw=1, ls=":", label="truth")
+    if "lo95" in fc:
+        ax.fill_between(dates, fc["lo95"], fc["hi95"], color="tab:blue", alpha=0.15, label="95% interval")
+        ax.fill_between(dates, fc["lo80"], fc["hi80"], color="tab:blue", alpha=0.3, label="80% interval")
+    ax.plot(dates, fc["forecast"], color="tab:blue", lw=1.5, label="rnnkit")
+    for (name, values), color in zip((others or {}).items(), ("tab:gray", "tab:olive", "tab:red", "tab:green")):
+        ax.plot(dates, values, color=color, lw=1, ls="--", label=name)
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------- trained runs
+def is_forecast_run(run: str | Path) -> bool:
+    config = Path(run) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("task") == "forecast"
+    except (OSError, ValueError):
+        return False
+
+
+def load_forecast_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """(models, transform, data config, run record) of a trained forecast run."""
+    run = Path(run)
+    try:
+        record = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        info = json.loads((run / "forecast.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{run}: not a finished forecast run ({exc})") from None
+    dev = pick_device(device)
+    models = []
+    for member in info["members"]:
+        folder = run / member / "checkpoints"
+        where = folder / "best" if checkpoint == "best" and (folder / "best").is_dir() else folder
+        meta = read_state(where)["task"]
+        if meta.get("task") != "forecast":
+            raise CheckpointError(f"{where}: not a forecast checkpoint (task {meta.get('task')!r})")
+        model = Forecaster(meta["input_size"], meta["outputs"], ForecastModelConfig(**meta["model"]))
+        load_weights(model, where, dev)
+        models.append(model.to(dev).eval())
+    return models, SeriesTransform(**info["transform"]), ForecastDataConfig(**record["data"]), info
+
+
+def evaluate_forecast(run: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto") -> dict:
+    """Rollout metrics of a trained run on its validation or test part (and the baselines'
+    test metrics recorded at training time)."""
+    models, transform, cfg, info = load_forecast_run(run, checkpoint, device)
+    p = prepare(cfg)
+    origin, end = (p.train_end, p.valid_end) if split == "valid" else (p.valid_end, len(p.y))
+    fc = forecast_from(models, transform, p, origin, end - origin, 0)
+    metrics = {"rnnkit": all_metrics(p.y[origin:end], fc["forecast"], p.y[:origin], p.season)}
+    if split == "test":
+        metrics.update({k: v for k, v in info["test"].items() if k != "rnnkit"})
+    return metrics
+
+
+def forecast_future(run: str | Path, horizon: Optional[int] = None, plot: Optional[str] = None,
+                    test: bool = False, checkpoint: str = "best", device: str = "auto", samples: Optional[int] = None,
+                    seed: int = 0) -> list[dict]:
+    """Forecast ``horizon`` steps past the end of the run's data (or, with ``test``, over its
+    test part from the same origin as in training); rows of date, forecast and intervals."""
+    models, transform, cfg, _ = load_forecast_run(run, checkpoint, device)
+    horizon = horizon or cfg.horizon
+    if horizon < 1:
+        raise DataError(f"horizon must be >= 1, got {horizon}")
+    p = prepare(cfg, extra=horizon)
+    n_samples = cfg.samples if samples is None else samples
+    if test:
+        origin, horizon = p.valid_end, len(p.y) - p.valid_end
+        dates, truth = p.dates[origin:], p.y[origin:]
+    else:
+        origin = len(p.y)
+        dates, truth = future_dates(p.dates, p.freq, horizon), None
+    fc = forecast_from(models, transform, p, origin, horizon, n_samples, seed)
+    if plot:
+        plot_forecast(plot, p.dates[:origin], p.y[:origin], dates, truth, fc,
+                      title=f"{cfg.csv or cfg.dataset}: {'test' if test else 'future'} forecast")
+    rows = []
+    for i, date in enumerate(dates):
+        row = {"date": str(date), "forecast": float(fc["forecast"][i])}
+        if truth is not None:
+            row["truth"] = float(truth[i])
+        row.update({k: float(fc[k][i]) for k in ("lo95", "lo80", "hi80", "hi95") if k in fc})
+        rows.append(row)
+    return rows

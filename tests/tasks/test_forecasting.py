@@ -1,0 +1,164 @@
+"""Forecaster: sine rollout, direct head, Gaussian loss, baselines with known answers, metrics
+on hand-computed numbers, and a CLI round trip."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.data.series import make_windows
+from rnnkit.tasks.forecast_baselines import naive, seasonal_naive
+from rnnkit.tasks.forecast_metrics import mae, mase, mase_scale, rmse, smape
+from rnnkit.tasks.forecasting import (
+    Forecaster,
+    ForecastModelConfig,
+    ForecastTask,
+    forecast_loss,
+    rollout,
+)
+from rnnkit.train import TrainConfig, Trainer
+
+pytest.importorskip("statsmodels")
+
+
+def test_metrics_on_hand_computed_numbers():
+    truth, forecast = [1.0, 2.0, 4.0], [2.0, 2.0, 1.0]
+    assert mae(truth, forecast) == pytest.approx(4 / 3)
+    assert rmse(truth, forecast) == pytest.approx(math.sqrt(10 / 3))
+    # sMAPE = 100/3 * (2*1/3 + 0 + 2*3/5)
+    assert smape(truth, forecast) == pytest.approx(100 / 3 * (2 / 3 + 6 / 5))
+    assert smape([0.0], [0.0]) == 0.0
+    history = [1.0, 3.0, 2.0, 5.0]  # m=1: |2| + |1| + |3| = 6 over 3 -> 2
+    assert mase_scale(history, 1) == 2.0
+    assert mase(truth, forecast, history, 1) == pytest.approx(2 / 3)
+    assert mase_scale([1.0, 2.0, 4.0, 3.0], 2) == pytest.approx(2.0)  # |4-1| + |3-2| over 2
+    with pytest.raises(ValueError, match="same nonzero length. Expected 3, got 2"):
+        mae(truth, [1.0, 2.0])
+
+
+def test_naive_and_seasonal_naive_exact_on_a_seasonal_series():
+    season = np.array([5.0, 1.0, 3.0, 8.0])
+    y = np.tile(season, 10)  # pure seasonal, period 4
+    np.testing.assert_array_equal(seasonal_naive(y[:30], 10, 4), y[30:40])
+    np.testing.assert_array_equal(naive(y[:30], 3), [y[29]] * 3)
+    with pytest.raises(ValueError, match="Expected >= 4 points, got 2"):
+        seasonal_naive(y[:2], 3, 4)
+
+
+def test_arima_and_ets_follow_a_linear_trend():
+    from rnnkit.tasks.forecast_baselines import arima, ets
+
+    rng = np.random.default_rng(0)
+    t = np.arange(80, dtype=float)
+    y = 10 + 0.5 * t + 0.05 * rng.normal(size=80)
+    truth = 10 + 0.5 * np.arange(80, 92)
+    for fn in (lambda h: arima(y, h, 1, max_order=0), lambda h: ets(y, h, 1)):
+        forecast, desc = fn(12)
+        assert np.abs(forecast - truth).max() < 0.5, desc
+
+
+def test_ets_and_arima_on_a_seasonal_series_beat_naive():
+    from rnnkit.tasks.forecast_baselines import arima, ets
+
+    t = np.arange(96)
+    y = 50 + 0.3 * t + 5 * np.sin(2 * np.pi * t / 12) + 0.1 * np.random.default_rng(1).normal(size=96)
+    truth = (50 + 0.3 * np.arange(96, 108) + 5 * np.sin(2 * np.pi * np.arange(96, 108) / 12))
+    for forecast, desc in (arima(y, 12, 12, max_order=0), ets(y, 12, 12)):
+        assert mae(truth, forecast) < 0.5, desc
+
+
+@pytest.mark.slow
+def test_arima_full_grid_on_a_seasonal_series():
+    from rnnkit.tasks.forecast_baselines import arima
+
+    t = np.arange(96)
+    y = 50 + 0.3 * t + 5 * np.sin(2 * np.pi * t / 12) + 0.1 * np.random.default_rng(1).normal(size=96)
+    truth = (50 + 0.3 * np.arange(96, 108) + 5 * np.sin(2 * np.pi * np.arange(96, 108) / 12))
+    forecast, desc = arima(y, 12, 12)
+    assert mae(truth, forecast) < 0.5, desc
+
+
+def _sine_task(n=400, period=20, window=20, horizon=1, head="point"):
+    z = np.sin(2 * np.pi * np.arange(n) / period)
+    X, Y = make_windows(z[:, None], z, window, horizon, 0, n - 60)
+    Xv, Yv = make_windows(z[:, None], z, window, horizon, n - 60, n)
+    cfg = ForecastModelConfig(cell="lstm", hidden_size=24, head=head, direct=horizon > 1)
+    return z, ForecastTask((X, Y), (Xv, Yv), cfg, batch_size=32, seed=0, meta={})
+
+
+def test_rollout_of_a_model_trained_on_a_noiseless_sine_reproduces_it(tmp_path):
+    torch.manual_seed(0)
+    z, task = _sine_task()
+    model = task.build_model()
+    cfg = TrainConfig(epochs=30, lr=1e-2, progress=False, device="cpu", log_every=1000)
+    Trainer(model, task, cfg, tmp_path).fit()
+    origin, horizon = 340, 60  # three periods past the training part, fed back step by step
+    mean, paths = rollout([model], z[:origin, None], np.zeros((horizon, 0)), horizon, 20)
+    assert paths.shape == (0, horizon)
+    err = np.abs(mean - z[origin:origin + horizon]).max()
+    assert err < 0.1, f"rollout drifts from the sine by {err:.3f}"
+
+
+def test_direct_head_and_gaussian_head_shapes_and_sample_paths():
+    z, task = _sine_task(horizon=5, head="gaussian")
+    model = task.build_model()
+    mean, log_var = model(task.X[:, :7])
+    assert mean.shape == (7, 5) and log_var.shape == (7, 5)
+    # a 12-step forecast from a 5-step head: blocks of 5, 5 and 2
+    mean_path, paths = rollout([model, task.build_model()], z[:100, None], np.zeros((12, 0)), 12, 20,
+                               samples=50, seed=3)
+    assert mean_path.shape == (12,) and paths.shape == (50, 12)
+    assert np.isfinite(paths).all() and paths.std(axis=0).min() > 0
+    again, paths_again = rollout([model, task.build_model()], z[:100, None], np.zeros((12, 0)), 12, 20, 50, 3)
+    assert again.shape == (12,) and paths_again.shape == (50, 12)
+
+
+def test_gaussian_nll_matches_torch():
+    mean, log_var, y = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    expected = torch.nn.functional.gaussian_nll_loss(mean, y, log_var.exp(), full=True)
+    torch.testing.assert_close(forecast_loss(mean, log_var, y), expected)
+    torch.testing.assert_close(forecast_loss(mean, None, y), ((mean - y) ** 2).mean())
+
+
+def test_model_errors_say_expected_and_got():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        Forecaster(1, 1, ForecastModelConfig(cell="transformer"))
+    model = Forecaster(3, 1, ForecastModelConfig(hidden_size=4))
+    with pytest.raises(ValueError, match=r"expected input \(T, B, 3\), got \(5, 2, 2\)"):
+        model(torch.zeros(5, 2, 2))
+
+
+def test_cli_train_forecast_evaluate_round_trip(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    t = np.arange(120)
+    values = 100 + t + 10 * np.sin(2 * np.pi * t / 12)
+    dates = [f"{1990 + i // 12}-{i % 12 + 1:02d}" for i in range(120)]
+    csv = tmp_path / "series.csv"
+    csv.write_text('"Month","Sales"\n' + "".join(f'"{d}",{v:.3f}\n' for d, v in zip(dates, values)))
+    run = tmp_path / "run"
+    rc = main(["train", "forecast", "--csv", str(csv), "--column", "Sales", "--horizon", "12", "--run", str(run),
+               "--epochs", "3", "--hidden-size", "8", "--samples", "20", "--baselines", "naive,seasonal_naive"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "test metrics" in out and "seasonal_naive" in out
+    for name in ("forecast.png", "forecast.csv", "forecast_metrics.csv", "forecast.json", "config.json"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "forecast.json").read_text())
+    assert set(info["test"]) == {"rnnkit", "naive", "seasonal_naive"} and info["n_test"] == 12
+
+    assert main(["evaluate", str(run)]) == 0
+    assert "rnnkit" in capsys.readouterr().out
+    assert main(["forecast", str(run), "--horizon", "3", "--plot", str(tmp_path / "f.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("date\tforecast\tlo95") and lines[1].startswith("2000-01-01")
+    assert len(lines) == 5 and (tmp_path / "f.png").is_file()
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Month,Sales\n1990-01,1\n1990-02,\n")
+    assert main(["train", "forecast", "--csv", str(bad), "--run", str(tmp_path / "r2")]) == 2
+    assert "bad.csv:3: row 2: missing value in column 'Sales'" in capsys.readouterr().err
+    assert main(["train", "forecast", "--csv", str(csv), "--column", "Slaes", "--run", str(tmp_path / "r3")]) == 2
+    assert "no value column 'Slaes'; available: Sales" in capsys.readouterr().err
