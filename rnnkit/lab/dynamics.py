@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.lab.common import LabResult, LabSettings, geometric_mean, random_inputs, random_layer
-from rnnkit.lab.plots import log_band, pyplot, save
+from rnnkit.plotting import log_band, pyplot, save
 from rnnkit.models.diagnostics import spectral_radius, trace_dynamics
 
 RELU_SCALES = (1.5, 2.0, 3.0)

@@ -36,7 +36,7 @@ from torch import nn
 import rnnkit
 from rnnkit import init
 from rnnkit.lab.common import LabResult
-from rnnkit.lab.plots import pyplot, save
+from rnnkit.plotting import pyplot, save
 from rnnkit.train import Trainer, TrainConfig
 from rnnkit.train.callbacks import Callback
 from rnnkit.train.diagnostics import DiagnosticsCallback

@@ -269,12 +269,9 @@ def _write_forecast_csv(path: Path, dates, truth, fc: dict, series: dict) -> Non
 def plot_forecast(path: str | Path, hist_dates, history, dates, truth, fc: dict, others: Optional[dict] = None,
                   title: str = "", context: Optional[int] = None) -> None:
     """PNG of the recent history, the truth (if known), the forecast and its 80%/95% intervals."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("plots need matplotlib (pip install 'rnnkit[forecast]')") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rnnkit.plotting import pyplot
+
+    plt = pyplot("forecast")
 
     horizon = len(dates)
     keep = context or max(3 * horizon, 60)

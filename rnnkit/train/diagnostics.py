@@ -127,6 +127,39 @@ class DiagnosticsCallback(Callback):
         for handle in self._files or []:
             handle.close()
         self._files = None
+        if self.records:
+            try:
+                self.plot(Path(self.run_dir or trainer.run_dir) / "diagnostics.png")
+            except ImportError:  # matplotlib is optional: the CSV files hold everything
+                pass
+
+    def plot(self, path: str | Path) -> Path:
+        """Figure of the probed steps: the last-step probe's gradient ratio and the spectral
+        radius of each layer's W_hh against the training step."""
+        from rnnkit.plotting import pyplot, save
+
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+        layers = sorted({(r["module"], r["layer"], r["direction"]) for r in self.records})
+        for key in layers:
+            rows = [r for r in self.records if (r["module"], r["layer"], r["direction"]) == key]
+            label = f"{key[0]} l{key[1]}" + (" reverse" if key[2] else "")
+            steps = [r["step"] for r in rows]
+            axes[0].plot(steps, [r["probe_grad_ratio"] for r in rows], marker=".", label=label)
+            axes[1].plot(steps, [r["spectral_radius"] for r in rows], marker=".", label=label)
+        steps = sorted({r["step"] for r in self.records})
+        first = {r["step"]: r["grad_norm"] for r in self.records}
+        axes[2].plot(steps, [first[s] for s in steps], marker=".", color="black")
+        axes[0].set_yscale("log")
+        axes[0].set_ylabel("||dL/dh_1|| / ||dL/dh_T|| (loss at step T)")
+        axes[1].set_ylabel("spectral radius of W_hh (largest gate)")
+        axes[2].set_yscale("log")
+        axes[2].set_ylabel("gradient norm (before clipping)")
+        for ax in axes:
+            ax.set_xlabel("training step")
+        axes[0].legend(fontsize=7)
+        fig.suptitle("Gradient dynamics during training")
+        return save(fig, Path(path))
 
     # ------------------------------------------------------------------------------ probing
     def _arm(self) -> None:

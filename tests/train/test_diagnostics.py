@@ -56,6 +56,7 @@ def test_records_match_trace_dynamics_and_files_are_written(tmp_path):
     real = np.array([float(r["grad_h_norm"]) for r in rows])
     assert (real > 0).all() and real.shape == (12,)
     assert diag.records[0]["spectral_radius"] > 0 and diag.records[0]["grad_norm"] > 0
+    assert (tmp_path / "diagnostics.png").stat().st_size > 10_000  # the figure of the run
 
 
 def test_warns_on_exploding_and_vanishing_gradients(tmp_path):

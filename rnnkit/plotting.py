@@ -1,4 +1,5 @@
-"""Figures of the lab (matplotlib, drawn off-screen)."""
+"""Shared figure helpers (matplotlib on the off-screen Agg backend); matplotlib is optional:
+the ``lab``, ``forecast`` and ``test`` extras bring it."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from pathlib import Path
 import numpy as np
 
 
-def pyplot():
-    """matplotlib's pyplot on the non-interactive Agg backend, or a clear error."""
+def pyplot(extra: str = "lab"):
+    """matplotlib's pyplot on the non-interactive Agg backend, or a clear error naming the
+    extra that installs it."""
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("the lab's plots need matplotlib: pip install 'rnnkit[lab]'") from None
+        raise ImportError(f"plots need matplotlib: pip install 'rnnkit[{extra}]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
