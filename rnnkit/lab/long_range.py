@@ -270,10 +270,12 @@ def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu", l
                 ax.plot(*np.array(pts).T, marker=".", label=kind)
         if task == "adding":
             ax.axhline(baseline(task, T), color="gray", ls="--", lw=0.8, label="predict 1")
+            ax.axhline(SOLVED_MSE, color="gray", ls=":", lw=0.8, label="solved")
             ax.set_yscale("log")
             ax.set_ylabel("validation MSE")
         else:
             ax.axhline(1 / SYMBOLS, color="gray", ls="--", lw=0.8, label="chance")
+            ax.axhline(SOLVED_ACCURACY, color="gray", ls=":", lw=0.8, label="solved")
             ax.set_ylabel("validation recall accuracy")
         ax.set_title(f"T = {T}")
         ax.set_xlabel("step")
