@@ -238,7 +238,6 @@ def train_one(task: str, kind: str, T: int, cfg: LongRangeSettings, run_dir: Pat
 
 def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu", log=print) -> LabResult:
     """Every model at every length: a results table, learning curves and a figure."""
-    plt = pyplot()
     res = LabResult(task)
     rows, curves = [], []
     for T in cfg.lengths:
@@ -261,6 +260,13 @@ def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu", l
                  for T in cfg.lengths]
         res.lines.append(f"{kind:<6s} " + "  ".join(f"{m:<7s}" for m in marks))
 
+    res.figures.append(plot_curves(task, cfg, curves, out_dir / f"{task}.png"))
+    return res
+
+
+def plot_curves(task: str, cfg: LongRangeSettings, curves: list[dict], path: Path) -> Path:
+    """Validation learning curves, one panel per length (rows as in ``{task}_curves.csv``)."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cfg.lengths), figsize=(4.2 * len(cfg.lengths), 3.6), squeeze=False)
     metric = "loss" if task == "adding" else "accuracy"
     for ax, T in zip(axes[0], cfg.lengths):
@@ -281,5 +287,4 @@ def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu", l
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.suptitle(f"{'Adding problem' if task == 'adding' else 'Copy memory'}: {cfg.hidden} units, batch {cfg.batch}")
-    res.figures.append(save(fig, out_dir / f"{task}.png"))
-    return res
+    return save(fig, path)
