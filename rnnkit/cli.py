@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--steps", type=int, help="sequence length T of the dynamics experiments")
     lab.add_argument("--lengths", type=int, nargs="+", help="long-range tasks: the lengths T to train on")
     lab.add_argument("--train-steps", type=int, help="long-range tasks: optimizer steps per run at most")
-    lab.add_argument("--threads", type=int, help="PyTorch CPU threads")
+    lab.add_argument("--threads", type=int, default=1,
+                     help="PyTorch CPU threads (default 1: fastest for these small models)")
     lab.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="long-range tasks' device")
     return parser
 

@@ -26,7 +26,7 @@ EXPERIMENTS = DYNAMICS + LONG_RANGE
 
 def run_lab(name: str, out_dir: str | Path, full: bool = False, seeds: Optional[int] = None,
             hidden: Optional[int] = None, steps: Optional[int] = None, lengths: Optional[tuple] = None,
-            train_steps: Optional[int] = None, device: str = "cpu", threads: Optional[int] = None,
+            train_steps: Optional[int] = None, device: str = "cpu", threads: Optional[int] = 1,
             log: Callable[[str], None] = print) -> LabResult:
     """Run one experiment into ``out_dir/NAME``; write its tables and a ``summary.txt``.
 
@@ -37,8 +37,9 @@ def run_lab(name: str, out_dir: str | Path, full: bool = False, seeds: Optional[
         seeds, hidden, steps: override the dynamics experiments' draws, units and length T
             (``hidden`` also sets the long-range models' size).
         lengths, train_steps: override the long-range tasks' lengths and step budget.
-        threads: PyTorch's CPU threads (one is fastest for these small models when another
-            job shares the cores).
+        threads: PyTorch's CPU threads while the experiment runs (restored after).  The
+            models are small (100 units): one thread is fastest, and on a busy machine
+            several threads can be many times slower.  None keeps PyTorch's setting.
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}. Expected one of {list(EXPERIMENTS)}")
