@@ -75,6 +75,8 @@ def _run(name, out, full, seeds, hidden, steps, lengths, train_steps, device, lo
         settings = replace(settings, **{k: v for k, v in (("lengths", tuple(lengths) if lengths else None),
                                                           ("steps", train_steps), ("hidden", hidden))
                                         if v is not None})
+        if settings.steps < 1 or settings.hidden < 1 or min(settings.lengths) < 1:
+            raise ValueError(f"need train steps >= 1, hidden >= 1 and lengths >= 1, got {settings}")
         result = long_range.run(name, settings, out, device=device, log=log)
     result.write_tables(out)
     seconds = time.perf_counter() - start

@@ -142,7 +142,7 @@ class LongRangeTask:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task, self.T, self.cfg = task, T, cfg
-        self.per_epoch = cfg.eval_every
+        self.per_epoch = max(1, min(cfg.eval_every, cfg.steps))
         self.sets = {split: self.batch(cfg.eval_size, torch.Generator().manual_seed(cfg.seed * 7919 + k))
                      for k, split in ((1, "valid"), (2, "test"))}
 
@@ -213,12 +213,12 @@ def train_one(task: str, kind: str, T: int, cfg: LongRangeSettings, run_dir: Pat
     the_task = LongRangeTask(task, T, cfg)
     model = LongRangeModel(kind, task, cfg.hidden)
     train_cfg = TrainConfig(
-        epochs=max(1, cfg.steps // cfg.eval_every), optimizer="adam",
+        epochs=math.ceil(cfg.steps / the_task.per_epoch), optimizer="adam",  # whole eval intervals
         lr=cfg.irnn_lr if kind == "irnn" else cfg.lr, clip=cfg.clip, seed=cfg.seed, device=device,
         progress=False, log_every=50,
     )
     stopper = _StopWhenSolved(the_task)
-    diagnostics = DiagnosticsCallback(every=cfg.eval_every, vanish=0.0, explode=math.inf, spike=math.inf)
+    diagnostics = DiagnosticsCallback(every=the_task.per_epoch, vanish=0.0, explode=math.inf, spike=math.inf)
     trainer = Trainer(model, the_task, train_cfg, run_dir, the_task.meta(), callbacks=[stopper, diagnostics])
     start = time.perf_counter()
     summary = trainer.fit()

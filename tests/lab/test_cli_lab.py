@@ -31,6 +31,7 @@ def test_lab_long_range_at_toy_size(tmp_path, capsys):
     with open(tmp_path / "copy" / "copy.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["model"] for r in rows] == ["tanh", "irnn", "lstm", "gru"]
+    assert {r["steps"] for r in rows} == {"20"}  # the step budget is honoured
     assert (tmp_path / "copy" / "copy.png").exists()
 
 
