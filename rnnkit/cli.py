@@ -272,7 +272,11 @@ def _train_lm(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from rnnkit.tasks.forecasting_run import evaluate_forecast, format_table, is_forecast_run
+    from rnnkit.tasks.forecasting_run import (
+        evaluate_forecast,
+        format_table,
+        is_forecast_run,
+    )
     from rnnkit.tasks.lm_run import evaluate_lm
     from rnnkit.tasks.translation_run import evaluate_translation, is_translation_run
 

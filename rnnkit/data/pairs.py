@@ -144,7 +144,7 @@ class SubwordTokenizer:
 
     @classmethod
     def train(cls, sentences: Iterable[str], vocab_size: int, lower: bool = True,
-              model_type: str = "unigram", seed: int = 0) -> "SubwordTokenizer":
+              model_type: str = "unigram") -> "SubwordTokenizer":
         import io
 
         spm = _sentencepiece()
@@ -154,7 +154,7 @@ class SubwordTokenizer:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=iter(text), model_writer=buffer, vocab_size=vocab_size,
                 model_type=model_type, character_coverage=1.0, hard_vocab_limit=False,
-                random_seed=seed, minloglevel=2, num_threads=1,
+                minloglevel=2, num_threads=1,
             )
         except RuntimeError as exc:
             raise DataError(f"sentencepiece could not train a {vocab_size}-piece model: {exc}") from None

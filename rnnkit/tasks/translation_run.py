@@ -10,7 +10,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
-from rnnkit.data.pairs import PairVocab, SubwordTokenizer, WordTokenizer, grouped_split, read_pairs, tokenizer_from_dict
+from rnnkit.data.pairs import (
+    PairVocab,
+    SubwordTokenizer,
+    WordTokenizer,
+    grouped_split,
+    read_pairs,
+    tokenizer_from_dict,
+)
 from rnnkit.errors import CheckpointError, DataError, RnnkitError
 from rnnkit.tasks.translation import (
     TranslationDataConfig,
@@ -19,7 +26,14 @@ from rnnkit.tasks.translation import (
     build_model,
     translate_ids,
 )
-from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, resolve_checkpoint, seed_everything
+from rnnkit.train import (
+    TrainConfig,
+    Trainer,
+    load_weights,
+    read_state,
+    resolve_checkpoint,
+    seed_everything,
+)
 from rnnkit.train.trainer import pick_device
 
 
@@ -30,12 +44,12 @@ def load_split(cfg: TranslationDataConfig) -> dict:
     return grouped_split(pairs, cfg.valid, cfg.test, cfg.split_seed)
 
 
-def build_tokenizers(cfg: TranslationDataConfig, train_pairs, seed: int = 0):
+def build_tokenizers(cfg: TranslationDataConfig, train_pairs):
     if cfg.tokenizer == "word":
         return WordTokenizer(cfg.lower), WordTokenizer(cfg.lower)
     if cfg.tokenizer == "subword":
-        return (SubwordTokenizer.train((s for s, _ in train_pairs), cfg.subword_vocab, cfg.lower, seed=seed),
-                SubwordTokenizer.train((t for _, t in train_pairs), cfg.subword_vocab, cfg.lower, seed=seed))
+        return (SubwordTokenizer.train((s for s, _ in train_pairs), cfg.subword_vocab, cfg.lower),
+                SubwordTokenizer.train((t for _, t in train_pairs), cfg.subword_vocab, cfg.lower))
     raise DataError(f"tokenizer must be 'word' or 'subword', got {cfg.tokenizer!r}")
 
 
@@ -47,7 +61,7 @@ def make_task(data_cfg, model_cfg, seed: int, meta: Optional[dict] = None) -> Tr
         src_tok, tgt_tok = tokenizer_from_dict(meta["src_tokenizer"]), tokenizer_from_dict(meta["tgt_tokenizer"])
         src_vocab, tgt_vocab = PairVocab.from_dict(meta["src_vocab"]), PairVocab.from_dict(meta["tgt_vocab"])
     else:
-        src_tok, tgt_tok = build_tokenizers(data_cfg, parts["train"], seed)
+        src_tok, tgt_tok = build_tokenizers(data_cfg, parts["train"])
         min_count = data_cfg.min_count if data_cfg.tokenizer == "word" else 1
         src_vocab = PairVocab.build((src_tok.tokenize(s) for s, _ in parts["train"]), min_count, data_cfg.max_vocab)
         tgt_vocab = PairVocab.build((tgt_tok.tokenize(t) for _, t in parts["train"]), min_count, data_cfg.max_vocab)
