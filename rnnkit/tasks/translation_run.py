@@ -197,7 +197,8 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
             raise RnnkitError("this model has no attention (trained with --attention none); no heat map to draw")
         src_tokens = [task.src_vocab.itos[i] for i in sources[0]]
         tgt_tokens = [task.tgt_vocab.itos[i] for i in best.tokens]
-        attention_heatmap(best.extras.float().cpu().numpy(), src_tokens, tgt_tokens, attention_png)
+        attention_heatmap(best.extras.float().cpu().numpy(), src_tokens, tgt_tokens, attention_png,
+                          title=f"{texts[0]} -> {out[0][0][0]}")
     return out
 
 
@@ -212,8 +213,9 @@ def attention_heatmap(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[s
     except ImportError:
         raise ImportError("the attention plot needs matplotlib: pip install 'rnnkit[translate]'") from None
     T, S = weights.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * S, 1.0 + 0.45 * T), dpi=100)
-    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    fig, ax = plt.subplots(figsize=(2.2 + 0.55 * S, 1.2 + 0.45 * T), dpi=100)
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03, label="attention weight")
     ax.set_xticks(range(S), list(src_tokens), rotation=45, ha="right")
     ax.set_yticks(range(T), list(tgt_tokens)[:T])
     ax.set_xlabel("source")
