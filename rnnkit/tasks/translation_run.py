@@ -98,14 +98,15 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
           f"{n_params:,} parameters; device {trainer.device}", flush=True)
     start = time.perf_counter()
     summary = trainer.fit()
-    valid = summary["valid"] or task.evaluate(model, "valid")
+    if summary["valid"] is None or summary["status"] == "max_steps":  # stopped between validations
+        summary["valid"] = task.evaluate(model, "valid")
+    valid = summary["valid"]
     shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
     print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
           f"validation {shown} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
     if summary["status"] != "interrupted" and task.pairs["valid"]:
         text = task.pairs["valid"][0][0]
         print(f"example: {text} -> {task.translate(model, [text])[0]}", flush=True)
-    summary["valid"] = valid
     return summary
 
 
