@@ -115,3 +115,16 @@ def test_cli_bad_data_is_one_line(tmp_path, capsys):
     data.write_text("Go.\tVe.\nHi. Hola.\n", encoding="utf-8")
     assert main(["train", "translate", "--data", str(data), "--run", str(tmp_path / "r")]) == 2
     assert "bad.tsv:2: expected 'source<TAB>target'" in capsys.readouterr().err
+
+
+def test_subword_tokenizer_runs_end_to_end(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from rnnkit.tasks.translation_run import make_task
+
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS * 3), encoding="utf-8")
+    cfg = TranslationDataConfig(data=str(data), tokenizer="subword", subword_vocab=40, valid="2", test="2")
+    task = make_task(cfg, TranslationModelConfig(hidden_size=8, embed_size=8), seed=0)
+    assert task.src_tok.kind == "subword" and len(task.train_ids) > 0
+    assert task.tgt_tok.detokenize(task.tgt_tok.tokenize("Tengo frío.")) == "tengo frío."
+    assert len(task.translate(task.build_model(), ["I am cold."], decoder="beam", beam=2)) == 1
