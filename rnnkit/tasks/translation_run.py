@@ -199,7 +199,7 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
         src_tokens = [task.src_vocab.itos[i] for i in sources[0]]
         tgt_tokens = [task.tgt_vocab.itos[i] for i in best.tokens]
         attention_heatmap(best.extras.float().cpu().numpy(), src_tokens, tgt_tokens, attention_png,
-                          title=f"{texts[0]} -> {out[0][0][0]}")
+                          title=f"{texts[0]}\n{out[0][0][0]}")
     return out
 
 
@@ -222,7 +222,7 @@ def attention_heatmap(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[s
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
