@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(lm, LMModelConfig, "model")
     add_dataclass_flags(lm, TrainConfig, "training")
     _add_forecast_parsers(sub, tasks)
+    _add_translate_parsers(sub, tasks)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     ev.add_argument("run", help="run folder")
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="evaluate on this data instead of the run's")
     ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
+    ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
 
     sa = sub.add_parser("sample", help="generate text from a trained language model")
     sa.add_argument("run", help="run folder")
@@ -140,8 +143,79 @@ def _add_forecast_parsers(sub, tasks) -> None:
     fo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _add_translate_parsers(sub, tasks) -> None:
+    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig
+    from rnnkit.train.config import TrainConfig
+
+    tr = tasks.add_parser(
+        "translate", help="encoder-decoder translation (attention, beam search) on TSV sentence pairs",
+        description="Train an encoder-decoder on source<TAB>target pairs (--data, .gz too), split by a "
+        "seeded shuffle grouped by source sentence. Settings: defaults < --config file < flags.",
+    )
+    tr.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    tr.add_argument("--run", help="run folder (default: runs/translate-<time>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    add_dataclass_flags(tr, TranslationDataConfig, "data")
+    add_dataclass_flags(tr, TranslationModelConfig, "model")
+    add_dataclass_flags(tr, TrainConfig, "training")
+
+    tl = sub.add_parser("translate", help="translate sentences with a trained translation run")
+    tl.add_argument("text", nargs="+", help="sentences to translate (each argument one sentence)")
+    tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
+    tl.add_argument("--beam", type=int, default=5, help="beam width (0: greedy)")
+    tl.add_argument("--n-best", type=int, default=1, help="print this many beam outputs per sentence")
+    tl.add_argument("--temperature", type=float, default=None, help="sample instead, at this temperature")
+    tl.add_argument("--top-k", type=int, default=None)
+    tl.add_argument("--top-p", type=float, default=None)
+    tl.add_argument("--seed", type=int, default=None)
+    tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
+    tl.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    tl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def _train(args) -> int:
+    if args.task == "translate":
+        return _train_translate(args)
     return _train_forecast(args) if args.task == "forecast" else _train_lm(args)
+
+
+def _train_translate(args) -> int:
+    import time
+
+    from rnnkit.configs import build, load_config_file, unknown_sections
+    from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig
+    from rnnkit.tasks.translation_run import train_translation
+    from rnnkit.train.config import TrainConfig
+
+    file_values = load_config_file(args.config) if args.config else {}
+    source = args.config or "flags"
+    unknown_sections(file_values, {"data", "model", "train"}, source)
+    data_cfg = build(TranslationDataConfig, file_values, args, "data", source)
+    model_cfg = build(TranslationModelConfig, file_values, args, "model", source)
+    defaults = {"lr": 1e-3, "log_every": 50}
+    train_values = {**file_values, "train": {**defaults, **file_values.get("train", {})}}
+    train_cfg = build(TrainConfig, train_values, args, "train", source).validate()
+    run = args.run or f"runs/translate-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = train_translation(data_cfg, model_cfg, train_cfg, run, args.resume)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _translate(args) -> int:
+    from rnnkit.tasks.translation_run import newest_translation_run, translate_text
+
+    run = args.run or newest_translation_run("runs")
+    results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
+                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device)
+    for outputs in results:
+        if args.n_best > 1:
+            for rank, (text, log_prob) in enumerate(outputs, 1):
+                print(f"{rank}\t{log_prob:.3f}\t{text}")
+        else:
+            print(outputs[0][0])
+    if args.attention_png:
+        print(f"attention: {args.attention_png}")
+    return 0
 
 
 def _train_forecast(args) -> int:
@@ -199,9 +273,21 @@ def _train_lm(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from rnnkit.tasks.forecasting_run import evaluate_forecast, format_table, is_forecast_run
+    from rnnkit.tasks.forecasting_run import (
+        evaluate_forecast,
+        format_table,
+        is_forecast_run,
+    )
     from rnnkit.tasks.lm_run import evaluate_lm
+    from rnnkit.tasks.translation_run import evaluate_translation, is_translation_run
 
+    if is_translation_run(args.run):
+        results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
+                                       args.beam, limit=args.limit)
+        print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
+        for name, r in results.items():
+            print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
+        return 0
     if is_forecast_run(args.run):
         table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
         print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
@@ -226,7 +312,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "forecast": _forecast, "lab": _lab}
+    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "forecast": _forecast, "lab": _lab,
+                "translate": _translate}
     if args.command == "info":
         print(info())
         return 0

@@ -1,0 +1,248 @@
+"""Sentence pairs for translation: the TSV reader, a split grouped by source sentence,
+tokenizers (word level, or subword through sentencepiece) and the pair vocabulary.
+
+The TSV format is the one of the Tatoeba/manythings files: ``source<TAB>target`` per line,
+UTF-8, ``.gz`` read too; a third column (the attribution of newer files) is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.errors import DataError
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3 in every pair vocabulary
+
+
+# ---------------------------------------------------------------------------------- reading
+def read_pairs(path: str | Path, reverse: bool = False) -> list[tuple[str, str]]:
+    """The (source, target) pairs of a TSV file, in file order; ``reverse`` swaps the columns.
+
+    Errors name the file and line: an empty line, a line without a tab, an empty side.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    pairs = []
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    raise DataError(f"{path}:{number}: empty line; expected 'source<TAB>target'")
+                cols = line.split("\t")
+                if len(cols) < 2:
+                    raise DataError(
+                        f"{path}:{number}: expected 'source<TAB>target' (2 tab-separated columns), "
+                        f"got 1 column: {line[:60]!r}"
+                    )
+                source, target = cols[0].strip(), cols[1].strip()
+                if not source or not target:
+                    side = "source" if not source else "target"
+                    raise DataError(f"{path}:{number}: empty {side} sentence in {line[:60]!r}")
+                pairs.append((target, source) if reverse else (source, target))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    if not pairs:
+        raise DataError(f"{path}: no sentence pairs in the file")
+    return pairs
+
+
+def part_count(spec: str | float | int, total: int, what: str) -> int:
+    """A part size given as a count ("5000") or a fraction of ``total`` ("0.05")."""
+    try:
+        value = float(spec)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} size must be a count or a fraction, got {spec!r}") from None
+    count = int(round(value * total)) if 0 < value < 1 else int(value)
+    if count < 1 or count >= total:
+        raise DataError(f"{what} size must be between 1 and {total - 1} pairs, got {spec!r} ({count})")
+    return count
+
+
+def grouped_split(pairs: Sequence[tuple[str, str]], valid: str | int, test: str | int,
+                  seed: int = 0) -> dict[str, list[tuple[str, str]]]:
+    """Split into train/valid/test by a seeded shuffle of the distinct source sentences, so
+    all translations of one source sentence land in the same part (no leak of alternative
+    translations from train into test).  The test part takes whole groups until it holds at
+    least ``test`` pairs, then the valid part likewise; the rest is train.  File order (the
+    Tatoeba files are sorted by length) never matters."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for pair in pairs:
+        groups.setdefault(pair[0], []).append(pair)
+    n_test = part_count(test, len(pairs), "test")
+    n_valid = part_count(valid, len(pairs), "valid")
+    if n_test + n_valid >= len(pairs):
+        raise DataError(f"test ({n_test}) + valid ({n_valid}) pairs leave no training pairs of {len(pairs)}")
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    parts: dict[str, list] = {"test": [], "valid": [], "train": []}
+    for key in keys:
+        if len(parts["test"]) < n_test:
+            parts["test"].extend(groups[key])
+        elif len(parts["valid"]) < n_valid:
+            parts["valid"].extend(groups[key])
+        else:
+            parts["train"].extend(groups[key])
+    return parts
+
+
+# ------------------------------------------------------------------------------ tokenizers
+_WORD = re.compile(r"\w+|[^\w\s]")
+_NO_SPACE_BEFORE = set(".,!?;:)]}%»…")
+_NO_SPACE_AFTER = set("¿¡([{«")
+
+
+class WordTokenizer:
+    """Words and single punctuation marks (``"¿Qué?"`` -> ``¿ qué ?``), optionally
+    lower-cased.  ``detokenize`` glues punctuation back to its word."""
+
+    kind = "word"
+
+    def __init__(self, lower: bool = True) -> None:
+        self.lower = lower
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text.lower() if self.lower else text)
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        out = ""
+        for tok in tokens:
+            glue = not out or tok in _NO_SPACE_BEFORE or out[-1] in _NO_SPACE_AFTER or tok == "'" or out[-1] == "'"
+            out += tok if glue else " " + tok
+        return out
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "lower": self.lower}
+
+
+class SubwordTokenizer:
+    """Subword pieces from a sentencepiece model (Kudo & Richardson 2018; unigram LM by
+    default) trained on the training sentences; the model travels as bytes, so a run folder
+    needs no extra file."""
+
+    kind = "subword"
+
+    def __init__(self, model_proto: bytes, lower: bool = True) -> None:
+        spm = _sentencepiece()
+        self.lower = lower
+        self.model_proto = model_proto
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def train(cls, sentences: Iterable[str], vocab_size: int, lower: bool = True,
+              model_type: str = "unigram") -> "SubwordTokenizer":
+        import io
+
+        spm = _sentencepiece()
+        buffer = io.BytesIO()
+        text = [s.lower() if lower else s for s in sentences]
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(text), model_writer=buffer, vocab_size=vocab_size,
+                model_type=model_type, character_coverage=1.0, hard_vocab_limit=False,
+                minloglevel=2, num_threads=1,
+            )
+        except RuntimeError as exc:
+            raise DataError(f"sentencepiece could not train a {vocab_size}-piece model: {exc}") from None
+        return cls(buffer.getvalue(), lower)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.processor.encode(text.lower() if self.lower else text, out_type=str)
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        return self.processor.decode_pieces(list(tokens))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "lower": self.lower,
+                "model": base64.b64encode(self.model_proto).decode("ascii")}
+
+
+def _sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ImportError("the subword tokenizer needs sentencepiece: pip install 'rnnkit[translate]'") from None
+    return sentencepiece
+
+
+def tokenizer_from_dict(data: dict):
+    if data["kind"] == "word":
+        return WordTokenizer(data["lower"])
+    if data["kind"] == "subword":
+        return SubwordTokenizer(base64.b64decode(data["model"]), data["lower"])
+    raise ValueError(f"tokenizer kind must be 'word' or 'subword', got {data['kind']!r}")
+
+
+# ------------------------------------------------------------------------------ vocabulary
+class PairVocab:
+    """Token <-> id map of one side; ids 0-3 are ``<pad> <unk> <s> </s>``."""
+
+    pad, unk, bos, eos = 0, 1, 2, 3
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self.itos = list(tokens)
+        if tuple(self.itos[:4]) != SPECIALS:
+            raise ValueError(f"a pair vocabulary starts with {SPECIALS}, got {tuple(self.itos[:4])}")
+        self.stoi = {tok: i for i, tok in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise ValueError("vocabulary tokens must be unique")
+
+    @classmethod
+    def build(cls, sentences: Iterable[Sequence[str]], min_count: int = 1,
+              max_size: Optional[int] = None) -> "PairVocab":
+        """Tokens seen at least ``min_count`` times, most frequent first (ties by first
+        appearance), at most ``max_size`` including the specials."""
+        counts = Counter(tok for sentence in sentences for tok in sentence)
+        ordered = [tok for tok, n in counts.most_common() if n >= min_count and tok not in SPECIALS]
+        if max_size is not None:
+            ordered = ordered[: max(0, max_size - len(SPECIALS))]
+        return cls(list(SPECIALS) + ordered)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: Sequence[str], bos: bool = False, eos: bool = False) -> list[int]:
+        get, unk = self.stoi.get, self.unk
+        ids = [get(tok, unk) for tok in tokens]
+        return ([self.bos] if bos else []) + ids + ([self.eos] if eos else [])
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens up to the first ``</s>``, without ``<s>`` and ``<pad>``."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos:
+                break
+            if i not in (self.pad, self.bos):
+                out.append(self.itos[i])
+        return out
+
+    def to_dict(self) -> dict:
+        return {"itos": self.itos}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PairVocab":
+        return cls(data["itos"])
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad: int = 0) -> tuple[Tensor, Tensor]:
+    """Time-first padded ids (T, B) and lengths (B,) of a list of id lists."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((int(lengths.max()), len(seqs)), pad, dtype=torch.long)
+    for b, seq in enumerate(seqs):
+        out[: len(seq), b] = torch.tensor(seq, dtype=torch.long)
+    return out, lengths  # (T, B), (B,)

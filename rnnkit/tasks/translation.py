@@ -1,0 +1,230 @@
+"""Translation: an encoder–decoder (``rnnkit.models.seq2seq``) trained on sentence pairs.
+
+Batches hold pairs of similar source length (bucketed after a seeded shuffle, so padding is
+small and every epoch differs); the loss is the cross-entropy per target token, padding
+left out, optionally label-smoothed (Szegedy et al. 2016).  Validation reports the plain
+per-token loss, perplexity and the corpus BLEU (sacreBLEU) of greedy translations of a
+subset.  Outputs are scored against the references as written, after the same lower-casing
+the tokenizer applies (sacreBLEU's ``lowercase``), with its default 13a tokenization.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from rnnkit.data.pairs import PairVocab, pad_batch
+from rnnkit.models.decoding import beam_search, greedy_search, sample_search
+from rnnkit.models.seq2seq import Seq2Seq, sequence_loss
+
+
+@dataclass
+class TranslationDataConfig:
+    data: Optional[str] = None  # TSV file of source<TAB>target pairs (.gz too)
+    reverse: bool = False  # translate the second column into the first
+    tokenizer: str = "word"  # word | subword (sentencepiece)
+    lower: bool = True  # lower-case both sides
+    subword_vocab: int = 8000  # sentencepiece pieces per side
+    min_count: int = 2  # word level: rarer words become <unk>
+    max_vocab: int = 15000  # per side, specials included
+    max_length: int = 20  # training pairs with a side longer than this (tokens) are left out
+    valid: str = "3000"  # validation pairs: count or fraction
+    test: str = "6000"  # test pairs: count or fraction
+    split_seed: int = 1234  # seed of the grouped split (keep it fixed across runs)
+    batch_size: int = 64
+    eval_bleu: int = 1000  # validation pairs translated (greedy) for BLEU each epoch (0: none)
+    beam: int = 5  # beam width of `rnnkit evaluate` / `rnnkit translate`
+    length_penalty: float = 0.6  # alpha of Wu et al. (2016)
+
+
+@dataclass
+class TranslationModelConfig:
+    cell: str = "gru"  # lstm | gru | rnn
+    embed_size: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True
+    attention: str = "general"  # none | dot | general | additive
+    input_feeding: bool = True
+    dropout: float = 0.2
+    teacher_forcing: float = 1.0  # probability of feeding the true previous token
+    label_smoothing: float = 0.1
+
+
+def build_model(src_vocab: int, tgt_vocab: int, cfg: TranslationModelConfig) -> Seq2Seq:
+    return Seq2Seq(src_vocab, tgt_vocab, cfg.cell, cfg.embed_size, cfg.hidden_size, cfg.num_layers,
+                   cfg.bidirectional, cfg.attention, cfg.input_feeding and cfg.attention != "none",
+                   cfg.dropout, pad=PairVocab.pad)
+
+
+def make_batches(pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, seed: Optional[int],
+                 bucket: int = 50) -> list[tuple[torch.Tensor, ...]]:
+    """Padded batches (src (S, B), src_lengths (B,), tgt_in (T, B), tgt_out (T, B)).
+
+    With ``seed``: shuffle, sort runs of ``bucket`` batches by source length, cut, shuffle
+    the batches.  Without: in order of source length (evaluation)."""
+    order = list(range(len(pairs)))
+    if seed is not None:
+        rng = random.Random(seed)
+        rng.shuffle(order)
+        span = batch_size * bucket
+        order = [i for s in range(0, len(order), span)
+                 for i in sorted(order[s:s + span], key=lambda i: len(pairs[i][0]))]
+    else:
+        order.sort(key=lambda i: len(pairs[i][0]))
+    batches = []
+    for s in range(0, len(order), batch_size):
+        chunk = [pairs[i] for i in order[s:s + batch_size]]
+        src, src_len = pad_batch([p[0] for p in chunk], PairVocab.pad)
+        tgt_in, _ = pad_batch([[PairVocab.bos] + p[1] for p in chunk], PairVocab.pad)
+        tgt_out, _ = pad_batch([p[1] + [PairVocab.eos] for p in chunk], PairVocab.pad)
+        batches.append((src, src_len, tgt_in, tgt_out))
+    if seed is not None:
+        random.Random(seed + 1).shuffle(batches)
+    return batches
+
+
+def max_output_length(src_len: int) -> int:
+    """Decoding stops here at the latest: twice the source plus 10 tokens."""
+    return 2 * src_len + 10
+
+
+@torch.no_grad()
+def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "greedy", beam: int = 5,
+                  alpha: float = 0.6, n_best: int = 1, temperature: float = 1.0, top_k=None, top_p=None,
+                  generator=None, batch_size: int = 64, with_attention: bool = False) -> list[list]:
+    """Translate id sequences; per source, a list of ``n_best`` Hypotheses (one unless beam).
+
+    ``decoder``: ``"greedy" | "beam" | "sample"``.  Sources are batched by length; the result
+    is in input order.  With ``with_attention`` each Hypothesis carries its (T, S) weights."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list = [None] * len(sources)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        src, src_len = pad_batch([sources[i] for i in idx], PairVocab.pad)
+        state = model.encode(src.to(device), src_len)
+        max_len = max_output_length(int(src_len.max()))
+        B = len(idx)
+
+        def step(tokens, st):
+            logits, st, weights = model.decode_step(tokens, st)
+            return logits, st, weights if with_attention else None
+
+        if decoder == "beam":
+            out = beam_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, beam, alpha, n_best, device)
+        elif decoder in ("greedy", "sample"):
+            if decoder == "greedy":
+                hyps = greedy_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, device)
+            else:
+                hyps = sample_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, temperature,
+                                     top_k, top_p, generator, device)
+            out = [[h] for h in hyps]
+        else:
+            raise ValueError(f"decoder must be 'greedy', 'beam' or 'sample', got {decoder!r}")
+        for i, hyps in zip(idx, out):
+            for h in hyps:
+                if h.extras is not None:
+                    h.extras = h.extras[:, : len(sources[i])]  # (T, S) without padding
+            results[i] = hyps
+    model.train(was_training)
+    return results
+
+
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool) -> dict[str, float]:
+    """Corpus sacreBLEU and chrF of detokenized outputs against one reference each."""
+    try:
+        import sacrebleu
+    except ImportError:
+        raise ImportError("BLEU and chrF need sacrebleu: pip install 'rnnkit[translate]'") from None
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], lowercase=lowercase)
+    refs = [r.lower() for r in references] if lowercase else list(references)
+    hyps = [h.lower() for h in hypotheses] if lowercase else list(hypotheses)
+    chrf = sacrebleu.corpus_chrf(hyps, [refs])
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+
+
+class TranslationTask:
+    """Translation as the Trainer sees it.
+
+    ``pairs``: {"train"/"valid"/"test": [(source text, target text)]}; the tokenizers and
+    vocabularies are built by the caller (``translation_run``)."""
+
+    def __init__(self, pairs: dict, src_tok, tgt_tok, src_vocab: PairVocab, tgt_vocab: PairVocab,
+                 data_cfg: TranslationDataConfig, model_cfg: TranslationModelConfig, seed: int = 0,
+                 source: str = "") -> None:
+        self.pairs, self.src_tok, self.tgt_tok = pairs, src_tok, tgt_tok
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.data_cfg, self.model_cfg, self.seed, self.source = data_cfg, model_cfg, seed, source
+        self.ids = {split: self.encode_pairs(p) for split, p in pairs.items()}
+        limit = data_cfg.max_length
+        self.train_ids = [p for p in self.ids["train"] if 0 < len(p[0]) <= limit and len(p[1]) <= limit]
+        self._eval_batches: dict = {}
+
+    def encode_pairs(self, pairs):
+        return [(self.src_vocab.encode(self.src_tok.tokenize(s)), self.tgt_vocab.encode(self.tgt_tok.tokenize(t)))
+                for s, t in pairs]
+
+    def build_model(self) -> Seq2Seq:
+        return build_model(len(self.src_vocab), len(self.tgt_vocab), self.model_cfg)
+
+    def train_batches(self, epoch: int):
+        return make_batches(self.train_ids, self.data_cfg.batch_size, seed=self.seed * 1000 + epoch)
+
+    def train_step(self, model: Seq2Seq, batch, state):
+        device = next(model.parameters()).device
+        src, src_len, tgt_in, tgt_out = (t.to(device) for t in batch)
+        logits = model(src, src_len, tgt_in, self.model_cfg.teacher_forcing)  # (T, B, V)
+        loss = sequence_loss(logits, tgt_out, PairVocab.pad, self.model_cfg.label_smoothing)
+        return loss, int((tgt_out != PairVocab.pad).sum()), None
+
+    @torch.no_grad()
+    def loss(self, model: Seq2Seq, split: str) -> float:
+        """Plain (unsmoothed) cross-entropy per target token, teacher forced."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        if split not in self._eval_batches:
+            kept = [p for p in self.ids[split] if len(p[0]) > 0]
+            self._eval_batches[split] = make_batches(kept, 128, seed=None)
+        total, count = 0.0, 0
+        for batch in self._eval_batches[split]:
+            src, src_len, tgt_in, tgt_out = (t.to(device) for t in batch)
+            logits = model(src, src_len, tgt_in)
+            n = int((tgt_out != PairVocab.pad).sum())
+            total += float(sequence_loss(logits, tgt_out, PairVocab.pad)) * n
+            count += n
+        model.train(was_training)
+        return total / max(count, 1)
+
+    def translate(self, model: Seq2Seq, texts: Sequence[str], **kwargs) -> list[str]:
+        """Best translation of each text, detokenized."""
+        sources = [self.src_vocab.encode(self.src_tok.tokenize(t)) or [PairVocab.unk] for t in texts]
+        hyps = translate_ids(model, sources, **kwargs)
+        return [self.tgt_tok.detokenize(self.tgt_vocab.decode(h[0].tokens)) for h in hyps]
+
+    def scores(self, model: Seq2Seq, split: str, limit: Optional[int] = None, **kwargs) -> tuple[dict, list[str]]:
+        pairs = self.pairs[split][:limit] if limit else self.pairs[split]
+        outputs = self.translate(model, [s for s, _ in pairs], **kwargs)
+        return corpus_scores(outputs, [t for _, t in pairs], self.data_cfg.lower), outputs
+
+    def evaluate(self, model: Seq2Seq, split: str) -> dict[str, float]:
+        import math
+
+        nll = self.loss(model, split)
+        metrics = {"loss": nll, "ppl": math.exp(min(nll, 700))}
+        if self.data_cfg.eval_bleu > 0:
+            scores, _ = self.scores(model, split, limit=self.data_cfg.eval_bleu, decoder="greedy")
+            metrics.update(scores)
+        return metrics
+
+    def meta(self) -> dict:
+        return {"task": "translation", "src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict(),
+                "src_tokenizer": self.src_tok.to_dict(), "tgt_tokenizer": self.tgt_tok.to_dict(),
+                "model": asdict(self.model_cfg), "data": asdict(self.data_cfg), "seed": self.seed,
+                "source": self.source}

@@ -1,0 +1,239 @@
+"""The translation commands with plain arguments: train, evaluate (sacreBLEU and chrF of
+greedy and beam-search outputs), translate (with an attention heat map)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rnnkit.data.pairs import (
+    PairVocab,
+    SubwordTokenizer,
+    WordTokenizer,
+    grouped_split,
+    read_pairs,
+    tokenizer_from_dict,
+)
+from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.tasks.translation import (
+    TranslationDataConfig,
+    TranslationModelConfig,
+    TranslationTask,
+    build_model,
+    translate_ids,
+)
+from rnnkit.train import (
+    TrainConfig,
+    Trainer,
+    load_weights,
+    read_state,
+    resolve_checkpoint,
+    seed_everything,
+)
+from rnnkit.train.trainer import pick_device
+
+
+def load_split(cfg: TranslationDataConfig) -> dict:
+    if cfg.data is None:
+        raise DataError("translation needs --data FILE (a TSV of source<TAB>target pairs, .gz too)")
+    pairs = read_pairs(cfg.data, cfg.reverse)
+    return grouped_split(pairs, cfg.valid, cfg.test, cfg.split_seed)
+
+
+def build_tokenizers(cfg: TranslationDataConfig, train_pairs):
+    if cfg.tokenizer == "word":
+        return WordTokenizer(cfg.lower), WordTokenizer(cfg.lower)
+    if cfg.tokenizer == "subword":
+        return (SubwordTokenizer.train((s for s, _ in train_pairs), cfg.subword_vocab, cfg.lower),
+                SubwordTokenizer.train((t for _, t in train_pairs), cfg.subword_vocab, cfg.lower))
+    raise DataError(f"tokenizer must be 'word' or 'subword', got {cfg.tokenizer!r}")
+
+
+def make_task(data_cfg, model_cfg, seed: int, meta: Optional[dict] = None) -> TranslationTask:
+    """The task over the grouped split; tokenizers and vocabularies from ``meta`` (a run's
+    checkpoint) when given, else built from the training part."""
+    parts = load_split(data_cfg)
+    if meta is not None:
+        src_tok, tgt_tok = tokenizer_from_dict(meta["src_tokenizer"]), tokenizer_from_dict(meta["tgt_tokenizer"])
+        src_vocab, tgt_vocab = PairVocab.from_dict(meta["src_vocab"]), PairVocab.from_dict(meta["tgt_vocab"])
+    else:
+        src_tok, tgt_tok = build_tokenizers(data_cfg, parts["train"])
+        min_count = data_cfg.min_count if data_cfg.tokenizer == "word" else 1
+        src_vocab = PairVocab.build((src_tok.tokenize(s) for s, _ in parts["train"]), min_count, data_cfg.max_vocab)
+        tgt_vocab = PairVocab.build((tgt_tok.tokenize(t) for _, t in parts["train"]), min_count, data_cfg.max_vocab)
+    return TranslationTask(parts, src_tok, tgt_tok, src_vocab, tgt_vocab, data_cfg, model_cfg, seed, str(data_cfg.data))
+
+
+def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationModelConfig, train_cfg: TrainConfig,
+                      run_dir: str | Path, resume: bool = False) -> dict:
+    """Train a translation model in ``run_dir``; print validation metrics and an example."""
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / "checkpoints" / "last").exists():
+        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    meta = read_state(run_dir)["task"] if resume else None
+    task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
+    model = task.build_model()
+    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    trainer = Trainer(model, task, train_cfg, run_dir, record)
+    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
+        from rnnkit.engine.kernels import fused_cpu_available
+
+        fused_cpu_available()
+    if resume:
+        print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in task.pairs.items())
+    print(f"data: {task.source}; pairs {sizes} (grouped by source, seed {data_cfg.split_seed}); "
+          f"{len(task.train_ids):,} training pairs of <= {data_cfg.max_length} tokens; vocabularies "
+          f"{len(task.src_vocab):,} / {len(task.tgt_vocab):,} ({data_cfg.tokenizer}); model: "
+          f"{model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()}"
+          f"{' bidirectional encoder' if model_cfg.bidirectional else ''}, attention {model_cfg.attention}, "
+          f"{n_params:,} parameters; device {trainer.device}", flush=True)
+    start = time.perf_counter()
+    summary = trainer.fit()
+    if summary["valid"] is None or summary["status"] == "max_steps":  # stopped between validations
+        summary["valid"] = task.evaluate(model, "valid")
+    valid = summary["valid"]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
+    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
+          f"validation {shown} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
+    if summary["status"] != "interrupted" and task.pairs["valid"]:
+        text = task.pairs["valid"][0][0]
+        print(f"example: {text} -> {task.translate(model, [text])[0]}", flush=True)
+    return summary
+
+
+def is_translation_run(run: str | Path) -> bool:
+    try:
+        return read_state(run).get("task", {}).get("task") == "translation"
+    except (CheckpointError, OSError):
+        return False
+
+
+def load_translation(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """(model, meta) of a trained translation run; ``checkpoint`` "best" or "last"."""
+    run = Path(run)
+    where = run / "checkpoints" / "best" if checkpoint == "best" else None
+    if where is None or not where.is_dir():
+        where = resolve_checkpoint(run)
+    meta = read_state(where).get("task", {})
+    if meta.get("task") != "translation":
+        raise CheckpointError(f"{where}: not a translation checkpoint (task {meta.get('task')!r})")
+    model = build_model(len(meta["src_vocab"]["itos"]), len(meta["tgt_vocab"]["itos"]),
+                        TranslationModelConfig(**meta["model"]))
+    dev = pick_device(device)
+    load_weights(model, where, dev)
+    return model.to(dev).eval(), meta
+
+
+def _task_without_data(meta: dict) -> TranslationTask:
+    data_cfg = TranslationDataConfig(**meta["data"])
+    return TranslationTask({"train": []}, tokenizer_from_dict(meta["src_tokenizer"]),
+                           tokenizer_from_dict(meta["tgt_tokenizer"]), PairVocab.from_dict(meta["src_vocab"]),
+                           PairVocab.from_dict(meta["tgt_vocab"]), data_cfg,
+                           TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta.get("source", ""))
+
+
+def evaluate_translation(run: str | Path, split: str = "test", data: Optional[str] = None,
+                         checkpoint: str = "best", device: str = "auto", beam: Optional[int] = None,
+                         decoders: Sequence[str] = ("greedy", "beam"), limit: Optional[int] = None,
+                         write: bool = True) -> dict:
+    """{decoder: {"bleu", "chrf", "pairs", "seconds"}} on a split of the run's grouped split
+    (of ``data`` instead when given).  Writes ``<split>_<decoder>.txt`` outputs into the run."""
+    model, meta = load_translation(run, checkpoint, device)
+    data_cfg = TranslationDataConfig(**meta["data"])
+    if data is not None:
+        data_cfg.data = data
+    task = make_task(data_cfg, TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta)
+    width = beam or data_cfg.beam
+    results = {}
+    for decoder in decoders:
+        start = time.perf_counter()
+        scores, outputs = task.scores(model, split, limit, decoder=decoder, beam=width, alpha=data_cfg.length_penalty)
+        scores["pairs"] = len(outputs)
+        scores["seconds"] = time.perf_counter() - start
+        name = decoder if decoder != "beam" else f"beam{width}"
+        results[name] = scores
+        if write:
+            Path(run, f"{split}_{name}.txt").write_text("\n".join(outputs) + "\n", encoding="utf-8")
+    return results
+
+
+def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best: int = 1,
+                   attention_png: Optional[str] = None, temperature: Optional[float] = None,
+                   top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+                   checkpoint: str = "best", device: str = "auto") -> list[list[tuple[str, float]]]:
+    """Per text, its translations with their log-probabilities: the greedy one (``beam`` 0),
+    the ``n_best`` of a beam search, or one sample (``temperature`` given).  With
+    ``attention_png`` the first text's best translation's attention is drawn there."""
+    import torch
+
+    model, meta = load_translation(run, checkpoint, device)
+    task = _task_without_data(meta)
+    sources = [task.src_vocab.encode(task.src_tok.tokenize(t)) for t in texts]
+    for text, ids in zip(texts, sources):
+        if not ids:
+            raise DataError(f"nothing to translate in {text!r}")
+    if temperature is not None:
+        generator = torch.Generator(device=next(model.parameters()).device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        hyps = translate_ids(model, sources, "sample", temperature=temperature, top_k=top_k, top_p=top_p,
+                             generator=generator, with_attention=attention_png is not None)
+    elif beam > 0:
+        hyps = translate_ids(model, sources, "beam", beam=beam, alpha=task.data_cfg.length_penalty,
+                             n_best=n_best, with_attention=attention_png is not None)
+    else:
+        hyps = translate_ids(model, sources, "greedy", with_attention=attention_png is not None)
+    out = [[(task.tgt_tok.detokenize(task.tgt_vocab.decode(h.tokens)), h.log_prob) for h in hs] for hs in hyps]
+    if attention_png:
+        best = hyps[0][0]
+        if best.extras is None:
+            raise RnnkitError("this model has no attention (trained with --attention none); no heat map to draw")
+        src_tokens = [task.src_vocab.itos[i] for i in sources[0]]
+        tgt_tokens = [task.tgt_vocab.itos[i] for i in best.tokens]
+        attention_heatmap(best.extras.float().cpu().numpy(), src_tokens, tgt_tokens, attention_png,
+                          title=f"{texts[0]}\n{out[0][0][0]}")
+    return out
+
+
+def attention_heatmap(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str], path: str | Path,
+                      title: Optional[str] = None) -> Path:
+    """A PNG heat map of attention weights (T target rows, S source columns)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("the attention plot needs matplotlib: pip install 'rnnkit[translate]'") from None
+    T, S = weights.shape
+    fig, ax = plt.subplots(figsize=(2.2 + 0.55 * S, 1.2 + 0.45 * T), dpi=100)
+    image = ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03, label="attention weight")
+    ax.set_xticks(range(S), list(src_tokens), rotation=45, ha="right")
+    ax.set_yticks(range(T), list(tgt_tokens)[:T])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def newest_translation_run(root: str | Path = "runs") -> Path:
+    """The most recently trained ``translate*`` run folder under ``root``."""
+    candidates = [p for p in Path(root).glob("translate*") if (p / "checkpoints" / "last").is_file()]
+    if not candidates:
+        raise RnnkitError(f"no translation run under {root}/; pass --run RUN (a folder of rnnkit train translate)")
+    return max(candidates, key=lambda p: (p / "checkpoints" / "last").stat().st_mtime)

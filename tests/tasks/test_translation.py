@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from rnnkit.cli import main
+from rnnkit.data.pairs import PairVocab, WordTokenizer
+from rnnkit.tasks.translation import (
+    TranslationDataConfig,
+    TranslationModelConfig,
+    TranslationTask,
+    corpus_scores,
+    make_batches,
+)
+
+PAIRS = [
+    ("I am cold.", "Tengo frío."),
+    ("I am hungry.", "Tengo hambre."),
+    ("Tom is here.", "Tom está aquí."),
+    ("Where is Tom?", "¿Dónde está Tom?"),
+    ("I like cats.", "Me gustan los gatos."),
+    ("We are tired.", "Estamos cansados."),
+    ("Open the door.", "Abre la puerta."),
+    ("It is raining.", "Está lloviendo."),
+]
+
+
+def toy_task(model_cfg: TranslationModelConfig) -> TranslationTask:
+    tok = WordTokenizer(lower=True)
+    src_vocab = PairVocab.build(tok.tokenize(s) for s, _ in PAIRS)
+    tgt_vocab = PairVocab.build(tok.tokenize(t) for _, t in PAIRS)
+    data_cfg = TranslationDataConfig(batch_size=4, eval_bleu=8)
+    return TranslationTask({"train": PAIRS, "valid": PAIRS}, tok, tok, src_vocab, tgt_vocab, data_cfg, model_cfg)
+
+
+def test_batches_are_padded_time_first_and_cover_every_pair():
+    task = toy_task(TranslationModelConfig())
+    batches = task.train_batches(0)
+    assert sum(b[0].shape[1] for b in batches) == len(PAIRS)
+    src, src_len, tgt_in, tgt_out = batches[0]
+    assert tgt_in[0].eq(PairVocab.bos).all()
+    for b in range(src.shape[1]):  # tgt_out is tgt_in shifted by one, ending in </s>
+        n = int((tgt_out[:, b] != 0).sum())
+        assert tgt_out[n - 1, b] == PairVocab.eos
+        assert tgt_in[1:n, b].tolist() == tgt_out[: n - 1, b].tolist()
+        assert (src[int(src_len[b]):, b] == 0).all()
+    assert [b[0].tolist() for b in task.train_batches(1)] == [b[0].tolist() for b in make_batches(
+        task.train_ids, 4, seed=1)]
+
+
+@pytest.mark.parametrize("attention", ["none", "additive"])
+def test_tiny_overfit_reaches_exact_matches(attention):
+    torch.manual_seed(0)
+    cfg = TranslationModelConfig(embed_size=32, hidden_size=48, attention=attention, dropout=0.0,
+                                 label_smoothing=0.0, input_feeding=attention != "none")
+    task = toy_task(cfg)
+    model = task.build_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for epoch in range(60):
+        for batch in task.train_batches(epoch):
+            loss, _, _ = task.train_step(model, batch, None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    sources = [s for s, _ in PAIRS]
+    want = [t.lower() for _, t in PAIRS]
+    assert task.translate(model, sources, decoder="greedy") == want
+    assert task.translate(model, sources, decoder="beam", beam=3) == want
+    metrics = task.evaluate(model, "valid")
+    assert metrics["bleu"] == pytest.approx(100.0) and metrics["loss"] < 0.05
+
+
+def test_corpus_scores_are_sacrebleu():
+    pytest.importorskip("sacrebleu")
+    ref = "Me gustan los gatos negros."
+    same = corpus_scores([ref], [ref], lowercase=False)
+    assert same == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert corpus_scores([ref.lower()], [ref], lowercase=True)["bleu"] == pytest.approx(100.0)
+    assert corpus_scores([ref.lower()], [ref], lowercase=False)["bleu"] < 100
+    assert corpus_scores(["nada"], ["Tengo frío."], lowercase=True)["bleu"] < 1
+
+
+def test_cli_round_trip(tmp_path, capsys):
+    """train translate -> evaluate -> translate (beam, n-best, sampling, attention PNG)."""
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS * 2), encoding="utf-8")
+    run = tmp_path / "run"
+    args = ["train", "translate", "--data", str(data), "--run", str(run), "--valid", "2", "--test", "2",
+            "--min-count", "1", "--hidden-size", "16", "--embed-size", "8", "--epochs", "2", "--batch-size", "4",
+            "--no-progress", "--attention", "additive"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "attention additive" in out and "validation loss" in out
+    assert main(args) == 2  # the run exists: refuse unless --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--beam", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "decoder\tsacreBLEU\tchrF\tpairs\tseconds"
+    assert out.splitlines()[1].startswith("greedy\t") and out.splitlines()[2].startswith("beam2\t")
+    assert (run / "test_beam2.txt").is_file()
+    png = tmp_path / "attention.png"
+    assert main(["translate", "Tom is cold.", "I like Tom.", "--run", str(run), "--beam", "3",
+                 "--attention-png", str(png)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["translate", "Tom is cold.", "--run", str(run), "--beam", "3", "--n-best", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["1", "2", "3"]
+    assert main(["translate", "Tom is cold.", "--run", str(run), "--temperature", "1.0", "--seed", "1"]) == 0
+    assert main(["translate", "!!!", "--run", str(run)]) == 0  # unknown words still translate
+    assert main(["translate", "   ", "--run", str(run)]) == 2
+    assert "nothing to translate" in capsys.readouterr().err
+
+
+def test_cli_bad_data_is_one_line(tmp_path, capsys):
+    data = tmp_path / "bad.tsv"
+    data.write_text("Go.\tVe.\nHi. Hola.\n", encoding="utf-8")
+    assert main(["train", "translate", "--data", str(data), "--run", str(tmp_path / "r")]) == 2
+    assert "bad.tsv:2: expected 'source<TAB>target'" in capsys.readouterr().err
+
+
+def test_subword_tokenizer_runs_end_to_end(tmp_path):
+    pytest.importorskip("sentencepiece")
+    from rnnkit.tasks.translation_run import make_task
+
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS * 3), encoding="utf-8")
+    cfg = TranslationDataConfig(data=str(data), tokenizer="subword", subword_vocab=40, valid="2", test="2")
+    task = make_task(cfg, TranslationModelConfig(hidden_size=8, embed_size=8), seed=0)
+    assert task.src_tok.kind == "subword" and len(task.train_ids) > 0
+    assert task.tgt_tok.detokenize(task.tgt_tok.tokenize("Tengo frío.")) == "tengo frío."
+    assert len(task.translate(task.build_model(), ["I am cold."], decoder="beam", beam=2)) == 1
