@@ -174,6 +174,26 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _task_configs(args, data_cls, model_cls, train_defaults: Optional[dict] = None):
+    """(data, model, train) configs: the task's train defaults < --config file < flags."""
+    from rnnkit.configs import build, load_config_file, unknown_sections
+    from rnnkit.train.config import TrainConfig
+
+    file_values = load_config_file(args.config) if args.config else {}
+    source = args.config or "flags"
+    unknown_sections(file_values, {"data", "model", "train"}, source)
+    train_values = {**file_values, "train": {**(train_defaults or {}), **file_values.get("train", {})}}
+    return (build(data_cls, file_values, args, "data", source),
+            build(model_cls, file_values, args, "model", source),
+            build(TrainConfig, train_values, args, "train", source).validate())
+
+
+def _run_name(args, prefix: str) -> str:
+    import time
+
+    return args.run or f"runs/{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _train(args) -> int:
     if args.task == "translate":
         return _train_translate(args)
@@ -181,22 +201,12 @@ def _train(args) -> int:
 
 
 def _train_translate(args) -> int:
-    import time
-
-    from rnnkit.configs import build, load_config_file, unknown_sections
     from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig
     from rnnkit.tasks.translation_run import train_translation
-    from rnnkit.train.config import TrainConfig
 
-    file_values = load_config_file(args.config) if args.config else {}
-    source = args.config or "flags"
-    unknown_sections(file_values, {"data", "model", "train"}, source)
-    data_cfg = build(TranslationDataConfig, file_values, args, "data", source)
-    model_cfg = build(TranslationModelConfig, file_values, args, "model", source)
-    defaults = {"lr": 1e-3, "log_every": 50}
-    train_values = {**file_values, "train": {**defaults, **file_values.get("train", {})}}
-    train_cfg = build(TrainConfig, train_values, args, "train", source).validate()
-    run = args.run or f"runs/translate-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_cfg, model_cfg, train_cfg = _task_configs(args, TranslationDataConfig, TranslationModelConfig,
+                                                   {"lr": 1e-3, "log_every": 50})
+    run = _run_name(args, "translate")
     summary = train_translation(data_cfg, model_cfg, train_cfg, run, args.resume)
     return 130 if summary["status"] == "interrupted" else 0
 
@@ -219,22 +229,12 @@ def _translate(args) -> int:
 
 
 def _train_forecast(args) -> int:
-    import time
-
-    from rnnkit.configs import build, load_config_file, unknown_sections
     from rnnkit.tasks.forecasting import ForecastModelConfig
     from rnnkit.tasks.forecasting_run import ForecastDataConfig, train_forecast
-    from rnnkit.train.config import TrainConfig
 
-    file_values = load_config_file(args.config) if args.config else {}
-    source = args.config or "flags"
-    unknown_sections(file_values, {"data", "model", "train"}, source)
-    data_cfg = build(ForecastDataConfig, file_values, args, "data", source)
-    model_cfg = build(ForecastModelConfig, file_values, args, "model", source)
     defaults = {"epochs": 200, "early_stop": 20, "lr": 3e-3, "log_every": 50, "progress": False}
-    train_values = {**file_values, "train": {**defaults, **file_values.get("train", {})}}
-    train_cfg = build(TrainConfig, train_values, args, "train", source).validate()
-    run = args.run or f"runs/forecast-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_cfg, model_cfg, train_cfg = _task_configs(args, ForecastDataConfig, ForecastModelConfig, defaults)
+    run = _run_name(args, "forecast")
     train_forecast(data_cfg, model_cfg, train_cfg, run)
     return 0
 
@@ -254,20 +254,11 @@ def _forecast(args) -> int:
 
 
 def _train_lm(args) -> int:
-    import time
-
-    from rnnkit.configs import build, load_config_file, unknown_sections
     from rnnkit.tasks.lm import LMDataConfig, LMModelConfig
     from rnnkit.tasks.lm_run import train_lm
-    from rnnkit.train.config import TrainConfig
 
-    file_values = load_config_file(args.config) if args.config else {}
-    source = args.config or "flags"
-    unknown_sections(file_values, {"data", "model", "train"}, source)
-    data_cfg = build(LMDataConfig, file_values, args, "data", source)
-    model_cfg = build(LMModelConfig, file_values, args, "model", source)
-    train_cfg = build(TrainConfig, file_values, args, "train", source).validate()
-    run = args.run or f"runs/lm-{time.strftime('%Y%m%d-%H%M%S')}"
+    data_cfg, model_cfg, train_cfg = _task_configs(args, LMDataConfig, LMModelConfig)
+    run = _run_name(args, "lm")
     summary = train_lm(data_cfg, model_cfg, train_cfg, run, args.resume, args.sample_length)
     return 130 if summary["status"] == "interrupted" else 0
 

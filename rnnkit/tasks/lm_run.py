@@ -12,7 +12,7 @@ from typing import Optional
 from rnnkit.data.corpus import load_splits, parse_fractions
 from rnnkit.data.text import Vocab
 from rnnkit.engine.kernels import fused_cpu_available
-from rnnkit.errors import CheckpointError, RnnkitError
+from rnnkit.errors import RnnkitError
 from rnnkit.tasks.lm import (
     LanguageModel,
     LMDataConfig,
@@ -22,7 +22,8 @@ from rnnkit.tasks.lm import (
     metrics_from_nll,
     sample,
 )
-from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, resolve_checkpoint, seed_everything
+from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, seed_everything
+from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
 
@@ -68,14 +69,7 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
 
 def load_lm(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     """(model, vocab, meta) of a trained language model; ``checkpoint`` "best" or "last"."""
-    run = Path(run)
-    where = run / "checkpoints" / "best" if checkpoint == "best" else None
-    if where is None or not where.is_dir():
-        where = resolve_checkpoint(run)
-    state = read_state(where)
-    meta = state.get("task", {})
-    if meta.get("task") != "lm":
-        raise CheckpointError(f"{where}: not a language-model checkpoint (task {meta.get('task')!r})")
+    where, meta = task_checkpoint(run, "lm", checkpoint, "language-model")
     vocab = Vocab.from_dict(meta["vocab"])
     model = LanguageModel(len(vocab), LMModelConfig(**meta["model"]))
     dev = pick_device(device)

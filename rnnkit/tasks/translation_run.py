@@ -31,9 +31,9 @@ from rnnkit.train import (
     Trainer,
     load_weights,
     read_state,
-    resolve_checkpoint,
     seed_everything,
 )
+from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
 
@@ -119,13 +119,7 @@ def is_translation_run(run: str | Path) -> bool:
 
 def load_translation(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     """(model, meta) of a trained translation run; ``checkpoint`` "best" or "last"."""
-    run = Path(run)
-    where = run / "checkpoints" / "best" if checkpoint == "best" else None
-    if where is None or not where.is_dir():
-        where = resolve_checkpoint(run)
-    meta = read_state(where).get("task", {})
-    if meta.get("task") != "translation":
-        raise CheckpointError(f"{where}: not a translation checkpoint (task {meta.get('task')!r})")
+    where, meta = task_checkpoint(run, "translation", checkpoint)
     model = build_model(len(meta["src_vocab"]["itos"]), len(meta["tgt_vocab"]["itos"]),
                         TranslationModelConfig(**meta["model"]))
     dev = pick_device(device)

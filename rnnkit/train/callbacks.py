@@ -14,20 +14,22 @@ from __future__ import annotations
 
 
 class Callback:
+    """Every hook does nothing by default; override the ones you need."""
+
     def on_fit_start(self, trainer) -> None:
-        pass
+        """Before the first step (also when resuming)."""
 
     def on_step_start(self, trainer, batch) -> None:
-        pass
+        """Before the forward pass of an optimizer step on ``batch``."""
 
     def on_after_backward(self, trainer) -> None:
-        pass
+        """Gradients are computed and not yet clipped or applied."""
 
     def on_step_end(self, trainer, loss: float) -> None:
-        pass
+        """After the optimizer step; ``loss`` is the step's training loss."""
 
     def on_validation_end(self, trainer, metrics: dict) -> None:
-        pass
+        """After each validation; may set ``trainer.should_stop``."""
 
     def on_fit_end(self, trainer, summary: dict) -> None:
-        pass
+        """Always last, also after Ctrl-C or a diverged loss; ``summary`` as fit returns."""

@@ -166,3 +166,17 @@ def load_weights(model: torch.nn.Module, path: str | Path, device: Optional[torc
         raise CheckpointError(f"{path}: weights do not fit this model ({exc})") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
+
+
+def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
+                    label: Optional[str] = None) -> tuple[Path, dict]:
+    """The checkpoint folder of a trained run ("best" when it exists, else "last") and its
+    task metadata, refusing a run of another task."""
+    run = Path(run)
+    where = run / "checkpoints" / "best" if checkpoint == "best" else None
+    if where is None or not where.is_dir():
+        where = resolve_checkpoint(run)
+    meta = read_state(where).get("task", {})
+    if meta.get("task") != task:
+        raise CheckpointError(f"{where}: not a {label or task} checkpoint (task {meta.get('task')!r})")
+    return where, meta

@@ -24,6 +24,7 @@ and ``diagnostics_steps.csv`` (one row per probed step, layer, direction and tim
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import statistics
 import warnings
@@ -127,11 +128,9 @@ class DiagnosticsCallback(Callback):
         for handle in self._files or []:
             handle.close()
         self._files = None
-        if self.records:
-            try:
-                self.plot(Path(self.run_dir or trainer.run_dir) / "diagnostics.png")
-            except ImportError:  # matplotlib is optional: the CSV files hold everything
-                pass
+        # matplotlib is optional: without it the CSV files hold everything
+        if self.records and importlib.util.find_spec("matplotlib") is not None:
+            self.plot(Path(self.run_dir or trainer.run_dir) / "diagnostics.png")
 
     def plot(self, path: str | Path) -> Path:
         """Figure of the probed steps: the last-step probe's gradient ratio and the spectral
