@@ -195,9 +195,8 @@ def _run_name(args, prefix: str) -> str:
 
 
 def _train(args) -> int:
-    if args.task == "translate":
-        return _train_translate(args)
-    return _train_forecast(args) if args.task == "forecast" else _train_lm(args)
+    trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate}
+    return trainers[args.task](args)
 
 
 def _train_translate(args) -> int:
