@@ -189,6 +189,9 @@ def test_cli_train_evaluate_and_tag_round_trip(tmp_path, capsys):
     assert "finished at step 39" in capsys.readouterr().out
     assert main(args) == 2  # the run exists: refuse without --resume
     assert "already holds a run" in capsys.readouterr().err
+    assert main(args[:7] + ["4"] + args[8:] + ["--resume"]) == 0  # one more epoch, same vocabularies
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "finished at step 52" in out
     assert main(["evaluate", str(run), "--split", "test"]) == 0
     out = capsys.readouterr().out
     accuracy = float(out.split("accuracy ")[1].split()[0])
