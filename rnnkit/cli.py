@@ -224,8 +224,15 @@ def _run_name(args, prefix: str) -> str:
 
 
 def _train(args) -> int:
+    from rnnkit.train import distributed
+
     trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate, "tag": _train_tag}
-    return trainers[args.task](args)
+    # under torchrun every process runs this; rank 0 prints, the Trainer joins the process group
+    with distributed.main_process_output():
+        try:
+            return trainers[args.task](args)
+        finally:
+            distributed.destroy()
 
 
 def _train_translate(args) -> int:

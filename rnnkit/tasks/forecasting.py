@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 import rnnkit
+from rnnkit.train.distributed import check_global_batch, shard_slice
 
 CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 HEADS = ("gaussian", "point")
@@ -155,6 +156,12 @@ class ForecastTask:
         generator = torch.Generator().manual_seed(self.seed * 100003 + epoch)
         order = torch.randperm(self.Y.size(0), generator=generator)
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def shard(self, batch: Tensor, rank: int, world: int) -> Optional[Tensor]:
+        """Rank's block of a batch's windows (torchrun); None when a short batch has none left."""
+        check_global_batch(self.batch_size, world, "windows")
+        part = batch[shard_slice(len(batch), rank, world)]
+        return part if len(part) else None
 
     def train_step(self, model: Forecaster, batch: Tensor, state):
         device = next(model.parameters()).device

@@ -43,7 +43,7 @@ from rnnkit.tasks.forecasting import (
     rollout,
     step_inputs,
 )
-from rnnkit.train import TrainConfig, Trainer, load_weights, read_state, seed_everything
+from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, read_state, seed_everything
 from rnnkit.train.trainer import pick_device
 
 BASELINES = "naive,seasonal_naive,arima,ets"
@@ -135,7 +135,7 @@ def _train_member(p: Prepared, cfg: ForecastDataConfig, model_cfg: ForecastModel
     trainer = Trainer(model, task, replace(train_cfg, seed=seed), folder)
     summary = trainer.fit()
     best = folder / "checkpoints" / "best"
-    if best.is_dir():
+    if best.is_dir() and trainer.is_main:  # torchrun: only rank 0 forecasts with the models
         load_weights(model, best, trainer.device)
     model.best_epochs = max(1, summary["epoch"] - trainer.bad_epochs)  # epochs until the best validation
     return model.eval()
@@ -173,8 +173,10 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
     for note in p.notes:
         print(f"note: {note}", flush=True)
     record = {"task": "forecast", "data": asdict(cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    main = distributed.is_main()  # torchrun: every rank trains, rank 0 forecasts, compares and writes
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"data: {cfg.csv or 'statsmodels:' + str(cfg.dataset)} column {cfg.column or '(only)'}: {len(p.y)} points, "
           f"frequency {p.freq}, season m={p.season}; train {p.train_end}, valid {p.n_valid}, test {p.n_test}; "
           f"window {p.window}; model {model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} "
@@ -186,10 +188,11 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
         models.append(_train_member(p, cfg, model_cfg, train_cfg, transform, p.train_end, p.valid_end,
                                     run_dir / "members" / str(i), train_cfg.seed + i))
         epochs.append(models[-1].best_epochs)
-    valid_fc = forecast_from(models, transform, p, p.train_end, p.n_valid, 0)
-    valid_truth = p.y[p.train_end:p.valid_end]
-    valid_metrics = all_metrics(valid_truth, valid_fc["forecast"], p.y[:p.train_end], p.season)
-    print("validation rollout: " + ", ".join(f"{k} {v:.4f}" for k, v in valid_metrics.items()), flush=True)
+    if main:
+        valid_fc = forecast_from(models, transform, p, p.train_end, p.n_valid, 0)
+        valid_truth = p.y[p.train_end:p.valid_end]
+        valid_metrics = all_metrics(valid_truth, valid_fc["forecast"], p.y[:p.train_end], p.season)
+        print("validation rollout: " + ", ".join(f"{k} {v:.4f}" for k, v in valid_metrics.items()), flush=True)
 
     member_dirs = [f"members/{i}" for i in range(cfg.ensemble)]
     if cfg.refit:
@@ -202,9 +205,12 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
             models.append(_train_member(p, cfg, model_cfg, replace(refit_cfg, epochs=n_epochs), transform,
                                         p.valid_end, p.valid_end, folder, train_cfg.seed + i))
             # no validation part: "best" is the lowest training loss, the last epoch is what we want
-            shutil.rmtree(folder / "checkpoints" / "best", ignore_errors=True)
-            load_weights(models[-1], folder / "checkpoints", pick_device(train_cfg.device))
+            if main:
+                shutil.rmtree(folder / "checkpoints" / "best", ignore_errors=True)
+                load_weights(models[-1], folder / "checkpoints", pick_device(train_cfg.device))
         member_dirs = [f"members/{i}-refit" for i in range(cfg.ensemble)]
+    if not main:
+        return {"task": "forecast", "members": member_dirs, "best_epochs": epochs}
 
     truth = p.y[p.valid_end:]
     history = p.y[:p.valid_end]

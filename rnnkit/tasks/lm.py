@@ -20,6 +20,7 @@ import rnnkit
 from rnnkit import init as rnn_init
 from rnnkit.data.text import Vocab, batchify, tokenize, windows
 from rnnkit.models.decoding import sample_next
+from rnnkit.train.distributed import check_global_batch, shard_slice
 
 CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 
@@ -189,6 +190,14 @@ class LMTask:
 
     def train_batches(self, epoch: int):
         return self._windows
+
+    def shard(self, batch, rank: int, world: int):
+        """Rank's block of the B stream columns of a window (torchrun); its carried state is
+        the same block of the state's columns (``distributed.split_state``)."""
+        inputs, targets = batch  # (T, B) each
+        check_global_batch(inputs.shape[1], world, "streams")
+        cols = shard_slice(inputs.shape[1], rank, world)
+        return inputs[:, cols], targets[:, cols]  # (T, B_rank) each
 
     def train_step(self, model: LanguageModel, batch, state):
         device = next(model.parameters()).device

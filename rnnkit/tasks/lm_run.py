@@ -22,7 +22,7 @@ from rnnkit.tasks.lm import (
     metrics_from_nll,
     sample,
 )
-from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, seed_everything
+from rnnkit.train import Trainer, TrainConfig, distributed, load_weights, read_state, seed_everything
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -41,8 +41,9 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
     task = LMTask(ids, vocab, data_cfg, model_cfg, source)
     model = task.build_model()
     record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     trainer = Trainer(model, task, train_cfg, run_dir, record)
     if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
         fused_cpu_available()  # build the CPU kernels (once per machine) before the clock starts
@@ -54,6 +55,8 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
           f"{ids['train'].numel():,} training tokens; model: {model_cfg.num_layers}x{model_cfg.hidden_size} "
           f"{model_cfg.cell.upper()}, {n_params:,} parameters; device {trainer.device}", flush=True)
     summary = trainer.fit()
+    if not trainer.is_main:  # torchrun: rank 0 reports
+        return summary
     valid = summary["valid"] or task.evaluate(model, "valid")
     unit = "bits/char" if vocab.level == "char" else "perplexity"
     key = "bpc" if vocab.level == "char" else "ppl"

@@ -25,6 +25,7 @@ import rnnkit
 from rnnkit.data.pairs import PairVocab, pad_batch
 from rnnkit.data.treebank import TaggedSentence
 from rnnkit.models.crf import CRF
+from rnnkit.train.distributed import check_global_batch, shard_slice, unwrap
 
 CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 IGNORE = -100  # tag id of padding positions
@@ -241,6 +242,11 @@ class TaggingTask:
     def train_batches(self, epoch: int) -> list[list[int]]:
         return length_batches(self.sentences["train"], self.data_cfg.batch_size, seed=self.seed * 1000 + epoch)
 
+    def shard(self, batch_ids: list[int], rank: int, world: int) -> Optional[list[int]]:
+        """Rank's block of a batch's sentences (torchrun); None when a short batch has none left."""
+        check_global_batch(self.data_cfg.batch_size, world, "sentences")
+        return batch_ids[shard_slice(len(batch_ids), rank, world)] or None
+
     def train_step(self, model: Tagger, batch_ids: list[int], state):
         device = next(model.parameters()).device
         batch = make_batch([self.sentences["train"][i] for i in batch_ids], self.vocab).to(device)
@@ -248,7 +254,7 @@ class TaggingTask:
         if self.unk_prob is not None:
             drop = torch.rand(words.shape) < self.unk_prob[words.cpu()]
             words = words.masked_fill(drop.to(device), PairVocab.unk)
-        loss = model.loss(model(batch, words), batch)
+        loss = unwrap(model).loss(model(batch, words), batch)  # model may be DDP-wrapped: forward through it
         return loss, int(batch.lengths.sum()), None
 
     def is_oov(self, word: str) -> bool:

@@ -21,7 +21,7 @@ from rnnkit.tasks.tagging import (
     build_model,
     tag_metrics,
 )
-from rnnkit.train import TrainConfig, Trainer, load_weights, read_state, seed_everything
+from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, read_state, seed_everything
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -54,8 +54,9 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
     task = TaggingTask(sentences, vocab, data_cfg, model_cfg, train_cfg.seed, str(data_cfg.data))
     model = task.build_model()
     record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     trainer = Trainer(model, task, train_cfg, run_dir, record)
     if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
         from rnnkit.engine.kernels import fused_cpu_available
@@ -74,6 +75,8 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
           f"{', CRF' if model_cfg.crf else ''}, {n_params:,} parameters; device {trainer.device}", flush=True)
     start = time.perf_counter()
     summary = trainer.fit()
+    if not trainer.is_main:  # torchrun: rank 0 reports
+        return summary
     if summary["valid"] is None or summary["status"] == "max_steps":
         summary["valid"] = task.evaluate(model, "valid")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["valid"].items())

@@ -19,6 +19,7 @@ import torch
 from rnnkit.data.pairs import PairVocab, pad_batch
 from rnnkit.models.decoding import beam_search, greedy_search, sample_search
 from rnnkit.models.seq2seq import Seq2Seq, sequence_loss
+from rnnkit.train.distributed import check_global_batch, shard_slice
 
 
 @dataclass
@@ -175,6 +176,19 @@ class TranslationTask:
 
     def train_batches(self, epoch: int):
         return make_batches(self.train_ids, self.data_cfg.batch_size, seed=self.seed * 1000 + epoch)
+
+    def shard(self, batch, rank: int, world: int):
+        """Rank's block of a batch's pairs (torchrun), its padding cut to its own longest
+        sentences; None when a short batch has none left."""
+        check_global_batch(self.data_cfg.batch_size, world, "sentence pairs")
+        src, src_len, tgt_in, tgt_out = batch
+        cols = shard_slice(src.shape[1], rank, world)
+        if cols.start == cols.stop:
+            return None
+        src, src_len, tgt_in, tgt_out = src[:, cols], src_len[cols], tgt_in[:, cols], tgt_out[:, cols]
+        n_src = int(src_len.max())
+        n_tgt = int((tgt_out != PairVocab.pad).sum(0).max())
+        return src[:n_src], src_len, tgt_in[:n_tgt], tgt_out[:n_tgt]  # (S', B_r), (B_r,), (T', B_r) x2
 
     def train_step(self, model: Seq2Seq, batch, state):
         device = next(model.parameters()).device

@@ -29,6 +29,7 @@ from rnnkit.tasks.translation import (
 from rnnkit.train import (
     TrainConfig,
     Trainer,
+    distributed,
     load_weights,
     read_state,
     seed_everything,
@@ -79,8 +80,9 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
     task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
     model = task.build_model()
     record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     trainer = Trainer(model, task, train_cfg, run_dir, record)
     if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
         from rnnkit.engine.kernels import fused_cpu_available
@@ -98,6 +100,8 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
           f"{n_params:,} parameters; device {trainer.device}", flush=True)
     start = time.perf_counter()
     summary = trainer.fit()
+    if not trainer.is_main:  # torchrun: rank 0 reports
+        return summary
     if summary["valid"] is None or summary["status"] == "max_steps":  # stopped between validations
         summary["valid"] = task.evaluate(model, "valid")
     valid = summary["valid"]

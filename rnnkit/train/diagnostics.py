@@ -87,9 +87,14 @@ class DiagnosticsCallback(Callback):
         self._hooks: list = []
         self._captured: dict[str, dict] = {}
         self._files = None
+        self._active = True
 
     # ---------------------------------------------------------------------------- callbacks
     def on_fit_start(self, trainer) -> None:
+        # several processes (torchrun): rank 0 probes its part of each batch and writes the files
+        self._active = getattr(trainer, "is_main", True)
+        if not self._active:
+            return
         self._modules = recurrent_modules(trainer.model)
         folder = self.run_dir or trainer.run_dir
         self._files = []
@@ -106,10 +111,12 @@ class DiagnosticsCallback(Callback):
         self._summary_csv, self._steps_csv = writers
 
     def on_step_start(self, trainer, batch) -> None:
-        if trainer.step == 0 or (trainer.step + 1) % self.every == 0:
+        if self._active and (trainer.step == 0 or (trainer.step + 1) % self.every == 0):
             self._arm()
 
     def on_after_backward(self, trainer) -> None:
+        if not self._active:
+            return
         norm = global_grad_norm(trainer.model)
         step = trainer.step + 1
         if not math.isfinite(norm):

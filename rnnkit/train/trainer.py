@@ -11,6 +11,20 @@ A task plugs in through four methods (no subclassing of the Trainer):
 A task may also set ``monitor = (metric, "min" | "max")``: the validation metric that picks
 the best checkpoint, drives early stopping and the plateau schedule (default ``("loss", "min")``).
 
+Under ``torchrun`` with several processes (``rnnkit.train.distributed``) the model is wrapped in
+DistributedDataParallel and the task needs one more method:
+
+- ``shard(batch, rank, world) -> part | None``   rank's part of a global batch (None: nothing
+  for this rank, e.g. the last short batch of an epoch); a carried state is cut alongside with
+  ``distributed.split_state`` (batch in dimension 1), so the part of a batch of B streams must
+  be the columns ``distributed.shard_slice(B, rank, world)``.
+
+Each rank runs ``train_step`` on its part, and its mean loss is scaled by
+``n_tokens * world / global n_tokens``: DDP averages the gradients, so the update is the one
+of the global batch's mean loss in one process.  ``batch_size`` is therefore the global batch.
+Rank 0 evaluates, logs and writes checkpoints; the others wait for its validation metrics, so
+every decision (best, early stop, schedule) is the same on all ranks.
+
 The Trainer owns the loop: optimizer and schedule, gradient clipping, truncated BPTT state
 carry across batches, evaluation each epoch, early stopping, metrics (CSV, TensorBoard), a
 progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN handling.
@@ -18,6 +32,8 @@ progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
@@ -29,6 +45,7 @@ import numpy as np
 import torch
 
 from rnnkit.errors import TrainingDiverged
+from rnnkit.train import distributed
 from rnnkit.train.checkpoint import (
     copy_checkpoint,
     load_weights,
@@ -71,6 +88,20 @@ def _rng_state() -> dict:
     return state
 
 
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """A seed of its own for each rank (and resume step) of a multi-process run."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def _state_to(state, device: torch.device):
+    """A carried state (tensor, tuple or list of tensors, None) on ``device``; lists become tuples."""
+    if state is None:
+        return None
+    if isinstance(state, (tuple, list)):
+        return tuple(s.to(device) for s in state)
+    return state.to(device)
+
+
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
@@ -88,8 +119,18 @@ class Trainer:
                  record: Optional[dict] = None, callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg.validate()
         self.task = task
-        self.device = pick_device(cfg.device)
-        self.model = model.to(self.device)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.is_main = self.rank == 0
+        self.device = distributed.init(pick_device(cfg.device))
+        self.model = model.to(self.device)  # the plain module: evaluation, checkpoints, callbacks
+        if self.world > 1 and not callable(getattr(task, "shard", None)):
+            raise TypeError(f"{type(task).__name__} has no shard(batch, rank, world) method, so it cannot "
+                            f"train on {self.world} processes")
+        if self.world > 1 and self.rank > 0:  # dropout and the like: a random stream per rank
+            seed_everything(_rank_seed(cfg.seed, self.rank, 0))
+        self.train_model = distributed.wrap(self.model, self.device)  # what train_step runs
+        if self.world > 1:
+            self._check_same_task()
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -107,6 +148,16 @@ class Trainer:
         self.should_stop = False  # a callback sets it to end training after this validation
         if cfg.diagnostics and not any(isinstance(c, DiagnosticsCallback) for c in self.callbacks):
             self.callbacks.append(DiagnosticsCallback(every=cfg.diagnostics))
+
+    def _check_same_task(self) -> None:
+        """Every rank must have built the same task (vocabulary, configuration): DDP checks the
+        weights' shapes, not what the ids mean."""
+        meta = json.dumps(self.task.meta(), sort_keys=True, default=str)
+        digests = distributed.all_gather(hashlib.sha256(meta.encode()).hexdigest())
+        if len(set(digests)) > 1:
+            differ = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise RuntimeError(f"ranks {differ} built a different task than rank 0 (vocabulary, data or "
+                               "configuration differ): every process must see the same data and settings")
 
     def _call(self, event: str, *args) -> None:
         for callback in self.callbacks:
@@ -144,50 +195,91 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     # ------------------------------------------------------------------------- checkpoints
-    def save(self, name: Optional[str] = None) -> Path:
+    def save(self, name: Optional[str] = None, gather: bool = True) -> Optional[Path]:
+        """Write a checkpoint of the whole job (rank 0 writes; returns None on other ranks).
+
+        With several processes every rank must call it (``gather``): the carried state is put
+        together from the ranks' blocks and every rank's RNG streams are kept.  ``gather=False``
+        (Ctrl-C, when the ranks are not in step) saves rank 0's view without a carried state."""
+        rng, carry, extra = _rng_state(), self.state, {}
+        if self.world > 1:
+            if gather:
+                parts = distributed.all_gather((distributed.to_cpu(self.state), rng))
+                carry = distributed.join_states([c for c, _ in parts])
+                extra["rng_ranks"] = [r for _, r in parts[1:]]
+            else:
+                carry = None
+            extra["world_size"] = self.world
+        if not self.is_main:
+            return None
         state = {
             "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
             "best": self.best if math.isfinite(self.best) else None, "bad_epochs": self.bad_epochs,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": _rng_state(),
-            "carry": self.state,
+            "rng": rng,
+            "carry": carry,
             "train_config": asdict(self.cfg),
             "task": self.task.meta(),
             "record": self.record,
+            **extra,
         }
         return save_checkpoint(self.ckpt_root, name or f"step_{self.step:08d}", self.model, state)
 
     def resume(self, path: Optional[str | Path] = None) -> Path:
         """Continue from a checkpoint (default: this run's last one): weights, optimizer,
-        schedule, RNG streams, position in the epoch and the carried recurrent state."""
+        schedule, RNG streams, position in the epoch and the carried recurrent state.
+
+        The checkpoint may come from a run with another number of processes: the carried
+        state is the global one, cut into this rank's block.  RNG streams: rank 0 takes the
+        saved rank-0 streams; rank r > 0 takes the saved streams of rank r when the run had
+        that many processes, else a fresh stream seeded by (seed, r, step)."""
         where = resolve_checkpoint(path or self.ckpt_root)
         state = read_state(where)
         load_weights(self.model, where, self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        others = state.get("rng_ranks", [])
+        if self.rank == 0:
+            _set_rng_state(state["rng"])
+        elif self.rank - 1 < len(others):
+            _set_rng_state(others[self.rank - 1])
+        else:  # the run had fewer processes: a new stream for this rank
+            seed_everything(_rank_seed(self.cfg.seed, self.rank, self.step))
         self.best = state["best"] if state["best"] is not None else math.inf
         self.bad_epochs = state["bad_epochs"]
         carry = state["carry"]
-        if isinstance(carry, list):
-            carry = tuple(t.to(self.device) for t in carry)
-        elif carry is not None:
-            carry = carry.to(self.device)
-        self.state = carry
+        if self.world > 1:
+            carry = distributed.split_state(carry, self.rank, self.world)
+        self.state = _state_to(carry, self.device)
         return where
 
     # ---------------------------------------------------------------------------- training
     def _train_step(self, batch) -> tuple[float, int]:
-        self.model.train()
+        """One optimizer step on a global batch; returns its mean loss and its token count."""
+        self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         self._call("on_step_start", batch)
+        part, idle = batch, False
+        if self.world > 1:
+            part = self.task.shard(batch, self.rank, self.world)
+            if part is None:  # nothing for this rank: run rank 0's part with weight 0, as DDP
+                part, idle = self.task.shard(batch, 0, self.world), True  # needs every rank's backward
         use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, n_tokens, state = self.task.train_step(self.model, batch, self.state)
-        value = float(loss.detach())
+            loss, n_tokens, state = self.task.train_step(self.train_model, part, self.state)
+        if self.world > 1:
+            if idle:
+                n_tokens, state = 0, self.state
+            # global mean = sum over ranks of loss_r * n_r / N; DDP averages the gradients of
+            # loss_r * n_r * world / N over the ranks, which is the gradient of that mean
+            total, n_total = distributed.all_reduce_sum([float(loss.detach()) * n_tokens, n_tokens])
+            loss = loss * (n_tokens * self.world / n_total)
+            value, n_tokens = total / n_total, int(n_total)
+        else:
+            value = float(loss.detach())
         if not math.isfinite(value):
             last = self.ckpt_root / "last"
             where = (self.ckpt_root / last.read_text().strip()) if last.is_file() else "none yet"
@@ -218,14 +310,22 @@ class Trainer:
             raise KeyError(f"the task monitors {key!r} but its evaluate() returned only {sorted(valid)}")
         return -float(valid[key]) if mode == "max" else float(valid[key])
 
+    def _validate(self) -> dict:
+        """Validation metrics: rank 0 evaluates the plain model, the other ranks get its numbers."""
+        valid = self.task.evaluate(self.model, "valid") if self.is_main else None
+        return distributed.broadcast(valid)
+
     def fit(self) -> dict:
         """Train until the epochs, ``max_steps`` or early stopping end it, or Ctrl-C.
         Returns {"status": ..., "step": ..., "best": ..., "valid": last validation metrics}."""
         from tqdm import tqdm
 
         cfg = self.cfg
-        log = MetricsLog(self.run_dir)
+        log = MetricsLog(self.run_dir) if self.is_main else None
         status, valid = "finished", None
+        if self.world > 1 and self.is_main:
+            print(f"{self.world} processes ({distributed.backend()}): each global batch is split across them",
+                  flush=True)
         self._call("on_fit_start")
         try:
             while self.epoch < cfg.epochs:
@@ -233,7 +333,7 @@ class Trainer:
                 batches = self.task.train_batches(self.epoch)
                 if self.batch_index == 0:
                     self.state = None
-                bar = tqdm(total=len(batches), initial=self.batch_index, disable=not cfg.progress,
+                bar = tqdm(total=len(batches), initial=self.batch_index, disable=not (cfg.progress and self.is_main),
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=True,
                            dynamic_ncols=True)
                 window_tokens, window_start = 0, time.perf_counter()
@@ -249,7 +349,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", lr=f"{self.lr:.3g}")
                     self.history.append({"step": self.step, "loss": loss})
                     if self.step % cfg.log_every == 0:
-                        log.step(self.epoch + 1, self.step, loss, self.lr, speed)
+                        if log is not None:
+                            log.step(self.epoch + 1, self.step, loss, self.lr, speed)
                         window_tokens, window_start = 0, time.perf_counter()
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
@@ -259,11 +360,13 @@ class Trainer:
                 bar.close()
                 if status == "max_steps":
                     break
-                valid = self.task.evaluate(self.model, "valid")
-                log.eval(self.epoch + 1, self.step, "valid", valid)
+                valid = self._validate()
+                if log is not None:
+                    log.eval(self.epoch + 1, self.step, "valid", valid)
                 self._call("on_validation_end", valid)
+                self.should_stop = distributed.broadcast(self.should_stop)  # rank 0's callbacks decide
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                if cfg.progress:
+                if cfg.progress and self.is_main:
                     print(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}", flush=True)
                 self.epoch += 1
                 self.batch_index = 0
@@ -276,7 +379,7 @@ class Trainer:
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     self.scheduler.step(score)
                 saved = self.save()
-                if improved:
+                if improved and saved is not None:
                     copy_checkpoint(self.ckpt_root, saved.name, "best")
                 if cfg.early_stop and self.bad_epochs >= cfg.early_stop:
                     status = "early_stopped"
@@ -286,13 +389,15 @@ class Trainer:
                     break
             if status == "max_steps":
                 self.save()
+            distributed.barrier()  # rank 0's checkpoints are complete when fit returns on any rank
         except KeyboardInterrupt:
             status = "interrupted"
-            if cfg.progress:
+            if cfg.progress and self.is_main:
                 print(f"\ninterrupted at step {self.step}; saving a checkpoint ...", flush=True)
-            self.save()
+            self.save(gather=False)  # no collectives: the other ranks may be anywhere
         finally:
-            log.close()
+            if log is not None:
+                log.close()
             best = None
             if math.isfinite(self.best):
                 best = -self.best if self._monitor()[1] == "max" else self.best
