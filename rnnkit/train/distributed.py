@@ -72,6 +72,9 @@ def init(device: torch.device) -> torch.device:
     if not _initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)  # env:// rendezvous set up by torchrun
+        if dist.get_rank() == 0:
+            print(f"{dist.get_world_size()} processes ({backend}): each global batch is split across them",
+                  flush=True)
     return device
 
 

@@ -323,9 +323,6 @@ class Trainer:
         cfg = self.cfg
         log = MetricsLog(self.run_dir) if self.is_main else None
         status, valid = "finished", None
-        if self.world > 1 and self.is_main:
-            print(f"{self.world} processes ({distributed.backend()}): each global batch is split across them",
-                  flush=True)
         self._call("on_fit_start")
         try:
             while self.epoch < cfg.epochs:

@@ -6,6 +6,7 @@ single-process run with the same global batch and seed; checkpoints resume 2 -> 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -257,3 +258,32 @@ def test_tagger_with_crf_and_a_short_last_batch_trains_the_same_in_two_processes
     _assert_same_weights(_weights(tmp_path / "one", 12), _weights(tmp_path / "two", 12))
     assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
     assert (tmp_path / "two" / "checkpoints" / "best").is_dir()
+
+
+@pytest.mark.slow
+def test_translation_and_forecast_commands_under_torchrun_match_one_process(tmp_path):
+    """`rnnkit train translate` and `rnnkit train forecast` (an ensemble of 2, refit, baselines)
+    under torchrun: rank 0 writes the reports, and they equal the single-process ones."""
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS * 3), encoding="utf-8")
+    translate = ["train", "translate", "--data", str(pairs), "--valid", "2", "--test", "2", "--min-count", "1",
+                 "--hidden-size", "8", "--embed-size", "8", "--epochs", "2", "--batch-size", "5", "--dropout", "0",
+                 "--no-progress", "--eval-bleu", "2", "--device", "cpu"]
+    t = np.arange(96)
+    values = 100 + t + 10 * np.sin(2 * np.pi * t / 12)
+    series = tmp_path / "series.csv"
+    series.write_text("Month,Sales\n" + "".join(f"{1990 + i // 12}-{i % 12 + 1:02d},{v:.3f}\n"
+                                                 for i, v in enumerate(values)))
+    forecast = ["train", "forecast", "--csv", str(series), "--horizon", "6", "--epochs", "3", "--hidden-size", "6",
+                "--samples", "10", "--ensemble", "2", "--refit", "--baselines", "naive", "--batch-size", "7",
+                "--device", "cpu"]
+    for name, args in (("translate", translate), ("forecast", forecast)):
+        assert main(args + ["--run", str(tmp_path / f"{name}1")]) == 0
+        out = _torchrun(args + ["--run", str(tmp_path / f"{name}2")], tmp_path)
+        assert "2 processes (gloo)" in out
+    last = read_state(tmp_path / "translate1")["step"]
+    _assert_same_weights(_weights(tmp_path / "translate1", last), _weights(tmp_path / "translate2", last))
+    one, two = (json.loads((tmp_path / f"forecast{k}" / "forecast.json").read_text()) for k in (1, 2))
+    assert two["members"] == ["members/0-refit", "members/1-refit"] and two["best_epochs"] == one["best_epochs"]
+    assert two["test"]["rnnkit"] == pytest.approx(one["test"]["rnnkit"], rel=1e-4)
+    assert (tmp_path / "forecast2" / "forecast.png").is_file()
