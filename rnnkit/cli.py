@@ -16,6 +16,9 @@ def info() -> str:
     from rnnkit.engine.layer import BACKENDS
 
     built = kernels.fused_cpu_built()
+    dist = torch.distributed
+    backends = [name for name, ok in (("gloo", dist.is_available() and dist.is_gloo_available()),
+                                      ("nccl", dist.is_available() and dist.is_nccl_available())) if ok]
     lines = [
         f"rnnkit {rnnkit.__version__}",
         f"torch {torch.__version__} (threads: {torch.get_num_threads()})",
@@ -23,6 +26,7 @@ def info() -> str:
         f"backends: {', '.join(BACKENDS)}",
         f"fused CPU kernels ({kernels.fused_cpu_name()}): "
         f"{'built' if built else 'compiled on first use'}",
+        f"distributed training (torchrun): {', '.join(backends) or 'not available in this PyTorch build'}",
     ]
     return "\n".join(lines)
 

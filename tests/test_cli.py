@@ -9,6 +9,7 @@ def test_info_lists_backends(capsys):
     out = capsys.readouterr().out
     assert f"rnnkit {rnnkit.__version__}" in out
     assert "backends: auto, reference, bptt, fused" in out
+    assert "distributed training (torchrun): gloo" in out
 
 
 def test_version(capsys):
