@@ -211,7 +211,7 @@ def main_process_output() -> Iterator[None]:
 
 
 __all__ = [
-    "all_gather", "all_reduce_sum", "barrier", "broadcast", "check_global_batch", "destroy", "init",
+    "all_gather", "all_reduce_sum", "backend", "barrier", "broadcast", "check_global_batch", "destroy", "init",
     "is_main", "join_states", "local_rank", "main_process_output", "rank", "shard_slice", "split_state",
     "to_cpu", "unwrap", "world_size", "wrap",
 ]
