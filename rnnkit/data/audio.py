@@ -104,8 +104,9 @@ def feature_size(n_mfcc: int = 13) -> int:
 def acoustic_vector(samples: np.ndarray, rate: int, n_mfcc: int = 13) -> np.ndarray:
     """The fixed-size acoustic vector of one recording (``feature_size(n_mfcc)``,) float32.
 
-    Window 32 ms, hop 10 ms, 40 mel bands; deltas over up to 9 frames (fewer in very short
-    recordings, none under 3 frames, where they are zero)."""
+    Window 32 ms, hop 10 ms, 40 mel bands; deltas over 9 frames (fewer in recordings shorter
+    than 9 frames; a recording shorter than one window is padded with silence to one window,
+    which gives 4 centred frames)."""
     librosa = _librosa()
     n_fft = int(round(0.032 * rate))
     hop = int(round(0.010 * rate))
@@ -115,12 +116,9 @@ def acoustic_vector(samples: np.ndarray, rate: int, n_mfcc: int = 13) -> np.ndar
     mfcc = librosa.feature.mfcc(y=signal, sr=rate, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop,
                                 n_mels=40, fmax=rate / 2)  # (n_mfcc, F)
     frames = mfcc.shape[1]
-    width = min(9, frames if frames % 2 else frames - 1)  # odd, at most the number of frames
-    if width >= 3:
-        delta = librosa.feature.delta(mfcc, width=width, order=1, mode="interp")  # (n_mfcc, F)
-        delta2 = librosa.feature.delta(mfcc, width=width, order=2, mode="interp")  # (n_mfcc, F)
-    else:
-        delta = delta2 = np.zeros_like(mfcc)
+    width = min(9, frames if frames % 2 else frames - 1)  # odd, 3..9, at most the number of frames
+    delta = librosa.feature.delta(mfcc, width=width, order=1, mode="interp")  # (n_mfcc, F)
+    delta2 = librosa.feature.delta(mfcc, width=width, order=2, mode="interp")  # (n_mfcc, F)
     parts = [m for x in (mfcc, delta, delta2) for m in (x.mean(axis=1), x.std(axis=1))]
     parts.append(np.array([np.log(samples.size / rate)]))
     return np.concatenate(parts).astype(np.float32)  # (6 n_mfcc + 1,)
