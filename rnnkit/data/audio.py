@@ -173,10 +173,13 @@ class Normalizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, features: np.ndarray, eps: float = 1e-8) -> "Normalizer":
+    def fit(cls, features: np.ndarray, eps: float = 1e-6) -> "Normalizer":
+        """Statistics in float64; a (nearly) constant feature is only centred (std taken as 1)."""
         if len(features) == 0:
             raise DataError("cannot fit the feature normalization on an empty training part")
-        return cls(features.mean(axis=0), np.maximum(features.std(axis=0), eps))
+        x = np.asarray(features, dtype=np.float64)
+        std = x.std(axis=0)
+        return cls(x.mean(axis=0), np.where(std > eps, std, 1.0))
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return ((features - self.mean) / self.std).astype(np.float32)

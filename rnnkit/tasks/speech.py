@@ -110,8 +110,9 @@ def spoken_numbers(ids: Sequence[int], speakers: Sequence[str], n: int, seed: in
     (``speakers[k]`` is the speaker of ``ids[k]``); seeded.
 
     Each sequence picks a speaker uniformly and a length uniformly, then deals the speaker's
-    recordings from a shuffled deck, reshuffled when it runs out: recordings are used evenly
-    and none twice in a sequence unless the speaker has fewer recordings than words."""
+    recordings from a shuffled deck, a new shuffled deck put under the rest when it runs out:
+    every recording is used once per deck (evenly, counts differ by one at most), and none twice
+    in a sequence unless the speaker has fewer recordings than words."""
     if not 1 <= min_words <= max_words:
         raise ValueError(f"need 1 <= min_words <= max_words, got {min_words} and {max_words}")
     if n > 0 and len(ids) == 0:
@@ -130,9 +131,8 @@ def spoken_numbers(ids: Sequence[int], speakers: Sequence[str], n: int, seed: in
         while len(deck) < length:
             fresh = list(by_speaker[speaker])
             rng.shuffle(fresh)
-            held = set(deck)
-            unused = [i for i in fresh if i not in held]
-            deck = deck + (unused if unused else fresh)  # fewer recordings than words: repeat
+            held = set(deck)  # the last deck's rest: dealt first, so they go last in the new deck
+            deck = deck + [i for i in fresh if i not in held] + [i for i in fresh if i in held]
         numbers.append(deck[:length])
         decks[speaker] = deck[length:]
     return numbers

@@ -156,6 +156,8 @@ def test_normalizer_uses_the_given_statistics_only():
     np.testing.assert_array_equal(again(test), norm(test))
     with pytest.raises(DataError):
         Normalizer.fit(np.zeros((0, 4)))
+    constant = Normalizer.fit(np.full((10, 2), 0.1, np.float32))  # float32 0.1: no blow-up
+    np.testing.assert_allclose(constant(np.array([[0.1, 1.1]], np.float32)), [[0.0, 1.0]], atol=1e-6)
 
 
 def test_import_stays_light_and_missing_librosa_is_explained(monkeypatch):
