@@ -54,7 +54,7 @@ def fsdd_slice(folder: Path, speakers: Optional[set[str]] = None, max_index: int
             name = Path(member.name).name
             if not member.isfile() or not name.endswith(".wav"):
                 continue
-            digit, speaker, index = name[:-4].split("_")
+            _, speaker, index = name[:-4].split("_")
             if (speakers is None or speaker in speakers) and int(index) < max_index:
                 (folder / name).write_bytes(tar.extractfile(member).read())
     return folder

@@ -187,7 +187,7 @@ def test_training_learns_synthetic_tones(tmp_path):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for epoch in range(6):
         for batch in task.train_batches(epoch):
-            loss, n, _ = task.train_step(model, batch, None)
+            loss, _, _ = task.train_step(model, batch, None)
             opt.zero_grad()
             loss.backward()
             opt.step()
