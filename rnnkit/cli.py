@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forecast_parsers(sub, tasks)
     _add_translate_parsers(sub, tasks)
     _add_speech_parsers(sub, tasks)
+    _add_tag_parsers(sub, tasks)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
     ev.add_argument("run", help="run folder")
@@ -215,6 +216,34 @@ def _evaluate_speech(args) -> int:
     return 0
 
 
+def _add_tag_parsers(sub, tasks) -> None:
+    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
+    from rnnkit.train.config import TrainConfig
+
+    tt = tasks.add_parser(
+        "tag", help="part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank",
+        description="Train a tagger on a UD treebank folder (--data DIR with *-ud-train.conllu and "
+        "*-ud-dev.conllu, .gz too); the best checkpoint is the one with the highest validation accuracy. "
+        "Settings: defaults < --config file < flags.",
+    )
+    tt.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    tt.add_argument("--run", help="run folder (default: runs/tag-<time>)")
+    tt.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    add_dataclass_flags(tt, TaggingDataConfig, "data")
+    add_dataclass_flags(tt, TaggerModelConfig, "model")
+    add_dataclass_flags(tt, TrainConfig, "training")
+
+    tg = sub.add_parser("tag", help="tag plain text with a trained tagging run (CoNLL-U or TSV out)")
+    tg.add_argument("text", nargs="*", help="text to tag (default: --file)")
+    tg.add_argument("--file", help="plain-text file to tag (one or more sentences per line)")
+    tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
+    tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
+    tg.add_argument("--out", help="write here instead of standard output")
+    tg.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    tg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def _task_configs(args, data_cls, model_cls, train_defaults: Optional[dict] = None):
     """(data, model, train) configs: the task's train defaults < --config file < flags."""
     from rnnkit.configs import build, load_config_file, unknown_sections
@@ -237,7 +266,7 @@ def _run_name(args, prefix: str) -> str:
 
 def _train(args) -> int:
     trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate,
-                "speech": _train_speech}
+                "tag": _train_tag, "speech": _train_speech}
     return trainers[args.task](args)
 
 
@@ -253,9 +282,10 @@ def _train_translate(args) -> int:
 
 
 def _translate(args) -> int:
-    from rnnkit.tasks.translation_run import newest_translation_run, translate_text
+    from rnnkit.tasks.translation_run import translate_text
+    from rnnkit.train.checkpoint import newest_run
 
-    run = args.run or newest_translation_run("runs")
+    run = args.run or newest_run("runs", "translate", "rnnkit train translate")
     results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
                              args.top_k, args.top_p, args.seed, args.checkpoint, args.device)
     for outputs in results:
@@ -266,6 +296,34 @@ def _translate(args) -> int:
             print(outputs[0][0])
     if args.attention_png:
         print(f"attention: {args.attention_png}")
+    return 0
+
+
+def _train_tag(args) -> int:
+    from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
+    from rnnkit.tasks.tagging_run import train_tagger
+
+    data_cfg, model_cfg, train_cfg = _task_configs(args, TaggingDataConfig, TaggerModelConfig,
+                                                   {"epochs": 30, "early_stop": 8, "log_every": 50})
+    summary = train_tagger(data_cfg, model_cfg, train_cfg, _run_name(args, "tag"), args.resume)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _tag(args) -> int:
+    from rnnkit.tasks.tagging_run import tag_text, write_tagged
+    from rnnkit.train.checkpoint import newest_run
+
+    if bool(args.text) == bool(args.file):
+        raise ValueError("give the text to tag as arguments or --file FILE (one of the two)")
+    run = args.run or newest_run("runs", "tag", "rnnkit train tag")
+    sentences = tag_text(run, " ".join(args.text) if args.text else None, args.file, args.checkpoint, args.device)
+    column = "upos"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            write_tagged(sentences, f, args.format, column)
+        print(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
+    else:
+        write_tagged(sentences, sys.stdout, args.format, column)
     return 0
 
 
@@ -312,6 +370,7 @@ def _evaluate(args) -> int:
     )
     from rnnkit.tasks.lm_run import evaluate_lm
     from rnnkit.tasks.speech_run import is_speech_run
+    from rnnkit.tasks.tagging_run import evaluate_tagger, is_tagging_run
     from rnnkit.tasks.translation_run import evaluate_translation, is_translation_run
 
     if is_speech_run(args.run):
@@ -322,6 +381,16 @@ def _evaluate(args) -> int:
         print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
         for name, r in results.items():
             print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
+        return 0
+    if is_tagging_run(args.run):
+        r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device)
+        print(f"{args.split}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+              f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
+        print("tag\tsupport\tprecision\trecall")
+        for tag, t in r["per_tag"].items():
+            print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
+        if r.get("plot"):
+            print(f"confusion matrix: {r['plot']}")
         return 0
     if is_forecast_run(args.run):
         table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
@@ -348,7 +417,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "forecast": _forecast, "lab": _lab,
-                "translate": _translate}
+                "translate": _translate, "tag": _tag}
     if args.command == "info":
         print(info())
         return 0

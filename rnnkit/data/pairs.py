@@ -8,7 +8,6 @@ UTF-8, ``.gz`` read too; a third column (the attribution of newer files) is igno
 from __future__ import annotations
 
 import base64
-import gzip
 import random
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.data.text import read_lines
 from rnnkit.errors import DataError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
@@ -30,32 +30,21 @@ def read_pairs(path: str | Path, reverse: bool = False) -> list[tuple[str, str]]
 
     Errors name the file and line: an empty line, a line without a tab, an empty side.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
     pairs = []
-    try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
-            for number, line in enumerate(handle, 1):
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    raise DataError(f"{path}:{number}: empty line; expected 'source<TAB>target'")
-                cols = line.split("\t")
-                if len(cols) < 2:
-                    raise DataError(
-                        f"{path}:{number}: expected 'source<TAB>target' (2 tab-separated columns), "
-                        f"got 1 column: {line[:60]!r}"
-                    )
-                source, target = cols[0].strip(), cols[1].strip()
-                if not source or not target:
-                    side = "source" if not source else "target"
-                    raise DataError(f"{path}:{number}: empty {side} sentence in {line[:60]!r}")
-                pairs.append((target, source) if reverse else (source, target))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from None
+    for number, line in read_lines(path):
+        if not line.strip():
+            raise DataError(f"{path}:{number}: empty line; expected 'source<TAB>target'")
+        cols = line.split("\t")
+        if len(cols) < 2:
+            raise DataError(
+                f"{path}:{number}: expected 'source<TAB>target' (2 tab-separated columns), "
+                f"got 1 column: {line[:60]!r}"
+            )
+        source, target = cols[0].strip(), cols[1].strip()
+        if not source or not target:
+            side = "source" if not source else "target"
+            raise DataError(f"{path}:{number}: empty {side} sentence in {line[:60]!r}")
+        pairs.append((target, source) if reverse else (source, target))
     if not pairs:
         raise DataError(f"{path}: no sentence pairs in the file")
     return pairs

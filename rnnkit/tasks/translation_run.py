@@ -223,11 +223,3 @@ def attention_heatmap(weights, src_tokens: Sequence[str], tgt_tokens: Sequence[s
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def newest_translation_run(root: str | Path = "runs") -> Path:
-    """The most recently trained ``translate*`` run folder under ``root``."""
-    candidates = [p for p in Path(root).glob("translate*") if (p / "checkpoints" / "last").is_file()]
-    if not candidates:
-        raise RnnkitError(f"no translation run under {root}/; pass --run RUN (a folder of rnnkit train translate)")
-    return max(candidates, key=lambda p: (p / "checkpoints" / "last").stat().st_mtime)

@@ -180,3 +180,12 @@ def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
     if meta.get("task") != task:
         raise CheckpointError(f"{where}: not a {label or task} checkpoint (task {meta.get('task')!r})")
     return where, meta
+
+
+def newest_run(root: str | Path, prefix: str, command: str) -> Path:
+    """The most recently trained ``<prefix>*`` run folder under ``root`` (for commands whose
+    ``--run`` is optional); ``command`` names what makes such runs, for the error."""
+    candidates = [p for p in Path(root).glob(f"{prefix}*") if (p / "checkpoints" / "last").is_file()]
+    if not candidates:
+        raise CheckpointError(f"no {prefix} run under {root}/; pass --run RUN (a folder of {command})")
+    return max(candidates, key=lambda p: (p / "checkpoints" / "last").stat().st_mtime)

@@ -8,6 +8,9 @@ A task plugs in through four methods (no subclassing of the Trainer):
 - ``evaluate(model, split) -> dict``   metrics with at least ``"loss"`` (lower is better);
 - ``meta() -> dict``   JSON facts a checkpoint must carry (vocabulary, model config, ...).
 
+A task may also set ``monitor = (metric, "min" | "max")``: the validation metric that picks
+the best checkpoint, drives early stopping and the plateau schedule (default ``("loss", "min")``).
+
 The Trainer owns the loop: optimizer and schedule, gradient clipping, truncated BPTT state
 carry across batches, evaluation each epoch, early stopping, metrics (CSV, TensorBoard), a
 progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN handling.
@@ -202,6 +205,19 @@ class Trainer:
         self.state = state
         return value, n_tokens
 
+    def _monitor(self) -> tuple[str, str]:
+        key, mode = getattr(self.task, "monitor", ("loss", "min"))
+        if mode not in ("min", "max"):
+            raise ValueError(f"a task's monitor mode must be 'min' or 'max', got {mode!r}")
+        return key, mode
+
+    def _monitored(self, valid: dict) -> float:
+        """The monitored validation metric as a number to minimize."""
+        key, mode = self._monitor()
+        if key not in valid:
+            raise KeyError(f"the task monitors {key!r} but its evaluate() returned only {sorted(valid)}")
+        return -float(valid[key]) if mode == "max" else float(valid[key])
+
     def fit(self) -> dict:
         """Train until the epochs, ``max_steps`` or early stopping end it, or Ctrl-C.
         Returns {"status": ..., "step": ..., "best": ..., "valid": last validation metrics}."""
@@ -251,13 +267,14 @@ class Trainer:
                     print(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}", flush=True)
                 self.epoch += 1
                 self.batch_index = 0
-                improved = valid["loss"] < self.best
+                score = self._monitored(valid)
+                improved = score < self.best
                 if improved:
-                    self.best, self.bad_epochs = valid["loss"], 0
+                    self.best, self.bad_epochs = score, 0
                 else:
                     self.bad_epochs += 1
                 if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.scheduler.step(valid["loss"])
+                    self.scheduler.step(score)
                 saved = self.save()
                 if improved:
                     copy_checkpoint(self.ckpt_root, saved.name, "best")
@@ -276,8 +293,10 @@ class Trainer:
             self.save()
         finally:
             log.close()
-            summary = {"status": status, "step": self.step, "epoch": self.epoch,
-                       "best": self.best if math.isfinite(self.best) else None, "valid": valid}
+            best = None
+            if math.isfinite(self.best):
+                best = -self.best if self._monitor()[1] == "max" else self.best
+            summary = {"status": status, "step": self.step, "epoch": self.epoch, "best": best, "valid": valid}
             self._call("on_fit_end", summary)
         return summary
 
