@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(lm, TrainConfig, "training")
     _add_forecast_parsers(sub, tasks)
     _add_translate_parsers(sub, tasks)
+    _add_speech_parsers(sub, tasks)
     _add_tag_parsers(sub, tasks)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
@@ -179,6 +180,46 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _add_speech_parsers(sub, tasks) -> None:
+    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
+    from rnnkit.train.config import TrainConfig
+
+    sp = tasks.add_parser(
+        "speech", help="label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)",
+        description="Train a recurrent labeler on spoken numbers: 3-10 recordings of one speaker from a folder "
+        "of {digit}_{speaker}_{index}.wav files (--data, e.g. the Free Spoken Digit Dataset's recordings/), "
+        "each turned into one acoustic vector. Test: the official split (repetitions 0-4) or "
+        "--holdout-speaker NAME. Settings: defaults < --config file < flags.",
+    )
+    sp.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    sp.add_argument("--run", help="run folder (default: runs/speech-<time>)")
+    sp.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    add_dataclass_flags(sp, SpeechDataConfig, "data")
+    add_dataclass_flags(sp, SpeechModelConfig, "model")
+    add_dataclass_flags(sp, TrainConfig, "training")
+
+
+def _train_speech(args) -> int:
+    from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
+    from rnnkit.tasks.speech_run import train_speech
+
+    defaults = {"epochs": 30, "early_stop": 8, "lr": 3e-3, "log_every": 20, "progress": False}
+    data_cfg, model_cfg, train_cfg = _task_configs(args, SpeechDataConfig, SpeechModelConfig, defaults)
+    summary = train_speech(data_cfg, model_cfg, train_cfg, _run_name(args, "speech"), args.resume)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _evaluate_speech(args) -> int:
+    from rnnkit.tasks.speech_run import evaluate_speech
+
+    r = evaluate_speech(args.run, args.split, args.data, args.checkpoint, args.device)
+    print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
+          f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); loss {r['loss']:.4f}; "
+          f"{int(r['sequences'])} spoken numbers, {int(r['words'])} words")
+    return 0
+
+
 def _add_tag_parsers(sub, tasks) -> None:
     from rnnkit.configs import add_dataclass_flags
     from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
@@ -230,7 +271,8 @@ def _run_name(args, prefix: str) -> str:
 def _train(args) -> int:
     from rnnkit.train import distributed
 
-    trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate, "tag": _train_tag}
+    trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate,
+                "tag": _train_tag, "speech": _train_speech}
     # under torchrun every process runs this; rank 0 prints, the Trainer joins the process group
     with distributed.main_process_output():
         try:
@@ -338,9 +380,12 @@ def _evaluate(args) -> int:
         is_forecast_run,
     )
     from rnnkit.tasks.lm_run import evaluate_lm
+    from rnnkit.tasks.speech_run import is_speech_run
     from rnnkit.tasks.tagging_run import evaluate_tagger, is_tagging_run
     from rnnkit.tasks.translation_run import evaluate_translation, is_translation_run
 
+    if is_speech_run(args.run):
+        return _evaluate_speech(args)
     if is_translation_run(args.run):
         results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
                                        args.beam, limit=args.limit)

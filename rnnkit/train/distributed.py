@@ -200,6 +200,17 @@ def to_cpu(state):
 
 
 @contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (to fill a cache, say), the other ranks after it; needs
+    :func:`init` first.  No effect in one process."""
+    if _initialized() and not is_main():
+        barrier()
+    yield
+    if _initialized() and is_main():
+        barrier()
+
+
+@contextlib.contextmanager
 def main_process_output() -> Iterator[None]:
     """Standard output of ranks other than 0 goes nowhere inside this block (their errors
     and warnings still reach standard error); no effect in one process."""
@@ -212,6 +223,6 @@ def main_process_output() -> Iterator[None]:
 
 __all__ = [
     "all_gather", "all_reduce_sum", "backend", "barrier", "broadcast", "check_global_batch", "destroy", "init",
-    "is_main", "join_states", "local_rank", "main_process_output", "rank", "shard_slice", "split_state",
+    "is_main", "join_states", "local_rank", "main_first", "main_process_output", "rank", "shard_slice", "split_state",
     "to_cpu", "unwrap", "world_size", "wrap",
 ]

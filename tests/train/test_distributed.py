@@ -20,14 +20,17 @@ from safetensors.torch import load_file
 
 from rnnkit.cli import main
 from rnnkit.data import load_splits
+from rnnkit.data.audio import Normalizer, Recording
 from rnnkit.data.pairs import PairVocab, WordTokenizer
 from rnnkit.data.series import make_windows
 from rnnkit.tasks.forecasting import ForecastModelConfig, ForecastTask
 from rnnkit.tasks.lm import LMDataConfig, LMModelConfig, LMTask, encode_splits
+from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig, SpeechTask, split_recordings
 from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig, TaggingTask, Vocabularies
 from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig, TranslationTask
 from rnnkit.train import Trainer, TrainConfig, distributed
 from rnnkit.train.checkpoint import read_state
+from tests.audio_fixtures import tone_folder
 from tests.conftest import assert_close
 from tests.tasks.test_tagging import context_corpus, write_treebank
 from tests.tasks.test_translation import PAIRS
@@ -105,7 +108,17 @@ def _forecast_task(batch_size=5):
     return ForecastTask(train, valid, ForecastModelConfig(hidden_size=5, direct=True), batch_size, seed=0, meta={})
 
 
-TASKS = {"lm": _lm_task, "tagging": _tagging_task, "translation": _translation_task, "forecast": _forecast_task}
+def _speech_task(batch_size=5):
+    recordings = [Recording(f"{d}_{s}_{i}.wav", d, s, i) for s in ("ann", "bob") for d in range(10) for i in range(4)]
+    features = np.random.default_rng(0).normal(size=(len(recordings), 6))
+    cfg = SpeechDataConfig(test_indices="0", valid_indices="1", train_sequences=13, eval_sequences=4,
+                           batch_size=batch_size)
+    return SpeechTask(recordings, features, split_recordings(recordings, cfg), Normalizer.fit(features), cfg,
+                      SpeechModelConfig(hidden_size=5, dropout=0.0))
+
+
+TASKS = {"lm": _lm_task, "tagging": _tagging_task, "translation": _translation_task, "forecast": _forecast_task,
+         "speech": _speech_task}
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -287,3 +300,19 @@ def test_translation_and_forecast_commands_under_torchrun_match_one_process(tmp_
     assert two["members"] == ["members/0-refit", "members/1-refit"] and two["best_epochs"] == one["best_epochs"]
     assert two["test"]["rnnkit"] == pytest.approx(one["test"]["rnnkit"], rel=1e-4)
     assert (tmp_path / "forecast2" / "forecast.png").is_file()
+
+
+@pytest.mark.slow
+def test_speech_in_two_processes_trains_the_same_weights_as_one(tmp_path):
+    """Spoken numbers of different lengths, 13 per epoch in batches of 4 (the last has one):
+    rank 0 computes the feature cache, rank 1 reads it."""
+    pytest.importorskip("librosa")
+    folder = tone_folder(tmp_path / "wavs", repetitions=3)
+    args = ["train", "speech", "--data", str(folder), "--test-indices", "0", "--valid-indices", "1",
+            "--hidden-size", "6", "--epochs", "2", "--train-sequences", "13", "--eval-sequences", "6",
+            "--batch-size", "4", "--dropout", "0", "--lr", "0.01", "--log-every", "1", "--no-progress",
+            "--device", "cpu"]
+    assert main(args + ["--run", str(tmp_path / "one")]) == 0
+    _torchrun(args + ["--run", str(tmp_path / "two")], tmp_path)
+    _assert_same_weights(_weights(tmp_path / "one", 8), _weights(tmp_path / "two", 8))
+    assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
