@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
     ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
+    ev.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
+                    help="tagging runs: average the per-word tag probabilities with these runs'")
 
     sa = sub.add_parser("sample", help="generate text from a trained language model")
     sa.add_argument("run", help="run folder")
@@ -393,9 +395,12 @@ def _evaluate(args) -> int:
         for name, r in results.items():
             print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
         return 0
+    if args.ensemble and not is_tagging_run(args.run):
+        raise ValueError("--ensemble averages tagging runs; this run is not one")
     if is_tagging_run(args.run):
-        r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device)
-        print(f"{args.split}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+        r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
+        which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
+        print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
               f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
         print("tag\tsupport\tprecision\trecall")
         for tag, t in r["per_tag"].items():
