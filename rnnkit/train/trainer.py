@@ -28,8 +28,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from rnnkit.errors import TrainingDiverged
+from rnnkit.errors import CheckpointError, NonFiniteInput, TrainingDiverged
 from rnnkit.train.checkpoint import (
+    check_writable,
     copy_checkpoint,
     load_weights,
     read_state,
@@ -91,8 +92,9 @@ class Trainer:
         self.device = pick_device(cfg.device)
         self.model = model.to(self.device)
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
+        # An unwritable folder or a full disk is reported now, not after the first epoch.
+        check_writable(self.ckpt_root, self._checkpoint_bytes())
         self.record = record or {}
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
@@ -113,6 +115,13 @@ class Trainer:
             getattr(callback, event)(self, *args)
 
     # ------------------------------------------------------------------------------ set-up
+    def _checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: the weights, the optimizer's per-weight tensors
+        (two moments for Adam/AdamW, one momentum buffer for SGD) and a megabyte of the rest."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        per_weight = {"sgd": 1 if self.cfg.momentum else 0}.get(self.cfg.optimizer, 2)
+        return weights * (1 + per_weight) + 2**20
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg, params = self.cfg, self.model.parameters()
         if cfg.optimizer == "sgd":
@@ -164,18 +173,22 @@ class Trainer:
         where = resolve_checkpoint(path or self.ckpt_root)
         state = read_state(where)
         load_weights(self.model, where, self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
-        self.best = state["best"] if state["best"] is not None else math.inf
-        self.bad_epochs = state["bad_epochs"]
-        carry = state["carry"]
-        if isinstance(carry, list):
-            carry = tuple(t.to(self.device) for t in carry)
-        elif carry is not None:
-            carry = carry.to(self.device)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"])
+            self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+            self.best = state["best"] if state["best"] is not None else math.inf
+            self.bad_epochs = state["bad_epochs"]
+            carry = state["carry"]
+            if isinstance(carry, list):
+                carry = tuple(t.to(self.device) for t in carry)
+            elif carry is not None:
+                carry = carry.to(self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: the checkpoint does not fit this run "
+                                  f"({type(exc).__name__}: {exc})") from None
         self.state = carry
         return where
 
@@ -185,16 +198,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._call("on_step_start", batch)
         use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, n_tokens, state = self.task.train_step(self.model, batch, self.state)
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss, n_tokens, state = self.task.train_step(self.model, batch, self.state)
+        except NonFiniteInput as exc:  # NaN/inf weights upstream of a recurrent layer
+            raise self._diverged(f"a recurrent layer received non-finite values ({exc})") from None
         value = float(loss.detach())
         if not math.isfinite(value):
-            last = self.ckpt_root / "last"
-            where = (self.ckpt_root / last.read_text().strip()) if last.is_file() else "none yet"
-            raise TrainingDiverged(
-                f"loss is {value} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped, "
-                f"the last good checkpoint is {where}"
-            )
+            raise self._diverged(f"loss is {value}")
         loss.backward()
         self._call("on_after_backward")
         if self.cfg.clip > 0:
@@ -204,6 +215,14 @@ class Trainer:
             self.scheduler.step()
         self.state = state
         return value, n_tokens
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = self.ckpt_root / "last"
+        where = (self.ckpt_root / last.read_text().strip()) if last.is_file() else "none yet"
+        return TrainingDiverged(
+            f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped, "
+            f"the last good checkpoint is {where}"
+        )
 
     def _monitor(self) -> tuple[str, str]:
         key, mode = getattr(self.task, "monitor", ("loss", "min"))
