@@ -1,0 +1,204 @@
+"""Property-based tests (hypothesis) of every loader on random and malformed files.
+
+Each loader, given any bytes under its file name (plain or ``.gz``), either loads or raises
+DataError whose message starts with the file's path, and where it names a line
+(``path:N: ...``), N is a line of the file; no other exception, no hang.  Inputs are drawn
+three ways: arbitrary bytes, arbitrary text, and lines built from fragments of the format
+(valid lines, near misses, separators, invalid UTF-8, odd line ends, truncation), which reach
+much further into each parser than random bytes do.
+
+The examples are derandomized (the same on every run, no example database) so CI is
+reproducible; raise ``RNNKIT_FUZZ_EXAMPLES`` to search longer locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rnnkit.data.pairs import read_pairs
+from rnnkit.data.series import read_series_csv
+from rnnkit.data.text import read_lines, read_text
+from rnnkit.errors import DataError
+
+EXAMPLES = int(os.environ.get("RNNKIT_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TIME_LIMIT = 10  # seconds per example: more is a hang
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Fail an example that runs longer than ``seconds`` (a hang) instead of waiting forever."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise TimeoutError(f"the loader ran longer than {seconds} s (a hang?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("hostile")
+
+
+def put(folder: Path, name: str, data: bytes, gz: bool) -> Path:
+    """Write ``data`` as ``name`` (compressed to ``name.gz`` with ``gz``)."""
+    path = folder / (name + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def loads_or_names_the_file(load, path: Path, data: bytes):
+    """Run ``load(path)``: a result, or a DataError that names the file (and a real line)."""
+    with time_limit(TIME_LIMIT):
+        try:
+            return load(path)
+        except DataError as exc:
+            message = str(exc)
+    assert message.startswith(str(path)), message
+    cited = re.match(re.escape(str(path)) + r":(\d+):", message)
+    if cited:
+        lines = len(re.split(rb"\r\n|\r|\n", data))
+        assert 1 <= int(cited.group(1)) <= lines, (message, lines)
+    return None
+
+
+# ------------------------------------------------------------------------------ strategies
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)
+BAD_BYTES = st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\x00", b"\xf8\x88\x80\x80\x80"])
+ENDINGS = st.sampled_from(["\n", "\r\n", "\r", "\n\n", ""])
+
+
+def from_fragments(fragments: list[str]):
+    """Files built line by line from format fragments and noise, with odd line ends, invalid
+    UTF-8 spliced in, and a possible cut at any byte."""
+    line = st.one_of(st.sampled_from(fragments), TEXT.filter(lambda s: len(s) < 60),
+                     st.lists(st.sampled_from(fragments), min_size=1, max_size=3).map("\t".join))
+
+    @st.composite
+    def build(draw):
+        parts = draw(st.lists(st.tuples(line, ENDINGS), max_size=25))
+        data = "".join(a + b for a, b in parts).encode("utf-8")
+        if data and draw(st.booleans()):
+            at = draw(st.integers(0, len(data)))
+            data = data[:at] + draw(BAD_BYTES) + data[at:]
+        if data and draw(st.integers(0, 4)) == 0:
+            data = data[: draw(st.integers(0, len(data)))]
+        return data
+
+    return build()
+
+
+def files(fragments: list[str]):
+    """Arbitrary bytes, arbitrary text, or format-shaped lines; plain or gzip-compressed."""
+    return st.tuples(st.one_of(st.binary(max_size=600), TEXT.map(lambda s: s.encode("utf-8")),
+                               from_fragments(fragments), from_fragments(fragments)),
+                     st.booleans())
+
+
+# ------------------------------------------------------------------------------ text files
+@FUZZ
+@given(files(["the cat sat", "", " ", "\t", "é", "\u2028", "\x0c", "\ufeff"]))
+def test_text_loaders(folder, case):
+    data, gz = case
+    path = put(folder, "corpus.txt", data, gz)
+    text = loads_or_names_the_file(read_text, path, data)
+    lines = loads_or_names_the_file(lambda p: list(read_lines(p)), path, data)
+    if text is not None and lines is not None:
+        assert "".join(line for _, line in lines) == re.sub(r"\r\n|\r|\n", "", text)
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_broken_gzip_archives(folder, data):
+    """Not gzip at all, or a gzip stream cut short: a DataError naming the file."""
+    for name, payload in (("raw", data), ("cut", gzip.compress(data, mtime=0)[: max(0, len(data) // 2)])):
+        path = folder / f"{name}.txt.gz"
+        path.write_bytes(payload)
+        loads_or_names_the_file(read_text, path, payload)
+        loads_or_names_the_file(lambda p: list(read_lines(p)), path, payload)
+        loads_or_names_the_file(read_pairs, path, payload)
+
+
+# ---------------------------------------------------------------------------- TSV pairs
+PAIR_FRAGMENTS = ["Go.\tVe.", "Hi.\tHola.", "a\tb\tCC-BY 2.0 (France) Attribution: tatoeba.org", "\t", "x\t",
+                  "\ty", "no tab", " \t ", "", "Wait!\t¡Espera!", "\t\t"]
+
+
+@FUZZ
+@given(files(PAIR_FRAGMENTS), st.booleans())
+def test_tsv_pairs(folder, case, reverse):
+    data, gz = case
+    path = put(folder, "pairs.tsv", data, gz)
+    pairs = loads_or_names_the_file(lambda p: read_pairs(p, reverse=reverse), path, data)
+    if pairs is not None:
+        assert pairs and all(s.strip() and t.strip() for s, t in pairs)
+
+
+# ---------------------------------------------------------------------------- CSV series
+CSV_FRAGMENTS = ["date,value", "date,value,other", "1990-01-01,1.5", "1990-02-01,2", "1990-03,3e2", "1991,NA",
+                 "1992/01/01,nan", "2000-01-01T00:00:00,-inf", "1990-01-01,1,2", ",", "\"1990-04-01\",\"4\"",
+                 "\"unterminated,5", "9999-12-31,1e309", "0001-01-01,0", "1990-13-01,1", "date", "1990-05-01,?",
+                 "1990-06-01,1_000", "١٩٩٠-٠٧-٠١,٣"]
+
+
+@FUZZ
+@given(files(CSV_FRAGMENTS), st.sampled_from([None, "value", "other", "missing"]),
+       st.sampled_from([None, "date", "value"]))
+def test_csv_series(folder, case, column, date_column):
+    data, gz = case
+    path = put(folder, "series.csv", data, gz)
+    columns = [column] if column else None
+    series = loads_or_names_the_file(lambda p: read_series_csv(p, columns, date_column), path, data)
+    if series is not None:
+        assert series.values.ndim == 2 and len(series.values) == len(series.dates) >= 1
+        assert (series.dates[1:] > series.dates[:-1]).all()
+
+
+# ------------------------------------------------------------------------------- CoNLL-U
+conllu = pytest.importorskip("conllu")
+from rnnkit.data.treebank import read_conllu  # noqa: E402  (needs conllu)
+
+CONLLU_FRAGMENTS = [
+    "# sent_id = 1", "# text = The dog.", "#", "# = x", "# newdoc", "",
+    "1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_", "2\tdog\tdog\tNOUN\tNN\t_\t0\troot\t_\t_",
+    "3\t.\t.\tPUNCT\t.\t_\t2\tpunct\t_\tSpaceAfter=No", "1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_",
+    "2.1\tgone\tgo\tVERB\tVBN\t_\t_\t_\t2:conj\t_", "1\tx\tx\t_\t_\t_\t0\troot\t_\t_",
+    "1\tx", "0\tzero\tz\tX\tX\t_\t0\troot\t_\t_", "a\tb\tc\td\te\tf\tg\th\ti\tj",
+    "1\t\tx\tX\tX\t_\t0\troot\t_\t_", "1\tx\tx\tX\tX\tA=B|C\tq\troot\t0:root|x\t_",
+    "1\tx\tx\tX\tX\tBad\t-1\troot\t_\t_", "99999999999999999999\tx\tx\tX\tX\t_\t0\troot\t_\t_",
+]
+
+
+@FUZZ
+@given(files(CONLLU_FRAGMENTS), st.sampled_from(["upos", "xpos"]), st.sampled_from([None, 1]))
+def test_conllu(folder, case, column, limit):
+    data, gz = case
+    path = put(folder, "treebank.conllu", data, gz)
+    sentences = loads_or_names_the_file(lambda p: read_conllu(p, column, limit), path, data)
+    if sentences is not None:
+        assert sentences and all(len(s.words) == len(s.tags) >= 1 for s in sentences)
+
+
+def test_missing_files_are_named(folder):
+    for load in (read_text, lambda p: list(read_lines(p)), read_pairs, read_series_csv, read_conllu):
+        with pytest.raises(DataError, match=re.escape(str(folder / "absent.txt"))):
+            load(folder / "absent.txt")
