@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from rnnkit.data.text import bad_utf8_line
 from rnnkit.errors import DataError
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-", "--"}
@@ -87,7 +88,7 @@ def read_series_csv(path: str | Path, columns: Optional[Sequence[str]] = None,
         with _open_text(path) as handle:
             text = handle.read()
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise DataError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
     # newline="": the csv module splits \n, \r\n and \r itself, also inside quoted fields.

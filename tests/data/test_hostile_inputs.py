@@ -66,8 +66,9 @@ def put(folder: Path, name: str, data: bytes, gz: bool) -> Path:
     return path
 
 
-def loads_or_names_the_file(load, path: Path, data: bytes):
-    """Run ``load(path)``: a result, or a DataError that names the file (and a real line)."""
+def loads_or_names_the_file(load, path: Path, data: bytes, content: bool = True):
+    """Run ``load(path)``: a result, or a DataError that names the file (and a real line).
+    ``content``: ``data`` is what the file holds once decompressed (not a broken archive)."""
     with time_limit(TIME_LIMIT):
         try:
             return load(path)
@@ -78,7 +79,18 @@ def loads_or_names_the_file(load, path: Path, data: bytes):
     if cited:
         lines = len(re.split(rb"\r\n|\r|\n", data))
         assert 1 <= int(cited.group(1)) <= lines, (message, lines)
+    if "not UTF-8" in message and content:  # the bad byte's own line
+        assert cited and int(cited.group(1)) == first_bad_line(data), (message, data)
     return None
+
+
+def first_bad_line(data: bytes) -> int:
+    """The line of the first byte that is not UTF-8 (lines end at \\n, \\r\\n or \\r)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return len(re.findall(rb"\r\n|\r|\n", data[: exc.start])) + 1
+    raise AssertionError("the data is valid UTF-8")
 
 
 # ------------------------------------------------------------------------------ strategies
@@ -133,9 +145,9 @@ def test_broken_gzip_archives(folder, data):
     for name, payload in (("raw", data), ("cut", gzip.compress(data, mtime=0)[: max(0, len(data) // 2)])):
         path = folder / f"{name}.txt.gz"
         path.write_bytes(payload)
-        loads_or_names_the_file(read_text, path, payload)
-        loads_or_names_the_file(lambda p: list(read_lines(p)), path, payload)
-        loads_or_names_the_file(read_pairs, path, payload)
+        loads_or_names_the_file(read_text, path, payload, content=False)
+        loads_or_names_the_file(lambda p: list(read_lines(p)), path, payload, content=False)
+        loads_or_names_the_file(read_pairs, path, payload, content=False)
 
 
 # ---------------------------------------------------------------------------- TSV pairs
@@ -202,3 +214,14 @@ def test_missing_files_are_named(folder):
     for load in (read_text, lambda p: list(read_lines(p)), read_pairs, read_series_csv, read_conllu):
         with pytest.raises(DataError, match=re.escape(str(folder / "absent.txt"))):
             load(folder / "absent.txt")
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("gz", [False, True])
+def test_bad_utf8_deep_in_a_large_file_names_its_own_line(folder, ending, gz):
+    """The decoder reads ahead of the lines handed out: the line must still be the byte's."""
+    data = ending.join(f"word{i}\tmot{i}" for i in range(1, 3001)).encode() + b"\xff" + ending.encode()
+    path = put(folder, "large.tsv", data, gz)
+    for load in (read_text, lambda p: list(read_lines(p)), read_pairs):
+        with pytest.raises(DataError, match=re.escape(f"{path}:3000: not UTF-8 text")):
+            load(path)
