@@ -292,3 +292,20 @@ def test_resume_from_a_checkpoint_that_does_not_fit_is_refused(tmp_path):
     reseal(where)
     with pytest.raises(CheckpointError, match="does not fit this run \\(KeyError: 'bad_epochs'\\)"):
         trainer(tmp_path).resume()
+
+
+def test_cli_refuses_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
+    data = tmp_path / "corpus.txt"
+    data.write_text("the cat sat on the mat.\nthe dog sat on the log.\n" * 40)
+    run = tmp_path / "run"
+    args = ["train", "lm", "--data", str(data), "--run", str(run), "--epochs", "1", "--bptt", "10", "--batch-size", "4",
+            "--hidden-size", "8", "--embed-size", "4", "--num-layers", "1", "--no-progress", "--sample-length", "0"]
+    assert main(args) == 0
+    weights = resolve_checkpoint(run) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])  # a copy cut short
+    capsys.readouterr()
+    for command in (["evaluate", str(run), "--checkpoint", "last"], ["sample", str(run), "--checkpoint", "last"],
+                    args + ["--resume"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "model.safetensors: checksum mismatch" in err, err

@@ -103,6 +103,8 @@ def kill_and_resume(reference, run: Path, kills: int, seed: int) -> list[int]:
     for name in weights:
         assert torch.equal(resumed[name], weights[name]), name
     assert not list((run / "checkpoints").glob(".tmp-*"))  # the last save cleared the leftovers
+    print(f"{run.name}: killed {len(killed_at)} times, last checkpoint at steps {killed_at}; "
+          f"resumed to step {final_step} with identical weights")
     return killed_at
 
 
