@@ -170,7 +170,7 @@ def save_checkpoint(root: Path, name: str, model: torch.nn.Module, state: dict, 
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    _remove_leftovers(root)
+    remove_leftovers(root)
     steps = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in steps[:-keep] if keep > 0 else []:
         if old.name != name:
@@ -227,10 +227,19 @@ def _write_pointer(path: Path, name: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _remove_leftovers(root: Path) -> None:
-    """Temporary folders of writes that a killed process left behind."""
-    for stale in list(root.glob(".tmp-*")) + list(root.glob(".old-*")):
+def remove_leftovers(root: str | Path) -> None:
+    """Tidy what a killed write left in a checkpoints folder: temporary folders are removed; a
+    checkpoint renamed aside (``.old-<name>``) goes back to its name if the new one never
+    arrived, else it is removed.  Only for a folder no other process is writing to."""
+    root = Path(root)
+    for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for aside in root.glob(".old-*"):
+        final = root / aside.name[len(".old-"):]
+        if final.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, final)
 
 
 def check_writable(root: str | Path, need_bytes: int = 0) -> None:
@@ -369,6 +378,8 @@ def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
     task metadata, refusing a run of another task."""
     run = Path(run)
     where = run / "checkpoints" / "best" if checkpoint == "best" else None
+    if where is not None and not where.is_dir() and (run / "checkpoints" / ".old-best").is_dir():
+        where = run / "checkpoints" / ".old-best"  # killed while replacing it
     if where is None or not where.is_dir():
         where = resolve_checkpoint(run)
     meta = read_state(where).get("task", {})

@@ -34,6 +34,7 @@ from rnnkit.train.checkpoint import (
     copy_checkpoint,
     load_weights,
     read_state,
+    remove_leftovers,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -170,6 +171,8 @@ class Trainer:
     def resume(self, path: Optional[str | Path] = None) -> Path:
         """Continue from a checkpoint (default: this run's last one): weights, optimizer,
         schedule, RNG streams, position in the epoch and the carried recurrent state."""
+        if path is None:
+            remove_leftovers(self.ckpt_root)  # of a killed run; this process is now its only writer
         where = resolve_checkpoint(path or self.ckpt_root)
         state = read_state(where)
         load_weights(self.model, where, self.device)

@@ -21,7 +21,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from rnnkit.data.pairs import read_pairs
@@ -71,9 +71,12 @@ def loads_or_names_the_file(load, path: Path, data: bytes, content: bool = True)
     ``content``: ``data`` is what the file holds once decompressed (not a broken archive)."""
     with time_limit(TIME_LIMIT):
         try:
-            return load(path)
+            result = load(path)
+            event("loaded")
+            return result
         except DataError as exc:
             message = str(exc)
+    event("DataError naming a line" if re.match(re.escape(str(path)) + r":\d+:", message) else "DataError")
     assert message.startswith(str(path)), message
     cited = re.match(re.escape(str(path)) + r":(\d+):", message)
     if cited:

@@ -156,6 +156,16 @@ def test_kill_while_replacing_a_same_named_checkpoint_leaves_one_copy(saved):
     assert read_state(root)["step"] == 8
 
 
+def test_resume_tidies_what_a_killed_write_left(tmp_path):
+    trainer(tmp_path, epochs=1).fit()
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-abc").mkdir()
+    os.replace(root / "best", root / ".old-best")  # killed while replacing best
+    assert ckpt.task_checkpoint(tmp_path, "counting")[0] == root / ".old-best"
+    trainer(tmp_path).resume()
+    assert sorted(p.name for p in root.iterdir()) == ["best", "last", "step_00000004"]
+
+
 def test_resaving_the_same_name_replaces_it(saved):
     save_checkpoint(saved.parent, saved.name, model(), {**STATE, "step": 70})
     assert read_state(saved.parent)["step"] == 70
