@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 import signal
+import struct
 from pathlib import Path
 
 import pytest
@@ -122,16 +123,45 @@ def from_fragments(fragments: list[str]):
     return build()
 
 
-def files(fragments: list[str]):
-    """Arbitrary bytes, arbitrary text, or format-shaped lines; plain or gzip-compressed."""
-    return st.tuples(st.one_of(st.binary(max_size=600), TEXT.map(lambda s: s.encode("utf-8")),
-                               from_fragments(fragments), from_fragments(fragments)),
-                     st.booleans())
+def mutated(documents: list[str], fragments: list[str]):
+    """A valid document of the format, loaded as is or with one small change: a line put in,
+    dropped or swapped, a bad byte, a cut."""
+
+    @st.composite
+    def build(draw):
+        lines = draw(st.sampled_from(documents)).split("\n")
+        change = draw(st.sampled_from(["none", "none", "insert", "drop", "swap", "byte", "cut"]))
+        at = draw(st.integers(0, len(lines) - 1))
+        if change == "insert":
+            lines.insert(at, draw(st.sampled_from(fragments)))
+        elif change == "drop":
+            del lines[at]
+        elif change == "swap" and at + 1 < len(lines):
+            lines[at], lines[at + 1] = lines[at + 1], lines[at]
+        data = "\n".join(lines).encode("utf-8")
+        if change == "byte":
+            cut = draw(st.integers(0, len(data)))
+            data = data[:cut] + draw(BAD_BYTES) + data[cut:]
+        elif change == "cut":
+            data = data[: draw(st.integers(0, len(data)))]
+        return data
+
+    return build()
+
+
+def files(fragments: list[str], documents: tuple[str, ...] = ()):
+    """Arbitrary bytes, arbitrary text, format-shaped lines, or (lightly changed) valid
+    documents; plain or gzip-compressed."""
+    kinds = [st.binary(max_size=600), TEXT.map(lambda s: s.encode("utf-8")), from_fragments(fragments),
+             from_fragments(fragments)]
+    if documents:
+        kinds += [mutated(list(documents), fragments)] * 2
+    return st.tuples(st.one_of(*kinds), st.booleans())
 
 
 # ------------------------------------------------------------------------------ text files
 @FUZZ
-@given(files(["the cat sat", "", " ", "\t", "é", "\u2028", "\x0c", "\ufeff"]))
+@given(files(["the cat sat", "", " ", "\t", "é", "\u2028", "\x0c", "\ufeff"], ("the cat\r\nsat\n", "mat\rdog")))
 def test_text_loaders(folder, case):
     data, gz = case
     path = put(folder, "corpus.txt", data, gz)
@@ -158,8 +188,11 @@ PAIR_FRAGMENTS = ["Go.\tVe.", "Hi.\tHola.", "a\tb\tCC-BY 2.0 (France) Attributio
                   "\ty", "no tab", " \t ", "", "Wait!\t¡Espera!", "\t\t"]
 
 
+PAIR_DOCUMENTS = ("Go.\tVe.\nHi.\tHola.\nRun!\t¡Corre!\n", "a\tb\tCC-BY\r\nc\td\tCC-BY\r\n")
+
+
 @FUZZ
-@given(files(PAIR_FRAGMENTS), st.booleans())
+@given(files(PAIR_FRAGMENTS, PAIR_DOCUMENTS), st.booleans())
 def test_tsv_pairs(folder, case, reverse):
     data, gz = case
     path = put(folder, "pairs.tsv", data, gz)
@@ -175,8 +208,13 @@ CSV_FRAGMENTS = ["date,value", "date,value,other", "1990-01-01,1.5", "1990-02-01
                  "1990-06-01,1_000", "١٩٩٠-٠٧-٠١,٣"]
 
 
+CSV_DOCUMENTS = ("date,value,other\n1990-01-01,1.5,2\n1990-02-01,2.5,3\n1990-03-01,-1e3,4\n",
+                 "date,value\n1990,1\n1991,2\n1992,3\n1993,4\n",
+                 "date,value\r\n2000-01-01 00:00:00,1\r\n2000-01-02 00:00:00,\"2\"\r\n")
+
+
 @FUZZ
-@given(files(CSV_FRAGMENTS), st.sampled_from([None, "value", "other", "missing"]),
+@given(files(CSV_FRAGMENTS, CSV_DOCUMENTS), st.sampled_from([None, "value", "other", "missing"]),
        st.sampled_from([None, "date", "value"]))
 def test_csv_series(folder, case, column, date_column):
     data, gz = case
@@ -203,8 +241,16 @@ CONLLU_FRAGMENTS = [
 ]
 
 
+CONLLU_DOCUMENTS = (
+    "# sent_id = 1\n# text = The dog.\n1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_\n"
+    "2\tdog\tdog\tNOUN\tNN\t_\t0\troot\t_\t_\n3\t.\t.\tPUNCT\t.\t_\t2\tpunct\t_\t_\n\n"
+    "1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n1\tdo\tdo\tAUX\tVBP\t_\t0\troot\t_\t_\n"
+    "2\tn't\tnot\tPART\tRB\t_\t1\tadvmod\t_\t_\n2.1\tx\tx\tX\tX\t_\t_\t_\t1:dep\t_\n\n",
+)
+
+
 @FUZZ
-@given(files(CONLLU_FRAGMENTS), st.sampled_from(["upos", "xpos"]), st.sampled_from([None, 1]))
+@given(files(CONLLU_FRAGMENTS, CONLLU_DOCUMENTS), st.sampled_from(["upos", "xpos"]), st.sampled_from([None, 1]))
 def test_conllu(folder, case, column, limit):
     data, gz = case
     path = put(folder, "treebank.conllu", data, gz)
@@ -228,3 +274,52 @@ def test_bad_utf8_deep_in_a_large_file_names_its_own_line(folder, ending, gz):
     for load in (read_text, lambda p: list(read_lines(p)), read_pairs):
         with pytest.raises(DataError, match=re.escape(f"{path}:3000: not UTF-8 text")):
             load(path)
+
+
+# ----------------------------------------------------------------------------------- WAV
+def wav_header(channels: int, rate: int, width: int, data_size: int, fmt: int = 1, riff_size=None) -> bytes:
+    block = channels * width
+    fmt_chunk = struct.pack("<HHIIHH", fmt, channels, rate, rate * block, block, 8 * width)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt_chunk)) + fmt_chunk + b"data" + struct.pack("<I", data_size)
+    return b"RIFF" + struct.pack("<I", riff_size if riff_size is not None else len(body) + data_size) + body
+
+
+@st.composite
+def wav_files(draw):
+    """RIFF/WAVE files with plausible and absurd header fields, payloads of any length, extra
+    or missing chunks, and cuts at any byte; or plain noise."""
+    if draw(st.integers(0, 5)) == 0:
+        return draw(st.binary(max_size=300))
+    u16, u32 = st.integers(0, 2**16 - 1), st.integers(0, 2**32 - 1)
+    payload = draw(st.binary(max_size=400))
+    if draw(st.booleans()):  # well formed: 16-bit mono (what the loader reads) or another layout
+        channels, width = draw(st.sampled_from([(1, 2), (1, 2), (2, 2), (1, 1), (1, 4)]))
+        rate, size, fmt, riff = draw(st.sampled_from([8000, 16000])), len(payload), 1, None
+    else:
+        channels = draw(st.one_of(st.sampled_from([1, 2]), u16))
+        width = draw(st.one_of(st.sampled_from([1, 2, 3, 4]), st.integers(0, 300)))
+        rate = draw(st.one_of(st.sampled_from([8000, 16000, 44100]),
+                              st.integers(0, (2**32 - 1) // max(1, channels * width))))
+        size = draw(st.one_of(st.just(len(payload)), u32))
+        fmt = draw(st.sampled_from([1, 1, 1, 3, 0xFFFE, 0]))
+        riff = draw(st.one_of(st.none(), u32))
+    try:
+        data = wav_header(channels, rate, width, size, fmt, riff) + payload
+    except struct.error:
+        data = payload
+    if draw(st.integers(0, 2)) == 0:
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] if draw(st.booleans()) else data[:at] + draw(st.binary(max_size=20)) + data[at:]
+    return data
+
+
+@FUZZ
+@given(wav_files(), st.sampled_from([None, 8000]))
+def test_wav(folder, data, rate):
+    audio = pytest.importorskip("rnnkit.data.audio", reason="the WAV loader (rnnkit.data.audio) is not here yet")
+    path = folder / "0_fuzz_0.wav"
+    path.write_bytes(data)
+    loaded = loads_or_names_the_file(lambda p: audio.read_wav(p, rate), path, data, content=False)
+    if loaded is not None:
+        samples, got_rate = loaded
+        assert samples.ndim == 1 and samples.size >= 1 and got_rate >= 0
