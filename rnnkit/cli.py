@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(lm, TrainConfig, "training")
     _add_forecast_parsers(sub, tasks)
     _add_translate_parsers(sub, tasks)
+    _add_speech_parsers(sub, tasks)
     _add_tag_parsers(sub, tasks)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
     ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
+    ev.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
+                    help="tagging runs: average the per-word tag probabilities with these runs'")
 
     sa = sub.add_parser("sample", help="generate text from a trained language model")
     sa.add_argument("run", help="run folder")
@@ -175,6 +178,46 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+def _add_speech_parsers(sub, tasks) -> None:
+    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
+    from rnnkit.train.config import TrainConfig
+
+    sp = tasks.add_parser(
+        "speech", help="label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)",
+        description="Train a recurrent labeler on spoken numbers: 3-10 recordings of one speaker from a folder "
+        "of {digit}_{speaker}_{index}.wav files (--data, e.g. the Free Spoken Digit Dataset's recordings/), "
+        "each turned into one acoustic vector. Test: the official split (repetitions 0-4) or "
+        "--holdout-speaker NAME. Settings: defaults < --config file < flags.",
+    )
+    sp.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    sp.add_argument("--run", help="run folder (default: runs/speech-<time>)")
+    sp.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    add_dataclass_flags(sp, SpeechDataConfig, "data")
+    add_dataclass_flags(sp, SpeechModelConfig, "model")
+    add_dataclass_flags(sp, TrainConfig, "training")
+
+
+def _train_speech(args) -> int:
+    from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
+    from rnnkit.tasks.speech_run import train_speech
+
+    defaults = {"epochs": 30, "early_stop": 8, "lr": 3e-3, "log_every": 20, "progress": False}
+    data_cfg, model_cfg, train_cfg = _task_configs(args, SpeechDataConfig, SpeechModelConfig, defaults)
+    summary = train_speech(data_cfg, model_cfg, train_cfg, _run_name(args, "speech"), args.resume)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _evaluate_speech(args) -> int:
+    from rnnkit.tasks.speech_run import evaluate_speech
+
+    r = evaluate_speech(args.run, args.split, args.data, args.checkpoint, args.device)
+    print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
+          f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); loss {r['loss']:.4f}; "
+          f"{int(r['sequences'])} spoken numbers, {int(r['words'])} words")
+    return 0
+
+
 def _add_tag_parsers(sub, tasks) -> None:
     from rnnkit.configs import add_dataclass_flags
     from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
@@ -224,7 +267,8 @@ def _run_name(args, prefix: str) -> str:
 
 
 def _train(args) -> int:
-    trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate, "tag": _train_tag}
+    trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate,
+                "tag": _train_tag, "speech": _train_speech}
     return trainers[args.task](args)
 
 
@@ -327,9 +371,12 @@ def _evaluate(args) -> int:
         is_forecast_run,
     )
     from rnnkit.tasks.lm_run import evaluate_lm
+    from rnnkit.tasks.speech_run import is_speech_run
     from rnnkit.tasks.tagging_run import evaluate_tagger, is_tagging_run
     from rnnkit.tasks.translation_run import evaluate_translation, is_translation_run
 
+    if is_speech_run(args.run):
+        return _evaluate_speech(args)
     if is_translation_run(args.run):
         results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
                                        args.beam, limit=args.limit)
@@ -337,9 +384,12 @@ def _evaluate(args) -> int:
         for name, r in results.items():
             print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
         return 0
+    if args.ensemble and not is_tagging_run(args.run):
+        raise ValueError("--ensemble averages tagging runs; this run is not one")
     if is_tagging_run(args.run):
-        r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device)
-        print(f"{args.split}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+        r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
+        which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
+        print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
               f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
         print("tag\tsupport\tprecision\trecall")
         for tag, t in r["per_tag"].items():

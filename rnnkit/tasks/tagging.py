@@ -205,6 +205,20 @@ def build_model(vocab: Vocabularies, cfg: TaggerModelConfig) -> Tagger:
     return Tagger(len(vocab.words), len(vocab.chars), len(vocab.tags), cfg)
 
 
+def ensemble_predict(members: Sequence[tuple[Tagger, "TaggingTask"]],
+                     sentences: Sequence[TaggedSentence]) -> list[list[str]]:
+    """Tags of an ensemble: the per-word tag probabilities of several taggers (each with its
+    own vocabularies) averaged, tags matched by name, then the most probable tag per word."""
+    tags = sorted({t for _, task in members for t in task.vocab.tags})
+    at = {t: i for i, t in enumerate(tags)}
+    total = [torch.zeros(len(s), len(tags)) for s in sentences]
+    for model, task in members:
+        columns = torch.tensor([at[t] for t in task.vocab.tags])
+        for acc, probs in zip(total, task.probabilities(model, sentences)):
+            acc.index_add_(1, columns, probs.float())
+    return [[tags[int(i)] for i in acc.argmax(1)] for acc in total]
+
+
 def tag_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
                 oov: Sequence[Sequence[bool]]) -> dict[str, float]:
     """Token accuracy, accuracy on out-of-vocabulary words and their counts."""
@@ -255,18 +269,37 @@ class TaggingTask:
         """Not among the training set's word forms (after lower-casing when the model does)."""
         return self.vocab.form(word) not in self.vocab.counts
 
-    @torch.no_grad()
-    def predict(self, model: Tagger, sentences: Sequence[TaggedSentence], batch_size: int = 256) -> list[list[str]]:
+    def _per_sentence(self, model: Tagger, sentences: Sequence[TaggedSentence], fn, batch_size: int = 256) -> list:
+        """``fn(model, batch)`` -> one result per sentence of the batch, over all sentences
+        in length-sorted batches, returned in input order (model in eval mode meanwhile)."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         out: list = [None] * len(sentences)
-        for ids in length_batches(sentences, batch_size, seed=None):
-            batch = make_batch([sentences[i] for i in ids], self.vocab).to(device)
-            for i, tags in zip(ids, model.predict(batch)):
-                out[i] = [self.vocab.tags[t] for t in tags]
+        with torch.no_grad():
+            for ids in length_batches(sentences, batch_size, seed=None):
+                batch = make_batch([sentences[i] for i in ids], self.vocab).to(device)
+                for i, result in zip(ids, fn(model, batch)):
+                    out[i] = result
         model.train(was_training)
         return out
+
+    def predict(self, model: Tagger, sentences: Sequence[TaggedSentence]) -> list[list[str]]:
+        """Best tags per sentence."""
+        tag_ids = self._per_sentence(model, sentences, lambda m, b: m.predict(b))
+        return [[self.vocab.tags[t] for t in tags] for tags in tag_ids]
+
+    def probabilities(self, model: Tagger, sentences: Sequence[TaggedSentence]) -> list[Tensor]:
+        """Per sentence, (n, K) per-word tag probabilities (softmax of the scores) in the order
+        of ``self.vocab.tags``.  A CRF scores whole sequences, so its runs have none."""
+        if model.crf is not None:
+            raise ValueError("per-word probabilities (e.g. for an ensemble) need a softmax tagger; this run uses a CRF")
+
+        def softmax(m, batch):
+            probs = m(batch).softmax(-1).transpose(0, 1).cpu()  # (B, T, K)
+            return [p[:n] for p, n in zip(probs, batch.lengths.tolist())]
+
+        return self._per_sentence(model, sentences, softmax)
 
     @torch.no_grad()
     def loss(self, model: Tagger, split: str, batch_size: int = 256) -> float:

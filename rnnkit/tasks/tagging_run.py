@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Optional, Sequence, TextIO
 
 from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu, tokenize, write_conllu, write_tsv
 from rnnkit.errors import CheckpointError, DataError, RnnkitError
@@ -19,6 +19,7 @@ from rnnkit.tasks.tagging import (
     TaggingTask,
     Vocabularies,
     build_model,
+    ensemble_predict,
     tag_metrics,
 )
 from rnnkit.train import TrainConfig, Trainer, load_weights, read_state, seed_everything
@@ -115,18 +116,21 @@ def confusion(gold, predicted, tags) -> list[list[int]]:
 
 
 def evaluate_tagger(run: str | Path, split: str = "test", data: Optional[str] = None,
-                    checkpoint: str = "best", device: str = "auto", write: bool = True) -> dict:
+                    checkpoint: str = "best", device: str = "auto", write: bool = True,
+                    ensemble: Sequence[str | Path] = ()) -> dict:
     """Accuracy, OOV accuracy and per-tag precision/recall on a split of the run's treebank
-    (of ``data`` instead when given).  Writes ``<split>_confusion.csv``/``.png`` and
-    ``<split>_predictions.conllu`` into the run."""
+    (of ``data`` instead when given).  With ``ensemble`` (more tagging runs) the runs' per-word
+    probabilities are averaged.  Writes ``<split>_confusion.csv``/``.png`` and
+    ``<split>_predictions.conllu`` into the run (``<split>_ensemble...`` for an ensemble)."""
     model, task = load_tagger(run, checkpoint, device)
+    members = [(model, task)] + [load_tagger(other, checkpoint, device) for other in ensemble]
     data_cfg = TaggingDataConfig(**{**asdict(task.data_cfg), "data": data or task.data_cfg.data})
     files = find_treebank(data_cfg.data)
     if split not in files:
         raise DataError(f"{data_cfg.data}: no {split} file in this treebank")
     sentences = read_conllu(files[split], data_cfg.column)
     start = time.perf_counter()
-    predicted = task.predict(model, sentences)
+    predicted = ensemble_predict(members, sentences) if ensemble else task.predict(model, sentences)
     gold = [s.tags for s in sentences]
     metrics = tag_metrics(gold, predicted, [[task.is_oov(w) for w in s.words] for s in sentences])
     metrics["seconds"] = time.perf_counter() - start
@@ -139,8 +143,10 @@ def evaluate_tagger(run: str | Path, split: str = "test", data: Optional[str] = 
         metrics["per_tag"][tag] = {"support": support,
                                    "recall": table[i][i] / support if support else 0.0,
                                    "precision": table[i][i] / guessed if guessed else 0.0}
+    metrics["models"] = len(members)
     if write:
         run = Path(run)
+        split = f"{split}_ensemble" if ensemble else split
         with open(run / f"{split}_confusion.csv", "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(["gold \\ predicted"] + tags)

@@ -13,6 +13,7 @@ from rnnkit.tasks.tagging import (
     TaggingDataConfig,
     TaggingTask,
     Vocabularies,
+    ensemble_predict,
     make_batch,
     tag_metrics,
 )
@@ -134,6 +135,27 @@ def test_backward_direction_is_what_reads_the_right_context():
     assert accuracy_on(uni, uni_model, test, "y") > 0.97
 
 
+def test_ensemble_averages_probabilities_across_vocabularies():
+    train_a, train_b, test = context_corpus(60, seed=6), context_corpus(60, seed=7), context_corpus(20, seed=8)
+    members = []
+    for train, steps in ((train_a, 15), (train_b, 25)):
+        task = small_task(train + [TaggedSentence(["zz"], ["EXTRA"])] if steps == 25 else train, test)
+        members.append((fit(task, steps), task))
+    (model_a, task_a), (model_b, task_b) = members
+    assert task_a.vocab.tags != task_b.vocab.tags  # different tag sets: matched by name
+    probs_a, probs_b = task_a.probabilities(model_a, test), task_b.probabilities(model_b, test)
+    for p in probs_a + probs_b:
+        torch.testing.assert_close(p.sum(1), torch.ones(len(p)))
+    expected = []
+    for pa, pb in zip(probs_a, probs_b):
+        avg = {t: (pa[:, task_a.vocab.tags.index(t)] if t in task_a.vocab.tags else 0)
+               + pb[:, task_b.vocab.tags.index(t)] for t in task_b.vocab.tags}
+        names = list(avg)
+        expected.append([names[i] for i in torch.stack([avg[n] for n in names], 1).argmax(1).tolist()])
+    assert ensemble_predict(members, test) == expected
+    assert ensemble_predict(members[:1], test) == task_a.predict(model_a, test)
+
+
 def test_crf_tagger_learns_too():
     train, test = context_corpus(300, seed=4), context_corpus(100, seed=5)
     task = small_task(train, test, True, crf=True)
@@ -202,6 +224,9 @@ def test_cli_train_evaluate_and_tag_round_trip(tmp_path, capsys):
     assert [s.words for s in predicted] == [s.words for s in gold]
     right = sum(p == g for a, b in zip(predicted, gold) for p, g in zip(a.tags, b.tags))
     assert right / sum(map(len, gold)) == pytest.approx(accuracy, abs=1e-4)
+    assert main(["evaluate", str(run), "--split", "test", "--ensemble", str(run)]) == 0  # a run with itself
+    out = capsys.readouterr().out
+    assert "ensemble of 2 runs" in out and float(out.split("accuracy ")[1].split()[0]) == accuracy
 
     assert main(["tag", "--run", str(run), "the y a x a.", "B x c"]) == 0
     tagged = tmp_path / "tagged.conllu"

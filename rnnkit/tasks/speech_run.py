@@ -1,0 +1,125 @@
+"""The spoken-number commands with plain arguments: train and evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+from rnnkit.data.audio import Normalizer, list_recordings, load_features
+from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.tasks.speech import (
+    SpeechDataConfig,
+    SpeechModelConfig,
+    SpeechTask,
+    build_model,
+    split_recordings,
+)
+from rnnkit.train import Trainer, TrainConfig, load_weights, read_state, seed_everything
+from rnnkit.train.checkpoint import task_checkpoint
+from rnnkit.train.trainer import pick_device
+
+
+def make_task(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, seed: int, run_dir: str | Path,
+              meta: Optional[dict] = None) -> SpeechTask:
+    """The task over the recordings of ``data_cfg.data``: acoustic vectors (cached in
+    ``data_cfg.feature_cache``, else ``run_dir/features.npz``), the split, and the normalizer
+    of ``meta`` (a run's checkpoint) when given, else fitted on the training part."""
+    if data_cfg.data is None:
+        raise DataError("speech needs --data DIR (a folder of {digit}_{speaker}_{index}.wav recordings, "
+                        "e.g. the recordings/ folder of the Free Spoken Digit Dataset)")
+    recordings = list_recordings(data_cfg.data)
+    cache = data_cfg.feature_cache or Path(run_dir) / "features.npz"
+    features = load_features(recordings, data_cfg.n_mfcc, cache)  # (N, D)
+    parts = split_recordings(recordings, data_cfg)
+    if meta is not None:
+        normalizer = Normalizer.from_dict(meta["normalizer"])
+        if len(normalizer.mean) != features.shape[1]:
+            raise CheckpointError(f"the run's word vectors have {len(normalizer.mean)} numbers, these "
+                                  f"recordings give {features.shape[1]}")
+    else:
+        normalizer = Normalizer.fit(features[parts["train"]])
+    return SpeechTask(recordings, features, parts, normalizer, data_cfg, model_cfg, seed, str(data_cfg.data))
+
+
+def describe_split(task: SpeechTask) -> str:
+    cfg = task.data_cfg
+    how = (f"held-out speaker {cfg.holdout_speaker}" if cfg.holdout_speaker
+           else f"official split (test repetitions {cfg.test_indices})")
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in task.parts.items())
+    return f"{how}, validation repetitions {cfg.valid_indices}; recordings {sizes}"
+
+
+def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train_cfg: TrainConfig,
+                 run_dir: str | Path, resume: bool = False) -> dict:
+    """Train a spoken-number labeler in ``run_dir``; print validation metrics and an example."""
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / "checkpoints" / "last").exists():
+        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
+    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    meta = read_state(run_dir)["task"] if resume else None
+    start = time.perf_counter()
+    task = make_task(data_cfg, model_cfg, train_cfg.seed, run_dir, meta)
+    feature_seconds = time.perf_counter() - start
+    model = task.build_model()
+    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    trainer = Trainer(model, task, train_cfg, run_dir, record)
+    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
+        from rnnkit.engine.kernels import fused_cpu_available
+
+        fused_cpu_available()
+    if resume:
+        print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"data: {task.source}: {len(task.recordings):,} recordings of {len(set(task.speakers))} speakers, "
+          f"word vectors of {task.input_size} numbers ({feature_seconds:.1f} s); {describe_split(task)}; "
+          f"model: {model_cfg.num_layers}x{model_cfg.hidden_size} "
+          f"{'bidirectional ' if model_cfg.bidirectional else ''}{model_cfg.cell.upper()}, {n_params:,} parameters; "
+          f"device {trainer.device}", flush=True)
+    start = time.perf_counter()
+    summary = trainer.fit()
+    if summary["valid"] is None or summary["status"] == "max_steps":  # stopped between validations
+        summary["valid"] = task.evaluate(model, "valid")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["valid"].items())
+    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
+          f"validation {shown} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
+    if summary["status"] != "interrupted":
+        number = task.numbers["valid"][0]
+        predicted, _ = task.predict(model, [number])
+        print(f"example ({task.speakers[number[0]]}): spoken {' '.join(str(task.digits[i]) for i in number)} "
+              f"-> labeled {' '.join(map(str, predicted[0]))}", flush=True)
+    return summary
+
+
+def is_speech_run(run: str | Path) -> bool:
+    try:
+        return read_state(run).get("task", {}).get("task") == "speech"
+    except (CheckpointError, OSError):
+        return False
+
+
+def load_speech(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    """(model, meta) of a trained spoken-number run; ``checkpoint`` "best" or "last"."""
+    where, meta = task_checkpoint(run, "speech", checkpoint, "spoken-number")
+    model = build_model(int(meta["input_size"]), SpeechModelConfig(**meta["model"]))
+    dev = pick_device(device)
+    load_weights(model, where, dev)
+    return model.to(dev).eval(), meta
+
+
+def evaluate_speech(run: str | Path, split: str = "test", data: Optional[str] = None,
+                    checkpoint: str = "best", device: str = "auto") -> dict:
+    """Loss, word and sequence accuracy (also of first and later words) and counts on the
+    fixed spoken numbers of a part of the run's split, with the run's normalization; the
+    recordings of ``data`` instead of the run's when given."""
+    model, meta = load_speech(run, checkpoint, device)
+    data_cfg = SpeechDataConfig(**meta["data"])
+    if data is not None:
+        data_cfg.data = data
+    task = make_task(data_cfg, SpeechModelConfig(**meta["model"]), meta.get("seed", 0), run, meta)
+    return task.scores(model, split)
