@@ -440,7 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command in commands:
             return commands[args.command](args)
-    except (RnnkitError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (RnnkitError, ValueError, OSError, ImportError) as exc:  # OSError: an unwritable --run, a full disk
         print(f"rnnkit: error: {exc}", file=sys.stderr)
         return 2
     parser.print_help()

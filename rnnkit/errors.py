@@ -15,3 +15,7 @@ class CheckpointError(RnnkitError):
 
 class TrainingDiverged(RnnkitError):
     """The loss became NaN or infinite; the message names the step."""
+
+
+class NonFiniteInput(RnnkitError, ValueError):
+    """A recurrent layer or cell received NaN or infinity; the message names where (t, b)."""

@@ -72,8 +72,8 @@ def read_wav(path: str | Path, sample_rate: Optional[int] = None) -> tuple[np.nd
         with wave.open(str(path), "rb") as handle:
             channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
             frames = handle.readframes(handle.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise DataError(f"{path}: not a readable WAV file ({exc})") from None
+    except (wave.Error, EOFError, RuntimeError) as exc:  # RuntimeError: wave on a broken chunk layout
+        raise DataError(f"{path}: not a readable WAV file ({exc or 'broken RIFF chunk layout'})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
     if width != 2:
@@ -82,6 +82,8 @@ def read_wav(path: str | Path, sample_rate: Optional[int] = None) -> tuple[np.nd
         raise DataError(f"{path}: expected a mono recording, got {channels} channels")
     if sample_rate is not None and rate != sample_rate:
         raise DataError(f"{path}: expected a sample rate of {sample_rate} Hz, got {rate} Hz")
+    if len(frames) % 2:
+        raise DataError(f"{path}: the recording ends inside a sample (a truncated file?)")
     samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0  # (N,)
     if samples.size == 0:
         raise DataError(f"{path}: the recording holds no samples")

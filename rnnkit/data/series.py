@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from rnnkit.data.text import bad_utf8_line
 from rnnkit.errors import DataError
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-", "--"}
@@ -87,10 +88,18 @@ def read_series_csv(path: str | Path, columns: Optional[Sequence[str]] = None,
         with _open_text(path) as handle:
             text = handle.read()
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        raise DataError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    # newline="": the csv module splits \n, \r\n and \r itself, also inside quoted fields.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, lines = [], []  # each row and the file line it ends on (quoted fields may span lines)
+    try:
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise DataError(f"{path}: empty file; expected a header line with a date column and value columns")
     header = [h.strip() for h in rows[0]]
@@ -108,7 +117,7 @@ def read_series_csv(path: str | Path, columns: Optional[Sequence[str]] = None,
     value_idx = [header.index(n) for n in names]
     dates: list[dt.date] = []
     values: list[list[float]] = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in zip(lines[1:], rows[1:]):
         if not row or not any(cell.strip() for cell in row):
             continue  # blank line (a trailing newline, say)
         where = f"{path}:{line}: row {len(values) + 1}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
@@ -16,6 +17,25 @@ UNK, EOS = "<unk>", "<eos>"
 LEVELS = ("char", "word")
 
 
+def bad_utf8_line(path: str | Path) -> int | str:
+    """The line (1-based; ``\\n``, ``\\r\\n`` and ``\\r`` end lines) of the first byte of ``path``
+    (decompressed for ``.gz``, as far as a cut archive goes) that is not UTF-8, for error
+    messages; "?" where it cannot be found."""
+    path = Path(path)
+    raw = bytearray()
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 16), b""):
+                raw += block
+    except (OSError, EOFError):
+        pass
+    try:
+        bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return len(re.findall(rb"\r\n|\r|\n", raw[: exc.start])) + 1
+    return "?"
+
+
 def read_text(path: str | Path) -> str:
     """The UTF-8 text of ``path``; ``.gz`` files are decompressed.  Errors name the file."""
     path = Path(path)
@@ -27,8 +47,7 @@ def read_text(path: str | Path) -> str:
                 return handle.read()
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1 if path.suffix != ".gz" else "?"
-        raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from None
+        raise DataError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
 
@@ -40,13 +59,13 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    number = 0
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as handle:
             for number, line in enumerate(handle, 1):
                 yield number, line.rstrip("\r\n")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}:{number + 1}: not UTF-8 text ({exc.reason})") from None
+        # the decoder reads ahead of the lines yielded: find the bad byte's own line
+        raise DataError(f"{path}:{bad_utf8_line(path)}: not UTF-8 text ({exc.reason})") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
 

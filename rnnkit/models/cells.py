@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.engine.cells import check_nonlinearity, gru_cell, lstm_cell, rnn_cell
-from rnnkit.models.checks import check_float_like, check_shape, check_tensor
+from rnnkit.models.checks import check_finite, check_float_like, check_shape, check_tensor
 
 
 class _CellBase(nn.Module):
@@ -70,6 +70,7 @@ class _CellBase(nn.Module):
         x = input.unsqueeze(0) if unbatched else input
         if x.shape[0] == 0:
             raise ValueError(f"{name}: Expected a batch of at least one, got batch size 0")
+        check_finite("input", input, name, ("d",) if unbatched else ("b", "d"))
         return x, unbatched
 
     def _check_state(self, label: str, value, x: Tensor, unbatched: bool) -> Tensor:
@@ -80,6 +81,7 @@ class _CellBase(nn.Module):
         expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         check_shape(label, value, expected, name)
         check_float_like(label, value, self.weight_ih, name)
+        check_finite(label, value, name, ("d",) if unbatched else ("b", "d"))
         return value.unsqueeze(0) if unbatched else value
 
 

@@ -3,10 +3,76 @@ what was received, so a shape bug is found from the message alone."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import contextlib
+import math
+import os
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+
+from rnnkit.errors import NonFiniteInput
+
+# NaN/inf checks on what users pass to layers and cells: one sum over the input, but on a
+# GPU also one host-device synchronization per call; switch them off with
+# RNNKIT_CHECK_FINITE=0 or ``rnnkit.finite_checks(False)`` where that matters.
+_FINITE = {"enabled": os.environ.get("RNNKIT_CHECK_FINITE", "1") != "0"}
+
+
+def set_finite_checks(enabled: bool) -> bool:
+    """Turn the NaN/inf checks of layer and cell inputs on or off; returns the old setting."""
+    previous = _FINITE["enabled"]
+    _FINITE["enabled"] = bool(enabled)
+    return previous
+
+
+@contextlib.contextmanager
+def finite_checks(enabled: bool) -> Iterator[None]:
+    """``with rnnkit.finite_checks(False): ...`` runs a block without the NaN/inf checks."""
+    previous = set_finite_checks(enabled)
+    try:
+        yield
+    finally:
+        set_finite_checks(previous)
+
+
+def _tracing() -> bool:
+    """Under tracing or compilation a data-dependent check would break the graph: skip it."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or bool(compiling and compiling())
+
+
+def check_finite(name: str, value: Tensor, owner: str, axes: Sequence[Optional[str]],
+                 lengths: Optional[Tensor] = None) -> None:
+    """Raise NonFiniteInput naming the first NaN/inf entry of ``value`` by ``axes``, one name
+    per dimension (("t", "b", "d") for a time-first input; None leaves a dimension unnamed).
+
+    Padding past ``lengths`` is checked too: it enters the input projection of all steps, and
+    although outputs past a sequence's end are masked, NaN there still reaches the weights'
+    gradients (0 * NaN = NaN)."""
+    if not _FINITE["enabled"] or value.numel() == 0 or value.is_meta or _tracing():
+        return
+    value = value.detach()
+    # NaN or inf anywhere makes the sum NaN or inf, and a sum is one vectorized pass (several
+    # times faster than isfinite().all()); a sum that overflowed from finite values goes on
+    # to the exact check below, which then finds nothing.
+    if math.isfinite(value.sum().item()):
+        return
+    bad = (~torch.isfinite(value)).nonzero()  # (K, value.dim())
+    if bad.numel() == 0:
+        return
+    first = bad[0].tolist()
+    where = ", ".join(f"{axis}={i}" for axis, i in zip(axes, first) if axis)
+    entry = float(value[tuple(first)])
+    kind = "NaN" if entry != entry else ("+inf" if entry > 0 else "-inf")
+    note = ""
+    if lengths is not None and first[0] >= int(lengths[first[1]]):
+        note = (f", in the padding past sequence {first[1]}'s length {int(lengths[first[1]])} "
+                "(pad with zeros: padding enters the input projection and the weight gradients)")
+    raise NonFiniteInput(
+        f"{owner}: {name} contains {kind} at ({where}){note}; expected finite values "
+        f"({bad.shape[0]} non-finite entr{'y' if bad.shape[0] == 1 else 'ies'} in all)"
+    )
 
 
 def check_tensor(name: str, value, owner: str) -> Tensor:

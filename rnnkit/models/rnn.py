@@ -20,6 +20,7 @@ from rnnkit.engine.bptt.common import autocast_enabled
 from rnnkit.engine.cells import check_nonlinearity
 from rnnkit.engine.layer import check_backend, run_layer
 from rnnkit.models.checks import (
+    check_finite,
     check_float_like,
     check_shape,
     check_tensor,
@@ -208,6 +209,8 @@ class RNNBase(nn.Module):
                 f"{x.shape[0]} steps and batch size {x.shape[1]}"
             )
         lengths = normalize_lengths(lengths, x.shape[1], x.shape[0], name)
+        axes = ("t", None, "d") if kind[0] == "unbatched" else ("t", "b", "d")
+        check_finite("input", x, name, axes, lengths)
         return x, lengths, kind
 
     def _prepare_state(self, hx, x: Tensor, unbatched: bool):
@@ -234,6 +237,8 @@ class RNNBase(nn.Module):
             expected = (shape[0], shape[2]) if unbatched else shape
             check_shape(label, value, expected, name)
             check_float_like(label, value, self.weight_ih_l0, name)
+            layer = "layer" if self.num_directions == 1 else "layer*2+direction"
+            check_finite(label, value, name, (layer, "d") if unbatched else (layer, "b", "d"))
             out.append(value.unsqueeze(1) if unbatched else value)
         return out[0], (out[1] if self.mode == "LSTM" else None)
 

@@ -44,12 +44,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from rnnkit.errors import TrainingDiverged
+from rnnkit.errors import CheckpointError, NonFiniteInput, TrainingDiverged
 from rnnkit.train import distributed
 from rnnkit.train.checkpoint import (
+    check_writable,
     copy_checkpoint,
     load_weights,
     read_state,
+    remove_leftovers,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -132,8 +134,10 @@ class Trainer:
         if self.world > 1:
             self._check_same_task()
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
+        # An unwritable folder or a full disk is reported now, not after the first epoch.
+        if self.is_main:  # the only writer
+            check_writable(self.ckpt_root, self._checkpoint_bytes())
         self.record = record or {}
         self.optimizer = self._make_optimizer()
         self.scheduler = self._make_scheduler()
@@ -164,6 +168,13 @@ class Trainer:
             getattr(callback, event)(self, *args)
 
     # ------------------------------------------------------------------------------ set-up
+    def _checkpoint_bytes(self) -> int:
+        """About the size of one checkpoint: the weights, the optimizer's per-weight tensors
+        (two moments for Adam/AdamW, one momentum buffer for SGD) and a megabyte of the rest."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        per_weight = {"sgd": 1 if self.cfg.momentum else 0}.get(self.cfg.optimizer, 2)
+        return weights * (1 + per_weight) + 2**20
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg, params = self.cfg, self.model.parameters()
         if cfg.optimizer == "sgd":
@@ -234,26 +245,35 @@ class Trainer:
         state is the global one, cut into this rank's block.  RNG streams: rank 0 takes the
         saved rank-0 streams; rank r > 0 takes the saved streams of rank r when the run had
         that many processes, else a fresh stream seeded by (seed, r, step)."""
+        if path is None and self.is_main:
+            remove_leftovers(self.ckpt_root)  # of a killed run; rank 0 is now its only writer
+        if self.world > 1:
+            distributed.barrier()  # the others read the checkpoint only after rank 0 tidied
         where = resolve_checkpoint(path or self.ckpt_root)
         state = read_state(where)
         load_weights(self.model, where, self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
-        others = state.get("rng_ranks", [])
-        if self.rank == 0:
-            _set_rng_state(state["rng"])
-        elif self.rank - 1 < len(others):
-            _set_rng_state(others[self.rank - 1])
-        else:  # the run had fewer processes: a new stream for this rank
-            seed_everything(_rank_seed(self.cfg.seed, self.rank, self.step))
-        self.best = state["best"] if state["best"] is not None else math.inf
-        self.bad_epochs = state["bad_epochs"]
-        carry = state["carry"]
-        if self.world > 1:
-            carry = distributed.split_state(carry, self.rank, self.world)
-        self.state = _state_to(carry, self.device)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"] is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+            others = state.get("rng_ranks", [])
+            if self.rank == 0:
+                _set_rng_state(state["rng"])
+            elif self.rank - 1 < len(others):
+                _set_rng_state(others[self.rank - 1])
+            else:  # the run had fewer processes: a new stream for this rank
+                seed_everything(_rank_seed(self.cfg.seed, self.rank, self.step))
+            self.best = state["best"] if state["best"] is not None else math.inf
+            self.bad_epochs = state["bad_epochs"]
+            carry = state["carry"]
+            if self.world > 1:
+                carry = distributed.split_state(carry, self.rank, self.world)
+            carry = _state_to(carry, self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: the checkpoint does not fit this run "
+                                  f"({type(exc).__name__}: {exc})") from None
+        self.state = carry
         return where
 
     # ---------------------------------------------------------------------------- training
@@ -268,8 +288,11 @@ class Trainer:
             if part is None:  # nothing for this rank: run rank 0's part with weight 0, as DDP
                 part, idle = self.task.shard(batch, 0, self.world), True  # needs every rank's backward
         use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, n_tokens, state = self.task.train_step(self.train_model, part, self.state)
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss, n_tokens, state = self.task.train_step(self.train_model, part, self.state)
+        except NonFiniteInput as exc:  # NaN/inf weights upstream of a recurrent layer
+            raise self._diverged(f"a recurrent layer received non-finite values ({exc})") from None
         if self.world > 1:
             if idle:
                 n_tokens, state = 0, self.state
@@ -281,12 +304,7 @@ class Trainer:
         else:
             value = float(loss.detach())
         if not math.isfinite(value):
-            last = self.ckpt_root / "last"
-            where = (self.ckpt_root / last.read_text().strip()) if last.is_file() else "none yet"
-            raise TrainingDiverged(
-                f"loss is {value} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped, "
-                f"the last good checkpoint is {where}"
-            )
+            raise self._diverged(f"loss is {value}")
         loss.backward()
         self._call("on_after_backward")
         if self.cfg.clip > 0:
@@ -296,6 +314,14 @@ class Trainer:
             self.scheduler.step()
         self.state = state
         return value, n_tokens
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        last = self.ckpt_root / "last"
+        where = (self.ckpt_root / last.read_text().strip()) if last.is_file() else "none yet"
+        return TrainingDiverged(
+            f"{what} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped, "
+            f"the last good checkpoint is {where}"
+        )
 
     def _monitor(self) -> tuple[str, str]:
         key, mode = getattr(self.task, "monitor", ("loss", "min"))

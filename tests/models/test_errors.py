@@ -158,3 +158,99 @@ def test_auto_backend_runs_bfloat16_on_the_bptt_path():
     layer = rnnkit.LSTM(3, 4, dtype=torch.bfloat16)
     out, _ = layer(torch.randn(5, 2, 3, dtype=torch.bfloat16))
     assert out.dtype == torch.bfloat16 and out.shape == (5, 2, 4)
+
+
+# ------------------------------------------------------------------------- NaN and infinity
+@pytest.mark.parametrize("cls", [rnnkit.RNN, rnnkit.LSTM, rnnkit.GRU])
+@pytest.mark.parametrize("value,kind", [(float("nan"), "NaN"), (float("inf"), r"\+inf"), (-float("inf"), "-inf")])
+def test_non_finite_input_is_refused_naming_where(cls, value, kind):
+    x = torch.randn(7, 2, 3)
+    x[3, 1, 2] = value
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: input contains {kind} at \(t=3, b=1, d=2\); "
+                                         r"expected finite values \(1 non-finite entry in all\)"):
+        cls(3, 4)(x)
+
+
+def test_non_finite_input_positions_follow_the_users_layout():
+    x = torch.randn(2, 7, 3)  # (B, T, D)
+    x[1, 5] = float("nan")
+    with pytest.raises(rnnkit.errors.NonFiniteInput, match=r"at \(t=5, b=1, d=0\).*\(3 non-finite entries"):
+        lstm(batch_first=True)(x)
+    with pytest.raises(ValueError, match=r"input contains NaN at \(t=5, d=0\)"):
+        lstm()(x[1])  # unbatched (T, D)
+    packed = pack_padded_sequence(torch.randn(7, 2, 3).index_put_((torch.tensor(2), torch.tensor(1)),
+                                                                  torch.tensor(float("nan"))), [7, 3])
+    with pytest.raises(ValueError, match=r"input contains NaN at \(t=2, b=1, d=0\)"):
+        lstm()(packed)
+
+
+def test_non_finite_padding_past_lengths_is_refused_with_the_reason():
+    x = torch.randn(7, 2, 3)
+    x[5, 1] = float("nan")  # sequence 1 has length 3
+    with pytest.raises(ValueError, match=r"at \(t=5, b=1, d=0\), in the padding past sequence 1's length 3 "
+                                         r"\(pad with zeros"):
+        lstm()(x, lengths=[7, 3])
+
+
+def test_non_finite_initial_state_is_refused():
+    h0 = torch.zeros(2, 2, 4)
+    h0[1, 0, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"GRU: hx contains NaN at \(layer=1, b=0, d=3\)"):
+        rnnkit.GRU(3, 4, num_layers=2)(torch.randn(7, 2, 3), h0)
+    c0 = torch.zeros(4, 2, 4)
+    c0[3, 1, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"LSTM: c_0 contains \+inf at \(layer\*2\+direction=3, b=1, d=0\)"):
+        lstm(bidirectional=True)(torch.randn(7, 2, 3), (torch.zeros(4, 2, 4), c0))
+
+
+@pytest.mark.parametrize("cls", [rnnkit.RNNCell, rnnkit.LSTMCell, rnnkit.GRUCell])
+def test_cells_refuse_non_finite_input_and_state(cls):
+    x = torch.randn(2, 3)
+    x[1, 0] = float("nan")
+    with pytest.raises(ValueError, match=rf"{cls.__name__}: input contains NaN at \(b=1, d=0\)"):
+        cls(3, 4)(x)
+    with pytest.raises(ValueError, match=r"input contains NaN at \(d=0\)"):
+        cls(3, 4)(x[1])
+    h = torch.zeros(2, 4)
+    h[0, 2] = -float("inf")
+    state = (h, torch.zeros(2, 4)) if cls is rnnkit.LSTMCell else h
+    with pytest.raises(ValueError, match=r"contains -inf at \(b=0, d=2\)"):
+        cls(3, 4)(torch.randn(2, 3), state)
+
+
+def test_finite_checks_can_be_switched_off():
+    x = torch.full((2, 1, 3), float("nan"))
+    with rnnkit.finite_checks(False):
+        out, _ = rnnkit.GRU(3, 4)(x)
+        assert torch.isnan(out).all()
+        rnnkit.GRUCell(3, 4)(x[0])
+    with pytest.raises(ValueError, match="NaN"):
+        rnnkit.GRU(3, 4)(x)  # back on after the block
+    previous = rnnkit.set_finite_checks(False)
+    try:
+        assert previous is True
+        rnnkit.RNN(3, 4)(x)
+    finally:
+        rnnkit.set_finite_checks(True)
+
+
+def test_finite_inputs_pass_unchanged_through_the_check():
+    x = torch.randn(7, 2, 3)
+    x[3] = 1e38  # huge but finite
+    out, _ = rnnkit.RNN(3, 4)(x)
+    assert torch.isfinite(out).all()
+
+
+def test_empty_batches_and_zero_lengths_are_refused_everywhere():
+    for layer in (rnnkit.RNN(3, 4), rnnkit.GRU(3, 4, batch_first=True), lstm(bidirectional=True)):
+        with pytest.raises(ValueError, match="at least one step and one sequence"):
+            layer(torch.randn(0, 2, 3))
+        with pytest.raises(ValueError, match="at least one step and one sequence"):
+            layer(torch.randn(2, 0, 3))
+        with pytest.raises(ValueError, match="at least one step and one sequence"):
+            layer(torch.randn(0, 3))  # unbatched, no steps
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 7\].*min 0"):
+            layer(torch.randn(2, 7, 3) if layer.batch_first else torch.randn(7, 2, 3), lengths=[0, 7])
+    for cell in (rnnkit.RNNCell(3, 4), rnnkit.LSTMCell(3, 4), rnnkit.GRUCell(3, 4)):
+        with pytest.raises(ValueError, match="got batch size 0"):
+            cell(torch.randn(0, 3))

@@ -147,3 +147,19 @@ def test_step_schedule_and_early_stopping(corpus, tmp_path):
     summary = trainer.fit()
     assert lrs == [1.0, 0.5]  # Zaremba-style: constant for decay_start epochs, then halved each epoch
     assert summary["status"] == "early_stopped" and summary["epoch"] == 2
+
+
+def test_non_finite_values_reaching_a_layer_stop_training_like_a_nan_loss(corpus, tmp_path):
+    trainer = make(corpus, tmp_path, checkpoint_every=2, max_steps=6)
+    original = trainer.task.train_step
+
+    def poisoned(model, batch, state):
+        if trainer.step == 3:
+            with torch.no_grad():
+                model.embedding.weight[batch[0][0, 0]] = float("inf")  # what a blown-up update leaves
+        return original(model, batch, state)
+
+    trainer.task.train_step = poisoned
+    with pytest.raises(TrainingDiverged, match=r"a recurrent layer received non-finite values \(LSTM: input "
+                                               r"contains \+inf at \(t=0, b=0, d=0\).*\) at step 4 .*step_00000002"):
+        trainer.fit()
