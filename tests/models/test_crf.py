@@ -60,7 +60,7 @@ def test_viterbi_finds_the_best_sequence(setup):
     table = brute_force(crf, emissions, lengths)
     decoded = crf.decode(emissions, lengths)
     for b, scores in table.items():
-        assert tuple(decoded[b]) == max(scores, key=lambda seq: float(scores[seq]))
+        assert tuple(decoded[b]) == max(scores, key=lambda seq: float(scores[seq].detach()))
 
 
 def test_gradients_match_finite_differences(setup):
