@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -440,6 +441,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command in commands:
             return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (e.g. `rnnkit tag ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (RnnkitError, ValueError, OSError, ImportError) as exc:  # OSError: an unwritable --run, a full disk
         print(f"rnnkit: error: {exc}", file=sys.stderr)
         return 2

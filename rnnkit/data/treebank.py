@@ -146,17 +146,22 @@ _SENTENCE_END = re.compile(
     "".join(rf"(?<!\b{a}\.)" for a in _ABBREVIATIONS if "." not in a) + r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
-def tokenize(text: str) -> list[list[str]]:
-    """Plain text to sentences of tokens, simply: one sentence per line, lines split further
-    after ``.``/``!``/``?`` before a capital; English clitics split as in UD (``don't`` ->
-    ``do n't``, ``I'm`` -> ``I 'm``)."""
+def split_sentences(text: str) -> list[tuple[str, list[str]]]:
+    """Plain text to (sentence text, tokens) pairs, simply: one sentence per line, lines split
+    further after ``.``/``!``/``?`` before a capital; English clitics split as in UD
+    (``don't`` -> ``do n't``, ``I'm`` -> ``I 'm``)."""
     sentences = []
     for line in text.splitlines():
         for part in _SENTENCE_END.split(line.strip()):
             tokens = _TOKEN.findall(part)
             if tokens:
-                sentences.append(tokens)
+                sentences.append((part, tokens))
     return sentences
+
+
+def tokenize(text: str) -> list[list[str]]:
+    """The tokens of each sentence of plain text (see ``split_sentences``)."""
+    return [tokens for _, tokens in split_sentences(text)]
 
 
 def write_conllu(sentences: Sequence[TaggedSentence], out: TextIO, column: str = "upos") -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu, tokenize, write_conllu, write_tsv
+from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu, split_sentences, write_conllu, write_tsv
 from rnnkit.errors import CheckpointError, DataError, RnnkitError
 from rnnkit.tasks.tagging import (
     TaggerModelConfig,
@@ -195,14 +195,14 @@ def confusion_plot(table, tags, path: str | Path, title: str = "") -> Path:
 def tag_text(run: str | Path, text: Optional[str] = None, file: Optional[str] = None,
              checkpoint: str = "best", device: str = "auto") -> list[TaggedSentence]:
     """Tag plain text (or a plain-text file, one or more sentences per line), tokenized simply
-    (``rnnkit.data.treebank.tokenize``)."""
+    (``rnnkit.data.treebank.split_sentences``)."""
     if (text is None) == (file is None):
         raise ValueError("give text or a file to tag (one of the two)")
     if file is not None:
         from rnnkit.data.text import read_text
 
         text = read_text(file)
-    sentences = [TaggedSentence(words, []) for words in tokenize(text)]
+    sentences = [TaggedSentence(words, [], text=line) for line, words in split_sentences(text)]
     if not sentences:
         raise DataError("nothing to tag: the text has no words")
     model, task = load_tagger(run, checkpoint, device)

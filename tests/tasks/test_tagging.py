@@ -233,6 +233,7 @@ def test_cli_train_evaluate_and_tag_round_trip(tmp_path, capsys):
     tagged.write_text(capsys.readouterr().out, encoding="utf-8")
     sentences = read_conllu(tagged)
     assert [s.words for s in sentences] == [["the", "y", "a", "x", "a", "."], ["B", "x", "c"]]
+    assert [s.text for s in sentences] == ["the y a x a.", "B x c"]  # the text as given
     text = tmp_path / "in.txt"
     text.write_text("a b\n", encoding="utf-8")
     assert main(["tag", "--run", str(run), "--file", str(text), "--format", "tsv", "--out", str(tmp_path / "o.tsv")]) == 0
