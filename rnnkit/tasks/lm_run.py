@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 
 from rnnkit.data.corpus import load_splits, parse_fractions
 from rnnkit.data.text import Vocab
-from rnnkit.engine.kernels import fused_cpu_available
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.lm import (
     LanguageModel,
@@ -22,7 +18,8 @@ from rnnkit.tasks.lm import (
     metrics_from_nll,
     sample,
 )
-from rnnkit.train import Trainer, TrainConfig, distributed, load_weights, read_state, seed_everything
+from rnnkit.train import TrainConfig, load_weights, read_state
+from rnnkit.train.run import open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -30,26 +27,14 @@ from rnnkit.train.trainer import pick_device
 def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainConfig,
              run_dir: str | Path, resume: bool = False, sample_length: int = 300) -> dict:
     """Train a language model in ``run_dir``; print validation metrics and a sample."""
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / "checkpoints" / "last").exists():
-        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
-    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    run_dir = open_run(run_dir, resume, train_cfg)
     texts, source = load_splits(data_cfg.data, parse_fractions(data_cfg.split))
     # On resume: the vocabulary of the run, not one rebuilt from (possibly changed) data.
     vocab = Vocab.from_dict(read_state(run_dir)["task"]["vocab"]) if resume else None
     ids, vocab = encode_splits(texts, data_cfg.level, vocab=vocab, max_vocab=data_cfg.max_vocab)
     task = LMTask(ids, vocab, data_cfg, model_cfg, source)
     model = task.build_model()
-    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    trainer = Trainer(model, task, train_cfg, run_dir, record)
-    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
-        fused_cpu_available()  # build the CPU kernels (once per machine) before the clock starts
-    if resume:
-        where = trainer.resume()
-        print(f"resuming from {where} (step {trainer.step})", flush=True)
+    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"data: {source}; {vocab.level} level, vocabulary {len(vocab)}, "
           f"{ids['train'].numel():,} training tokens; model: {model_cfg.num_layers}x{model_cfg.hidden_size} "

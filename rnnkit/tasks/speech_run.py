@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 from rnnkit.data.audio import Normalizer, list_recordings, load_features
-from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.errors import CheckpointError, DataError
 from rnnkit.tasks.speech import (
     SpeechDataConfig,
     SpeechModelConfig,
@@ -18,7 +15,8 @@ from rnnkit.tasks.speech import (
     build_model,
     split_recordings,
 )
-from rnnkit.train import Trainer, TrainConfig, distributed, load_weights, read_state, seed_everything
+from rnnkit.train import TrainConfig, distributed, load_weights, read_state
+from rnnkit.train.run import open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -56,10 +54,7 @@ def describe_split(task: SpeechTask) -> str:
 def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train_cfg: TrainConfig,
                  run_dir: str | Path, resume: bool = False) -> dict:
     """Train a spoken-number labeler in ``run_dir``; print validation metrics and an example."""
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / "checkpoints" / "last").exists():
-        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
-    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    run_dir = open_run(run_dir, resume, train_cfg)
     meta = read_state(run_dir)["task"] if resume else None
     start = time.perf_counter()
     distributed.init(pick_device(train_cfg.device))  # torchrun: join now, so that
@@ -67,17 +62,7 @@ def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train
         task = make_task(data_cfg, model_cfg, train_cfg.seed, run_dir, meta)
     feature_seconds = time.perf_counter() - start
     model = task.build_model()
-    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    trainer = Trainer(model, task, train_cfg, run_dir, record)
-    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
-        from rnnkit.engine.kernels import fused_cpu_available
-
-        fused_cpu_available()
-    if resume:
-        print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
+    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"data: {task.source}: {len(task.recordings):,} recordings of {len(set(task.speakers))} speakers, "
           f"word vectors of {task.input_size} numbers ({feature_seconds:.1f} s); {describe_split(task)}; "

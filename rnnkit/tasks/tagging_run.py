@@ -4,15 +4,13 @@ per-tag confusion as CSV and PNG), tag (raw text or a file, to CoNLL-U or TSV)."
 from __future__ import annotations
 
 import csv
-import json
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu, split_sentences, write_conllu, write_tsv
-from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.errors import CheckpointError, DataError
 from rnnkit.tasks.tagging import (
     TaggerModelConfig,
     TaggingDataConfig,
@@ -22,7 +20,8 @@ from rnnkit.tasks.tagging import (
     ensemble_predict,
     tag_metrics,
 )
-from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, read_state, seed_everything
+from rnnkit.train import TrainConfig, load_weights, read_state
+from rnnkit.train.run import open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -43,10 +42,7 @@ def load_treebank(cfg: TaggingDataConfig, splits=("train", "valid", "test")) -> 
 def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, train_cfg: TrainConfig,
                  run_dir: str | Path, resume: bool = False) -> dict:
     """Train a tagger in ``run_dir``; print validation accuracy."""
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / "checkpoints" / "last").exists():
-        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
-    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    run_dir = open_run(run_dir, resume, train_cfg)
     sentences = load_treebank(data_cfg, ("train", "valid"))
     if resume:
         vocab = Vocabularies.from_dict(read_state(run_dir)["task"]["vocab"])
@@ -54,17 +50,7 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
         vocab = Vocabularies.build(sentences["train"], data_cfg.lower, data_cfg.min_count)
     task = TaggingTask(sentences, vocab, data_cfg, model_cfg, train_cfg.seed, str(data_cfg.data))
     model = task.build_model()
-    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    trainer = Trainer(model, task, train_cfg, run_dir, record)
-    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
-        from rnnkit.engine.kernels import fused_cpu_available
-
-        fused_cpu_available()
-    if resume:
-        print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
+    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     words = sum(len(s) for s in sentences["train"])
     print(f"data: {data_cfg.data}; {len(sentences['train']):,} training sentences ({words:,} words), "

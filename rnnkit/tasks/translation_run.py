@@ -3,10 +3,7 @@ greedy and beam-search outputs), translate (with an attention heat map)."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -26,14 +23,8 @@ from rnnkit.tasks.translation import (
     build_model,
     translate_ids,
 )
-from rnnkit.train import (
-    TrainConfig,
-    Trainer,
-    distributed,
-    load_weights,
-    read_state,
-    seed_everything,
-)
+from rnnkit.train import TrainConfig, load_weights, read_state
+from rnnkit.train.run import open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -72,24 +63,11 @@ def make_task(data_cfg, model_cfg, seed: int, meta: Optional[dict] = None) -> Tr
 def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationModelConfig, train_cfg: TrainConfig,
                       run_dir: str | Path, resume: bool = False) -> dict:
     """Train a translation model in ``run_dir``; print validation metrics and an example."""
-    run_dir = Path(run_dir)
-    if not resume and (run_dir / "checkpoints" / "last").exists():
-        raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
-    seed_everything(train_cfg.seed, train_cfg.deterministic)
+    run_dir = open_run(run_dir, resume, train_cfg)
     meta = read_state(run_dir)["task"] if resume else None
     task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
     model = task.build_model()
-    record = {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    trainer = Trainer(model, task, train_cfg, run_dir, record)
-    if trainer.device.type == "cpu" and os.environ.get("RNNKIT_FUSED", "1") != "0":
-        from rnnkit.engine.kernels import fused_cpu_available
-
-        fused_cpu_available()
-    if resume:
-        print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
+    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in task.pairs.items())
     print(f"data: {task.source}; pairs {sizes} (grouped by source, seed {data_cfg.split_seed}); "
