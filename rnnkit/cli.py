@@ -377,42 +377,53 @@ def _train_lm(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from rnnkit.tasks.forecasting_run import (
-        evaluate_forecast,
-        format_table,
-        is_forecast_run,
-    )
-    from rnnkit.tasks.lm_run import evaluate_lm
-    from rnnkit.tasks.speech_run import is_speech_run
-    from rnnkit.tasks.tagging_run import evaluate_tagger, is_tagging_run
-    from rnnkit.tasks.translation_run import evaluate_translation, is_translation_run
+    from rnnkit.tasks.forecasting_run import is_forecast_run
+    from rnnkit.train.checkpoint import run_task
 
-    if is_speech_run(args.run):
-        return _evaluate_speech(args)
-    if is_translation_run(args.run):
-        results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
-                                       args.beam, limit=args.limit)
-        print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
-        for name, r in results.items():
-            print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
-        return 0
-    if args.ensemble and not is_tagging_run(args.run):
+    task = "forecast" if is_forecast_run(args.run) else run_task(args.run)
+    if args.ensemble and task != "tagging":
         raise ValueError("--ensemble averages tagging runs; this run is not one")
-    if is_tagging_run(args.run):
-        r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
-        which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
-        print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
-              f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
-        print("tag\tsupport\tprecision\trecall")
-        for tag, t in r["per_tag"].items():
-            print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
-        if r.get("plot"):
-            print(f"confusion matrix: {r['plot']}")
-        return 0
-    if is_forecast_run(args.run):
-        table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
-        print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
-        return 0
+    evaluators = {"speech": _evaluate_speech, "translation": _evaluate_translation, "tagging": _evaluate_tagging,
+                  "forecast": _evaluate_forecast}
+    return evaluators.get(task, _evaluate_lm)(args)
+
+
+def _evaluate_translation(args) -> int:
+    from rnnkit.tasks.translation_run import evaluate_translation
+
+    results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
+                                   args.beam, limit=args.limit)
+    print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
+    for name, r in results.items():
+        print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
+    return 0
+
+
+def _evaluate_tagging(args) -> int:
+    from rnnkit.tasks.tagging_run import evaluate_tagger
+
+    r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
+    which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
+    print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+          f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
+    print("tag\tsupport\tprecision\trecall")
+    for tag, t in r["per_tag"].items():
+        print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
+    if r.get("plot"):
+        print(f"confusion matrix: {r['plot']}")
+    return 0
+
+
+def _evaluate_forecast(args) -> int:
+    from rnnkit.tasks.forecasting_run import evaluate_forecast, format_table
+
+    table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
+    print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
+    return 0
+
+
+def _evaluate_lm(args) -> int:
+    from rnnkit.tasks.lm_run import evaluate_lm
 
     metrics = evaluate_lm(args.run, args.split, args.data, args.checkpoint, args.device)
     print(f"{args.split}: " + ", ".join(f"{k} {v:.4f}" if k != "tokens" else f"{k} {int(v)}"

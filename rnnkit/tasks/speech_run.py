@@ -86,13 +86,6 @@ def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train
     return summary
 
 
-def is_speech_run(run: str | Path) -> bool:
-    try:
-        return read_state(run).get("task", {}).get("task") == "speech"
-    except (CheckpointError, OSError):
-        return False
-
-
 def load_speech(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     """(model, meta) of a trained spoken-number run; ``checkpoint`` "best" or "last"."""
     where, meta = task_checkpoint(run, "speech", checkpoint, "spoken-number")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu, split_sentences, write_conllu, write_tsv
-from rnnkit.errors import CheckpointError, DataError
+from rnnkit.errors import DataError
 from rnnkit.tasks.tagging import (
     TaggerModelConfig,
     TaggingDataConfig,
@@ -71,13 +71,6 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
           f"validation {shown}; best accuracy {summary['best'] or 0:.4f} (checkpoints/best); run folder {run_dir}",
           flush=True)
     return summary
-
-
-def is_tagging_run(run: str | Path) -> bool:
-    try:
-        return read_state(run).get("task", {}).get("task") == "tagging"
-    except (CheckpointError, OSError):
-        return False
 
 
 def load_tagger(run: str | Path, checkpoint: str = "best", device: str = "auto") -> tuple:

@@ -15,7 +15,7 @@ from rnnkit.data.pairs import (
     read_pairs,
     tokenizer_from_dict,
 )
-from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.errors import DataError, RnnkitError
 from rnnkit.tasks.translation import (
     TranslationDataConfig,
     TranslationModelConfig,
@@ -90,13 +90,6 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
         text = task.pairs["valid"][0][0]
         print(f"example: {text} -> {task.translate(model, [text])[0]}", flush=True)
     return summary
-
-
-def is_translation_run(run: str | Path) -> bool:
-    try:
-        return read_state(run).get("task", {}).get("task") == "translation"
-    except (CheckpointError, OSError):
-        return False
 
 
 def load_translation(run: str | Path, checkpoint: str = "best", device: str = "auto"):

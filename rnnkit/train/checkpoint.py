@@ -395,3 +395,12 @@ def newest_run(root: str | Path, prefix: str, command: str) -> Path:
     if not candidates:
         raise CheckpointError(f"no {prefix} run under {root}/; pass --run RUN (a folder of {command})")
     return max(candidates, key=lambda p: (p / "checkpoints" / "last").stat().st_mtime)
+
+
+def run_task(run: str | Path) -> Optional[str]:
+    """The task a run folder was trained for (its last checkpoint's ``task`` name), or None
+    when it holds no readable checkpoint."""
+    try:
+        return read_state(run).get("task", {}).get("task")
+    except (CheckpointError, OSError):
+        return None
