@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 from collections import Counter
@@ -23,12 +24,11 @@ def bad_utf8_line(path: str | Path) -> int | str:
     messages; "?" where it cannot be found."""
     path = Path(path)
     raw = bytearray()
-    try:
+    # block by block, so that a cut or damaged archive still yields the bytes before the damage
+    with contextlib.suppress(OSError, EOFError):
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 16), b""):
                 raw += block
-    except (OSError, EOFError):
-        pass
     try:
         bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
