@@ -16,7 +16,7 @@ from rnnkit.tasks.speech import (
     split_recordings,
 )
 from rnnkit.train import TrainConfig, distributed, load_weights, read_state
-from rnnkit.train.run import open_run, run_trainer
+from rnnkit.train.run import fit_and_report, open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -69,15 +69,9 @@ def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train
           f"model: {model_cfg.num_layers}x{model_cfg.hidden_size} "
           f"{'bidirectional ' if model_cfg.bidirectional else ''}{model_cfg.cell.upper()}, {n_params:,} parameters; "
           f"device {trainer.device}", flush=True)
-    start = time.perf_counter()
-    summary = trainer.fit()
-    if not trainer.is_main:  # torchrun: rank 0 reports
+    summary = fit_and_report(trainer, task, run_dir)
+    if not trainer.is_main:
         return summary
-    if summary["valid"] is None or summary["status"] == "max_steps":  # stopped between validations
-        summary["valid"] = task.evaluate(model, "valid")
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["valid"].items())
-    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
-          f"validation {shown} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
     if summary["status"] != "interrupted":
         number = task.numbers["valid"][0]
         predicted, _ = task.predict(model, [number])

@@ -21,7 +21,7 @@ from rnnkit.tasks.tagging import (
     tag_metrics,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
-from rnnkit.train.run import open_run, run_trainer
+from rnnkit.train.run import fit_and_report, open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -60,17 +60,7 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
           f"{'bidirectional' if model_cfg.bidirectional else 'unidirectional'}"
           f"{', character BiLSTM ' + str(model_cfg.char_hidden) if model_cfg.char_hidden else ''}"
           f"{', CRF' if model_cfg.crf else ''}, {n_params:,} parameters; device {trainer.device}", flush=True)
-    start = time.perf_counter()
-    summary = trainer.fit()
-    if not trainer.is_main:  # torchrun: rank 0 reports
-        return summary
-    if summary["valid"] is None or summary["status"] == "max_steps":
-        summary["valid"] = task.evaluate(model, "valid")
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["valid"].items())
-    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
-          f"validation {shown}; best accuracy {summary['best'] or 0:.4f} (checkpoints/best); run folder {run_dir}",
-          flush=True)
-    return summary
+    return fit_and_report(trainer, task, run_dir)
 
 
 def load_tagger(run: str | Path, checkpoint: str = "best", device: str = "auto") -> tuple:

@@ -24,7 +24,7 @@ from rnnkit.tasks.translation import (
     translate_ids,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
-from rnnkit.train.run import open_run, run_trainer
+from rnnkit.train.run import fit_and_report, open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -76,16 +76,9 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
           f"{model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()}"
           f"{' bidirectional encoder' if model_cfg.bidirectional else ''}, attention {model_cfg.attention}, "
           f"{n_params:,} parameters; device {trainer.device}", flush=True)
-    start = time.perf_counter()
-    summary = trainer.fit()
-    if not trainer.is_main:  # torchrun: rank 0 reports
+    summary = fit_and_report(trainer, task, run_dir)
+    if not trainer.is_main:
         return summary
-    if summary["valid"] is None or summary["status"] == "max_steps":  # stopped between validations
-        summary["valid"] = task.evaluate(model, "valid")
-    valid = summary["valid"]
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
-    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
-          f"validation {shown} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
     if summary["status"] != "interrupted" and task.pairs["valid"]:
         text = task.pairs["valid"][0][0]
         print(f"example: {text} -> {task.translate(model, [text])[0]}", flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,3 +42,20 @@ def run_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig, r
     if resume:
         print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
     return trainer
+
+
+def fit_and_report(trainer: Trainer, task: Any, run_dir: Path) -> dict:
+    """Train; on rank 0, make sure the summary holds validation metrics (evaluating when
+    training stopped between validations) and print them with the best monitored value."""
+    start = time.perf_counter()
+    summary = trainer.fit()
+    if not trainer.is_main:  # torchrun: rank 0 reports
+        return summary
+    if summary["valid"] is None or summary["status"] == "max_steps":
+        summary["valid"] = task.evaluate(trainer.model, "valid")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["valid"].items())
+    key, _ = getattr(task, "monitor", ("loss", "min"))
+    best = f"; best {key} {summary['best']:.4f}" if summary["best"] is not None else ""
+    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
+          f"validation {shown}{best} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
+    return summary
