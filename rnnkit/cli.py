@@ -34,9 +34,7 @@ def info() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import rnnkit
-    from rnnkit.configs import add_dataclass_flags
     from rnnkit.tasks.lm import LMDataConfig, LMModelConfig
-    from rnnkit.train.config import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent sequence models with explicit BPTT."
@@ -47,18 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model for a task")
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
-    lm = tasks.add_parser(
-        "lm", help="language model (character or word level)",
+    lm = _train_parser(
+        tasks, "lm", LMDataConfig, LMModelConfig,
+        help="language model (character or word level)",
         description="Train a language model. Settings: defaults < --config file < flags. "
-        "Without --data it trains on the corpus that ships with Python.",
-    )
-    lm.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
-    lm.add_argument("--run", help="run folder (default: runs/lm-<time>)")
-    lm.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+        "Without --data it trains on the corpus that ships with Python.")
     lm.add_argument("--sample-length", type=int, default=300, help="characters/words to sample at the end")
-    add_dataclass_flags(lm, LMDataConfig, "data")
-    add_dataclass_flags(lm, LMModelConfig, "model")
-    add_dataclass_flags(lm, TrainConfig, "training")
     _add_forecast_parsers(sub, tasks)
     _add_translate_parsers(sub, tasks)
     _add_speech_parsers(sub, tasks)
@@ -123,23 +115,33 @@ def _lab(args) -> int:
     return 0
 
 
-def _add_forecast_parsers(sub, tasks) -> None:
+def _train_parser(tasks, name: str, data_cls, model_cls, resume: bool = True, **kwargs):
+    """``rnnkit train NAME``: --config, --run (default runs/NAME-<time>), --resume, then
+    one flag per field of the data, model and training configs."""
     from rnnkit.configs import add_dataclass_flags
-    from rnnkit.tasks.forecasting import ForecastModelConfig
-    from rnnkit.tasks.forecasting_run import ForecastDataConfig
     from rnnkit.train.config import TrainConfig
 
-    fc = tasks.add_parser(
-        "forecast", help="time-series forecaster (autoregressive RNN/LSTM/GRU) against classical baselines",
+    parser = tasks.add_parser(name, **kwargs)
+    parser.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
+    parser.add_argument("--run", help=f"run folder (default: runs/{name}-<time>)")
+    if resume:
+        parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    add_dataclass_flags(parser, data_cls, "data")
+    add_dataclass_flags(parser, model_cls, "model")
+    add_dataclass_flags(parser, TrainConfig, "training")
+    return parser
+
+
+def _add_forecast_parsers(sub, tasks) -> None:
+    from rnnkit.tasks.forecasting import ForecastModelConfig
+    from rnnkit.tasks.forecasting_run import ForecastDataConfig
+
+    _train_parser(
+        tasks, "forecast", ForecastDataConfig, ForecastModelConfig, resume=False,
+        help="time-series forecaster (autoregressive RNN/LSTM/GRU) against classical baselines",
         description="Train a forecaster on a CSV series (or a statsmodels series) and compare it on the "
         "test part (the last --horizon points unless --test says otherwise) with naive, seasonal naive, "
-        "ARIMA and ETS. Settings: defaults < --config file < flags.",
-    )
-    fc.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
-    fc.add_argument("--run", help="run folder (default: runs/forecast-<time>)")
-    add_dataclass_flags(fc, ForecastDataConfig, "data")
-    add_dataclass_flags(fc, ForecastModelConfig, "model")
-    add_dataclass_flags(fc, TrainConfig, "training")
+        "ARIMA and ETS. Settings: defaults < --config file < flags.")
 
     fo = sub.add_parser("forecast", help="forecast past the end of the data with a trained forecast run")
     fo.add_argument("run", help="run folder of rnnkit train forecast")
@@ -153,21 +155,13 @@ def _add_forecast_parsers(sub, tasks) -> None:
 
 
 def _add_translate_parsers(sub, tasks) -> None:
-    from rnnkit.configs import add_dataclass_flags
     from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig
-    from rnnkit.train.config import TrainConfig
 
-    tr = tasks.add_parser(
-        "translate", help="encoder-decoder translation (attention, beam search) on TSV sentence pairs",
+    _train_parser(
+        tasks, "translate", TranslationDataConfig, TranslationModelConfig,
+        help="encoder-decoder translation (attention, beam search) on TSV sentence pairs",
         description="Train an encoder-decoder on source<TAB>target pairs (--data, .gz too), split by a "
-        "seeded shuffle grouped by source sentence. Settings: defaults < --config file < flags.",
-    )
-    tr.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
-    tr.add_argument("--run", help="run folder (default: runs/translate-<time>)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    add_dataclass_flags(tr, TranslationDataConfig, "data")
-    add_dataclass_flags(tr, TranslationModelConfig, "model")
-    add_dataclass_flags(tr, TrainConfig, "training")
+        "seeded shuffle grouped by source sentence. Settings: defaults < --config file < flags.")
 
     tl = sub.add_parser("translate", help="translate sentences with a trained translation run")
     tl.add_argument("text", nargs="+", help="sentences to translate (each argument one sentence)")
@@ -184,23 +178,15 @@ def _add_translate_parsers(sub, tasks) -> None:
 
 
 def _add_speech_parsers(sub, tasks) -> None:
-    from rnnkit.configs import add_dataclass_flags
     from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
-    from rnnkit.train.config import TrainConfig
 
-    sp = tasks.add_parser(
-        "speech", help="label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)",
+    _train_parser(
+        tasks, "speech", SpeechDataConfig, SpeechModelConfig,
+        help="label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)",
         description="Train a recurrent labeler on spoken numbers: 3-10 recordings of one speaker from a folder "
         "of {digit}_{speaker}_{index}.wav files (--data, e.g. the Free Spoken Digit Dataset's recordings/), "
         "each turned into one acoustic vector. Test: the official split (repetitions 0-4) or "
-        "--holdout-speaker NAME. Settings: defaults < --config file < flags.",
-    )
-    sp.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
-    sp.add_argument("--run", help="run folder (default: runs/speech-<time>)")
-    sp.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    add_dataclass_flags(sp, SpeechDataConfig, "data")
-    add_dataclass_flags(sp, SpeechModelConfig, "model")
-    add_dataclass_flags(sp, TrainConfig, "training")
+        "--holdout-speaker NAME. Settings: defaults < --config file < flags.")
 
 
 def _train_speech(args) -> int:
@@ -224,22 +210,14 @@ def _evaluate_speech(args) -> int:
 
 
 def _add_tag_parsers(sub, tasks) -> None:
-    from rnnkit.configs import add_dataclass_flags
     from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
-    from rnnkit.train.config import TrainConfig
 
-    tt = tasks.add_parser(
-        "tag", help="part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank",
+    _train_parser(
+        tasks, "tag", TaggingDataConfig, TaggerModelConfig,
+        help="part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank",
         description="Train a tagger on a UD treebank folder (--data DIR with *-ud-train.conllu and "
         "*-ud-dev.conllu, .gz too); the best checkpoint is the one with the highest validation accuracy. "
-        "Settings: defaults < --config file < flags.",
-    )
-    tt.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
-    tt.add_argument("--run", help="run folder (default: runs/tag-<time>)")
-    tt.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    add_dataclass_flags(tt, TaggingDataConfig, "data")
-    add_dataclass_flags(tt, TaggerModelConfig, "model")
-    add_dataclass_flags(tt, TrainConfig, "training")
+        "Settings: defaults < --config file < flags.")
 
     tg = sub.add_parser("tag", help="tag plain text with a trained tagging run (CoNLL-U or TSV out)")
     tg.add_argument("text", nargs="*", help="text to tag (default: --file)")
