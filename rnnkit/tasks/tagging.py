@@ -193,13 +193,16 @@ class Tagger(nn.Module):
         return self.crf.nll(emissions, tags, batch.lengths).sum() / batch.lengths.sum()
 
     @torch.no_grad()
-    def predict(self, batch: TagBatch) -> list[list[int]]:
-        """Best tag ids per sentence (Viterbi with a CRF, else per-token argmax)."""
-        emissions = self(batch)
+    def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
+        """Best tag ids per sentence from its scores (Viterbi with a CRF, else per-word argmax)."""
         if self.crf is not None:
-            return self.crf.decode(emissions, batch.lengths)
+            return self.crf.decode(emissions, lengths)
         best = emissions.argmax(2).t().tolist()  # (B, T)
-        return [row[:n] for row, n in zip(best, batch.lengths.tolist())]
+        return [row[:n] for row, n in zip(best, lengths.tolist())]
+
+    def predict(self, batch: TagBatch) -> list[list[int]]:
+        """Best tag ids per sentence of a batch."""
+        return self.decode(self(batch), batch.lengths)
 
 
 def build_model(vocab: Vocabularies, cfg: TaggerModelConfig) -> Tagger:
@@ -307,27 +310,24 @@ class TaggingTask:
 
         return self._per_sentence(model, sentences, softmax)
 
-    @torch.no_grad()
-    def loss(self, model: Tagger, split: str, batch_size: int = 256) -> float:
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
+    def evaluate(self, model: Tagger, split: str) -> dict[str, float]:
+        """Mean loss per tagged word, accuracy and OOV accuracy, from one pass over the split."""
         sentences = self.sentences[split]
         total = count = 0.0
-        for ids in length_batches(sentences, batch_size, seed=None):
-            batch = make_batch([sentences[i] for i in ids], self.vocab).to(device)
-            n = int((batch.tags != IGNORE).sum())
-            total += float(model.loss(model(batch), batch)) * n
-            count += n
-        model.train(was_training)
-        return total / max(count, 1)
 
-    def evaluate(self, model: Tagger, split: str) -> dict[str, float]:
-        sentences = self.sentences[split]
-        predicted = self.predict(model, sentences)
+        def score(m: Tagger, batch: TagBatch) -> list[list[int]]:
+            nonlocal total, count
+            emissions = m(batch)
+            n = int((batch.tags != IGNORE).sum())
+            total += float(m.loss(emissions, batch)) * n
+            count += n
+            return m.decode(emissions, batch.lengths)
+
+        tag_ids = self._per_sentence(model, sentences, score)
+        predicted = [[self.vocab.tags[t] for t in tags] for tags in tag_ids]
         metrics = tag_metrics([s.tags for s in sentences], predicted,
                               [[self.is_oov(w) for w in s.words] for s in sentences])
-        return {"loss": self.loss(model, split), "acc": metrics["acc"], "oov_acc": metrics["oov_acc"]}
+        return {"loss": total / max(count, 1), "acc": metrics["acc"], "oov_acc": metrics["oov_acc"]}
 
     def meta(self) -> dict:
         return {"task": "tagging", "vocab": self.vocab.to_dict(), "model": asdict(self.model_cfg),
