@@ -2,12 +2,14 @@
 classic series, each forecast over its test part in one rollout from the end of the history.
 
 Tuning used the validation part only: for each series a few candidate settings (below) are
-trained, the one with the lowest validation-rollout MASE is kept, and its test metrics are
-the ones reported (the test numbers of the other candidates are not looked at).  The
+trained as ensembles of ``--ensemble`` seeds; these candidates and the equal-weight mean of
+their forecasts (a forecast combination, Bates & Granger 1969) are scored by validation-rollout
+MASE, the lowest is kept, and its test metrics are the ones reported (the test numbers of the
+other candidates are not printed).  The
 baselines are fitted to the same history (train + valid) and forecast the same test part.
 
     python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
-        [--out runs/forecast-table]
+        [--out runs/forecast-table] [--ensemble 10]
 
 Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
 """
@@ -21,6 +23,8 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from rnnkit.tasks.forecast_baselines import run_baselines
 from rnnkit.tasks.forecast_metrics import all_metrics
@@ -56,32 +60,43 @@ SERIES = {
 }
 MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
 TRAIN = TrainConfig(epochs=150, early_stop=15, lr=3e-3, progress=False, log_every=1000, device="cpu")
-ENSEMBLE = 5
+ENSEMBLE = 10
 
 
-def run_series(name: str, data_dir: Path, out: Path) -> dict:
+def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE) -> dict:
     label, base, candidates = SERIES[name]
     base = dict(base)
     if "csv" in base:
         base["csv"] = str(data_dir / base["csv"])
     start = time.perf_counter()
-    tried = []
+    p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
+    valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
+    truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
+    tried = []  # (validation MASE, order, description, test metrics, run folders)
+    forecasts = []  # per candidate: (validation forecast, test forecast)
     for i, extra in enumerate(candidates):
-        cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ENSEMBLE, "baselines": "", "samples": 0})
+        cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ensemble, "baselines": "", "samples": 0})
         with contextlib.redirect_stdout(io.StringIO()):
             result = train_forecast(cfg, MODEL, replace(TRAIN), out / f"{name}-{i}")
-        tried.append((result["valid_rollout"]["mase"], i, extra, result))
+        tried.append((result["valid_rollout"]["mase"], i, extra, result["test"]["rnnkit"], [str(out / f"{name}-{i}")]))
+        forecasts.append((np.array(result["valid_forecast"]), np.array(result["test_forecast"])))
         print(f"  {name} candidate {extra}: valid MASE {result['valid_rollout']['mase']:.3f}", flush=True)
-    valid_mase, index, chosen, result = min(tried, key=lambda t: (t[0], t[1]))
-    p = prepare(ForecastDataConfig(**{**base, **chosen}))
-    history, truth = p.y[:p.valid_end], p.y[p.valid_end:]
-    baselines = run_baselines(history, p.n_test, p.season, log=bool(chosen.get("log")),
-                              names=("seasonal_naive", "arima", "ets"))
-    table = {"rnnkit": result["test"]["rnnkit"]}
+    # the equal-weight combination of the candidates' forecasts is one more candidate
+    valid_mean = np.mean([f[0] for f in forecasts], axis=0)
+    test_mean = np.mean([f[1] for f in forecasts], axis=0)
+    combined = all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"]
+    print(f"  {name} combination of the {len(candidates)}: valid MASE {combined:.3f}", flush=True)
+    tried.append((combined, len(candidates), {"combination": candidates},
+                  all_metrics(truth, test_mean, history, p.season), [t[4][0] for t in tried]))
+    valid_mase, _, chosen, rnnkit_test, runs = min(tried, key=lambda t: (t[0], t[1]))
+    used_log = all(c.get("log") for c in chosen.get("combination", [chosen]))
+    baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=("seasonal_naive", "arima", "ets"))
+    table = {"rnnkit": rnnkit_test}
     table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
     row = {"name": name, "label": label, "chosen": chosen, "valid_mase": valid_mase, "season": p.season,
-           "n_test": p.n_test, "test": table, "models": {k: v["model"] for k, v in baselines.items()},
-           "run": str(out / f"{name}-{index}"), "seconds": round(time.perf_counter() - start, 1)}
+           "n_test": p.n_test, "ensemble": ensemble, "tried": {json.dumps(t[2]): t[0] for t in tried},
+           "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": runs,
+           "seconds": round(time.perf_counter() - start, 1)}
     (out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
 
@@ -108,6 +123,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the CSV series")
     parser.add_argument("--only", default=",".join(SERIES), help="comma-separated subset of " + ",".join(SERIES))
     parser.add_argument("--out", default="runs/forecast-table")
+    parser.add_argument("--ensemble", type=int, default=ENSEMBLE, help="models per candidate (seeds)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +131,7 @@ def main() -> None:
     rows = []
     for name in args.only.split(","):
         print(f"{name} ...", flush=True)
-        rows.append(run_series(name, Path(args.data), out))
+        rows.append(run_series(name, Path(args.data), out, args.ensemble))
         print(f"  {name}: " + ", ".join(f"{k} {v['mase']:.3f}" for k, v in rows[-1]["test"].items())
               + f" ({rows[-1]['seconds']:.0f} s)", flush=True)
     table = markdown(rows)

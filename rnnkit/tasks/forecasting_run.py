@@ -226,6 +226,8 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
         "season": p.season, "window": p.window, "freq": p.freq, "n": len(p.y), "train_end": p.train_end,
         "valid_end": p.valid_end, "n_test": p.n_test, "best_epochs": epochs, "notes": p.notes,
         "valid_rollout": valid_metrics, "test": table,
+        "valid_forecast": [float(v) for v in valid_fc["forecast"]],
+        "test_forecast": [float(v) for v in test_fc["forecast"]],
         "baseline_models": {k: v["model"] for k, v in baselines.items()}, "seconds": round(elapsed, 1),
     }
     (run_dir / "forecast.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

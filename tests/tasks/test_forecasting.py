@@ -10,7 +10,7 @@ import torch
 
 from rnnkit.data.series import make_windows
 from rnnkit.tasks.forecast_baselines import naive, seasonal_naive
-from rnnkit.tasks.forecast_metrics import mae, mase, mase_scale, rmse, smape
+from rnnkit.tasks.forecast_metrics import all_metrics, mae, mase, mase_scale, rmse, smape
 from rnnkit.tasks.forecasting import (
     Forecaster,
     ForecastModelConfig,
@@ -148,6 +148,13 @@ def test_cli_train_forecast_evaluate_round_trip(tmp_path, capsys):
         assert (run / name).is_file(), name
     info = json.loads((run / "forecast.json").read_text())
     assert set(info["test"]) == {"rnnkit", "naive", "seasonal_naive"} and info["n_test"] == 12
+    # the stored forecasts are the ones the recorded metrics were computed from
+    truth, history = values.round(3)[info["valid_end"]:], values.round(3)[:info["valid_end"]]
+    recomputed = all_metrics(truth, np.array(info["test_forecast"]), history, 12)
+    assert recomputed["mase"] == pytest.approx(info["test"]["rnnkit"]["mase"], rel=1e-9)
+    valid_truth = values.round(3)[info["train_end"]:info["valid_end"]]
+    recomputed = all_metrics(valid_truth, np.array(info["valid_forecast"]), values.round(3)[:info["train_end"]], 12)
+    assert recomputed["mase"] == pytest.approx(info["valid_rollout"]["mase"], rel=1e-9)
 
     assert main(["evaluate", str(run)]) == 0
     assert "rnnkit" in capsys.readouterr().out
