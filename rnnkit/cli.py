@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
+    ev.add_argument("--length-penalty", type=float, default=None,
+                    help="translation runs: beam length penalty alpha (default: the run's)")
     ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
     ev.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
                     help="tagging runs: average the per-word tag probabilities with these runs'")
@@ -370,7 +372,7 @@ def _evaluate_translation(args) -> int:
     from rnnkit.tasks.translation_run import evaluate_translation
 
     results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
-                                   args.beam, limit=args.limit)
+                                   args.beam, limit=args.limit, alpha=args.length_penalty)
     print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
     for name, r in results.items():
         print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")

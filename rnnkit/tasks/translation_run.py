@@ -106,19 +106,21 @@ def _task_without_data(meta: dict) -> TranslationTask:
 def evaluate_translation(run: str | Path, split: str = "test", data: Optional[str] = None,
                          checkpoint: str = "best", device: str = "auto", beam: Optional[int] = None,
                          decoders: Sequence[str] = ("greedy", "beam"), limit: Optional[int] = None,
-                         write: bool = True) -> dict:
+                         write: bool = True, alpha: Optional[float] = None) -> dict:
     """{decoder: {"bleu", "chrf", "pairs", "seconds"}} on a split of the run's grouped split
-    (of ``data`` instead when given).  Writes ``<split>_<decoder>.txt`` outputs into the run."""
+    (of ``data`` instead when given), beam search with width ``beam`` and length penalty
+    ``alpha`` (default: the run's).  Writes ``<split>_<decoder>.txt`` outputs into the run."""
     model, meta = load_translation(run, checkpoint, device)
     data_cfg = TranslationDataConfig(**meta["data"])
     if data is not None:
         data_cfg.data = data
     task = make_task(data_cfg, TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta)
     width = beam or data_cfg.beam
+    alpha = data_cfg.length_penalty if alpha is None else alpha
     results = {}
     for decoder in decoders:
         start = time.perf_counter()
-        scores, outputs = task.scores(model, split, limit, decoder=decoder, beam=width, alpha=data_cfg.length_penalty)
+        scores, outputs = task.scores(model, split, limit, decoder=decoder, beam=width, alpha=alpha)
         scores["pairs"] = len(outputs)
         scores["seconds"] = time.perf_counter() - start
         name = decoder if decoder != "beam" else f"beam{width}"

@@ -96,6 +96,11 @@ def test_cli_round_trip(tmp_path, capsys):
     assert out.splitlines()[0] == "decoder\tsacreBLEU\tchrF\tpairs\tseconds"
     assert out.splitlines()[1].startswith("greedy\t") and out.splitlines()[2].startswith("beam2\t")
     assert (run / "test_beam2.txt").is_file()
+    # width 1 is greedy whatever the length penalty
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "1", "--length-penalty", "1.5"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows[0][0] == "greedy" and rows[1][0] == "beam1" and rows[0][1:3] == rows[1][1:3]
+    assert (run / "valid_greedy.txt").read_text() == (run / "valid_beam1.txt").read_text()
     png = tmp_path / "attention.png"
     assert main(["translate", "Tom is cold.", "I like Tom.", "--run", str(run), "--beam", "3",
                  "--attention-png", str(png)]) == 0
