@@ -2,14 +2,18 @@
 classic series, each forecast over its test part in one rollout from the end of the history.
 
 Tuning used the validation part only: for each series a few candidate settings (below) are
-trained as ensembles of ``--ensemble`` seeds; these candidates and the equal-weight mean of
+trained as ensembles of ``--ensemble`` seeds, of which the ``--select`` models with the best
+validation rollouts are kept (ensemble selection); these candidates and the equal-weight mean of
 their forecasts (a forecast combination, Bates & Granger 1969) are scored by validation-rollout
 MASE, the lowest is kept, and its test metrics are the ones reported (the test numbers of the
 other candidates are not printed).  The
-baselines are fitted to the same history (train + valid) and forecast the same test part.
+baselines are fitted to the same history (train + valid) and forecast the same test part; so
+that rnnkit sees that history too, every candidate's models are then trained again on
+train + valid for the number of epochs that was best on validation (``refit``; the scaling,
+and with it the drift of a differenced series, is then fitted on train + valid as well).
 
     python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
-        [--out runs/forecast-table] [--ensemble 10]
+        [--out runs/forecast-table] [--ensemble 10] [--select 5] [--no-refit]
 
 Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
 """
@@ -40,7 +44,7 @@ DEFAULT_DATA = HERE.parent / ".." / "shared" / "data" / "timeseries"
 # series (96 training windows) use batches of 8 so that an epoch has more than 3 steps.
 SERIES = {
     "airline": ("airline passengers (last 24 months)",
-                dict(csv="airline-passengers.csv", horizon=24, season=12, window=24, refit=True, batch_size=8),
+                dict(csv="airline-passengers.csv", horizon=24, season=12, window=24, batch_size=8),
                 [dict(log=True, seasonal_difference=True), dict(log=True, difference=1, seasonal_difference=True)]),
     "sunspots": ("monthly sunspots (last 10%)",
                  dict(csv="monthly-sunspots.csv", horizon=282, test="10%", season=1, window=132),
@@ -52,7 +56,7 @@ SERIES = {
                dict(csv="daily-total-female-births.csv", horizon=73, test="20%", season=7, window=28),
                [dict(), dict(calendar=False)]),
     "car_sales": ("monthly car sales (last 24 months)",
-                  dict(csv="monthly-car-sales.csv", horizon=24, season=12, window=24, refit=True, batch_size=8),
+                  dict(csv="monthly-car-sales.csv", horizon=24, season=12, window=24, batch_size=8),
                   [dict(log=True, seasonal_difference=True), dict(log=True)]),
     "co2": ("statsmodels weekly co2 (last 10%)",
             dict(dataset="co2", horizon=228, test="10%", season=52, window=104, batch_size=64),
@@ -61,9 +65,11 @@ SERIES = {
 MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
 TRAIN = TrainConfig(epochs=150, early_stop=15, lr=3e-3, progress=False, log_every=1000, device="cpu")
 ENSEMBLE = 10
+SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best validation rollouts
 
 
-def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE) -> dict:
+def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
+               refit: bool = True) -> dict:
     label, base, candidates = SERIES[name]
     base = dict(base)
     if "csv" in base:
@@ -75,7 +81,9 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE) -
     tried = []  # (validation MASE, order, description, test metrics, run folders)
     forecasts = []  # per candidate: (validation forecast, test forecast)
     for i, extra in enumerate(candidates):
-        cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ensemble, "baselines": "", "samples": 0})
+        cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ensemble, "select": select, "refit": refit,
+                                     "baselines": "",
+                                     "samples": 0})
         with contextlib.redirect_stdout(io.StringIO()):
             result = train_forecast(cfg, MODEL, replace(TRAIN), out / f"{name}-{i}")
         tried.append((result["valid_rollout"]["mase"], i, extra, result["test"]["rnnkit"], [str(out / f"{name}-{i}")]))
@@ -94,7 +102,8 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE) -
     table = {"rnnkit": rnnkit_test}
     table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
     row = {"name": name, "label": label, "chosen": chosen, "valid_mase": valid_mase, "season": p.season,
-           "n_test": p.n_test, "ensemble": ensemble, "tried": {json.dumps(t[2]): t[0] for t in tried},
+           "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
+           "tried": {json.dumps(t[2]): t[0] for t in tried},
            "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": runs,
            "seconds": round(time.perf_counter() - start, 1)}
     (out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
@@ -124,6 +133,10 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SERIES), help="comma-separated subset of " + ",".join(SERIES))
     parser.add_argument("--out", default="runs/forecast-table")
     parser.add_argument("--ensemble", type=int, default=ENSEMBLE, help="models per candidate (seeds)")
+    parser.add_argument("--select", type=int, default=SELECT,
+                        help="keep this many of them, those with the best validation rollouts (0: all)")
+    parser.add_argument("--no-refit", dest="refit", action="store_false",
+                        help="forecast the test part with the models trained on the training part only")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +144,7 @@ def main() -> None:
     rows = []
     for name in args.only.split(","):
         print(f"{name} ...", flush=True)
-        rows.append(run_series(name, Path(args.data), out, args.ensemble))
+        rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit))
         print(f"  {name}: " + ", ".join(f"{k} {v['mase']:.3f}" for k, v in rows[-1]["test"].items())
               + f" ({rows[-1]['seconds']:.0f} s)", flush=True)
     table = markdown(rows)

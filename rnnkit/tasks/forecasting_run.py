@@ -67,6 +67,7 @@ class ForecastDataConfig:
     batch_size: int = 32
     samples: int = 200  # sample paths for the prediction intervals (0: none)
     ensemble: int = 1  # models trained with seeds seed .. seed+ensemble-1, averaged
+    select: int = 0  # keep the models with the `select` best validation rollouts (0: all)
     refit: bool = False  # retrain on train+valid for the best number of epochs
     baselines: str = BASELINES  # comma-separated; "" for none
 
@@ -182,24 +183,36 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
           f"window {p.window}; model {model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} "
           f"({'direct' if model_cfg.direct else 'one-step'}, {model_cfg.head} head) x{cfg.ensemble}", flush=True)
 
+    if cfg.select < 0 or cfg.select > cfg.ensemble:
+        raise DataError(f"select must be between 0 and the ensemble size {cfg.ensemble}, got {cfg.select}")
     transform = make_transform(cfg, p, p.train_end)
     models, epochs = [], []
     for i in range(cfg.ensemble):
         models.append(_train_member(p, cfg, model_cfg, train_cfg, transform, p.train_end, p.valid_end,
                                     run_dir / "members" / str(i), train_cfg.seed + i))
         epochs.append(models[-1].best_epochs)
+    valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
+    kept, member_mase = list(range(cfg.ensemble)), []
+    if main:
+        if cfg.select:  # ensemble selection (Caruana et al. 2004), by each model's own validation rollout
+            member_mase = [all_metrics(valid_truth, forecast_from([m], transform, p, p.train_end, p.n_valid, 0)
+                                       ["forecast"], valid_history, p.season)["mase"] for m in models]
+            kept = sorted(sorted(range(cfg.ensemble), key=lambda i: (member_mase[i], i))[:cfg.select])
+            print("validation rollout MASE per model: " + " ".join(f"{v:.3f}" for v in member_mase)
+                  + f"; kept {kept}", flush=True)
+    kept = distributed.broadcast(kept)  # torchrun: every rank refits the same models
+    models, epochs = [models[i] for i in kept], [epochs[i] for i in kept]
     if main:
         valid_fc = forecast_from(models, transform, p, p.train_end, p.n_valid, 0)
-        valid_truth = p.y[p.train_end:p.valid_end]
-        valid_metrics = all_metrics(valid_truth, valid_fc["forecast"], p.y[:p.train_end], p.season)
+        valid_metrics = all_metrics(valid_truth, valid_fc["forecast"], valid_history, p.season)
         print("validation rollout: " + ", ".join(f"{k} {v:.4f}" for k, v in valid_metrics.items()), flush=True)
 
-    member_dirs = [f"members/{i}" for i in range(cfg.ensemble)]
+    member_dirs = [f"members/{i}" for i in kept]
     if cfg.refit:
         transform = make_transform(cfg, p, p.valid_end)
         refit_cfg = replace(train_cfg, early_stop=0)
         models = []
-        for i, n_epochs in enumerate(epochs):
+        for i, n_epochs in zip(kept, epochs):
             folder = run_dir / "members" / f"{i}-refit"
             print(f"refit {i}: {n_epochs} epochs on train + valid", flush=True)
             models.append(_train_member(p, cfg, model_cfg, replace(refit_cfg, epochs=n_epochs), transform,
@@ -208,7 +221,7 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
             if main:
                 shutil.rmtree(folder / "checkpoints" / "best", ignore_errors=True)
                 load_weights(models[-1], folder / "checkpoints", pick_device(train_cfg.device))
-        member_dirs = [f"members/{i}-refit" for i in range(cfg.ensemble)]
+        member_dirs = [f"members/{i}-refit" for i in kept]
     if not main:
         return {"task": "forecast", "members": member_dirs, "best_epochs": epochs}
 
@@ -225,7 +238,7 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
         "task": "forecast", "members": member_dirs, "transform": transform.to_dict(),
         "season": p.season, "window": p.window, "freq": p.freq, "n": len(p.y), "train_end": p.train_end,
         "valid_end": p.valid_end, "n_test": p.n_test, "best_epochs": epochs, "notes": p.notes,
-        "valid_rollout": valid_metrics, "test": table,
+        "member_valid_mase": member_mase, "valid_rollout": valid_metrics, "test": table,
         "valid_forecast": [float(v) for v in valid_fc["forecast"]],
         "test_forecast": [float(v) for v in test_fc["forecast"]],
         "baseline_models": {k: v["model"] for k, v in baselines.items()}, "seconds": round(elapsed, 1),

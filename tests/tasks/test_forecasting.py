@@ -3,12 +3,14 @@ on hand-computed numbers, and a CLI round trip."""
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from rnnkit.data.series import make_windows
+from rnnkit.errors import DataError
 from rnnkit.tasks.forecast_baselines import naive, seasonal_naive
 from rnnkit.tasks.forecast_metrics import all_metrics, mae, mase, mase_scale, rmse, smape
 from rnnkit.tasks.forecasting import (
@@ -169,3 +171,36 @@ def test_cli_train_forecast_evaluate_round_trip(tmp_path, capsys):
     assert "bad.csv:3: row 2: missing value in column 'Sales'" in capsys.readouterr().err
     assert main(["train", "forecast", "--csv", str(csv), "--column", "Slaes", "--run", str(tmp_path / "r3")]) == 2
     assert "no value column 'Slaes'; available: Sales" in capsys.readouterr().err
+
+
+def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(tmp_path):
+    from rnnkit.tasks.forecasting_run import ForecastDataConfig, train_forecast
+
+    t = np.arange(96)
+    values = 50 + 0.5 * t + 8 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(0).normal(0, 1, 96)
+    csv = tmp_path / "series.csv"
+    csv.write_text("Month,Sales\n" + "".join(f"{1990 + i // 12}-{i % 12 + 1:02d},{v:.3f}\n"
+                                           for i, v in enumerate(values)))
+    data = ForecastDataConfig(csv=str(csv), horizon=12, ensemble=4, select=2, refit=True, samples=0, baselines="")
+    train = TrainConfig(epochs=3, lr=1e-2, progress=False, device="cpu", log_every=1000)
+    info = train_forecast(data, ForecastModelConfig(hidden_size=6), train, tmp_path / "run")
+    scores = info["member_valid_mase"]
+    assert len(scores) == 4 and len(set(scores)) == 4
+    best_two = sorted(np.argsort(scores)[:2].tolist())
+    assert info["members"] == [f"members/{i}-refit" for i in best_two]
+    assert len(info["best_epochs"]) == 2
+    # the ensemble's validation rollout is the mean of the two kept models' rollouts
+    from rnnkit.tasks.forecasting_run import forecast_from, make_transform, prepare
+    from rnnkit.train import load_weights
+
+    p = prepare(data)
+    transform = make_transform(data, p, p.train_end)
+    kept = []
+    for i in best_two:
+        model = Forecaster(p.calendar_next.shape[1] + 1, 1, ForecastModelConfig(hidden_size=6))
+        load_weights(model, tmp_path / "run" / "members" / str(i) / "checkpoints" / "best", "cpu")
+        kept.append(model.eval())
+    mean = forecast_from(kept, transform, p, p.train_end, p.n_valid, 0)["forecast"]
+    np.testing.assert_allclose(mean, info["valid_forecast"], rtol=1e-6)
+    with pytest.raises(DataError, match="select must be between 0 and the ensemble size 4, got 5"):
+        train_forecast(replace(data, select=5), ForecastModelConfig(hidden_size=6), train, tmp_path / "r2")
