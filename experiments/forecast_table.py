@@ -6,14 +6,14 @@ trained as ensembles of ``--ensemble`` seeds, of which the ``--select`` models w
 validation rollouts are kept (ensemble selection); these candidates and the equal-weight mean of
 their forecasts (a forecast combination, Bates & Granger 1969) are scored by validation-rollout
 MASE, the lowest is kept, and its test metrics are the ones reported (the test numbers of the
-other candidates are not printed).  The
-baselines are fitted to the same history (train + valid) and forecast the same test part; so
-that rnnkit sees that history too, every candidate's models are then trained again on
-train + valid for the number of epochs that was best on validation (``refit``; the scaling,
-and with it the drift of a differenced series, is then fitted on train + valid as well).
+other candidates are not printed).  The baselines are fitted to the same history (train +
+valid) and forecast the same test part.  With ``--select 0 --refit`` every candidate's models
+are instead all kept and trained again on train + valid for the number of epochs that was best
+on validation (the two cannot be combined: a refit model is a new model that the selection
+says nothing about).
 
     python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
-        [--out runs/forecast-table] [--ensemble 10] [--select 5] [--no-refit]
+        [--out runs/forecast-table] [--ensemble 10] [--select 5] [--refit]
 
 Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
 """
@@ -69,7 +69,7 @@ SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best val
 
 
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
-               refit: bool = True) -> dict:
+               refit: bool = False) -> dict:
     label, base, candidates = SERIES[name]
     base = dict(base)
     if "csv" in base:
@@ -135,8 +135,9 @@ def main() -> None:
     parser.add_argument("--ensemble", type=int, default=ENSEMBLE, help="models per candidate (seeds)")
     parser.add_argument("--select", type=int, default=SELECT,
                         help="keep this many of them, those with the best validation rollouts (0: all)")
-    parser.add_argument("--no-refit", dest="refit", action="store_false",
-                        help="forecast the test part with the models trained on the training part only")
+    parser.add_argument("--refit", action="store_true",
+                        help="train every model again on train + valid before forecasting the test part "
+                        "(needs --select 0)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

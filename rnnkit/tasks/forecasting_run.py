@@ -185,6 +185,10 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
 
     if cfg.select < 0 or cfg.select > cfg.ensemble:
         raise DataError(f"select must be between 0 and the ensemble size {cfg.ensemble}, got {cfg.select}")
+    if cfg.select and cfg.refit:
+        raise DataError("select keeps the models whose validation rollouts were best, and refit would replace "
+                        "them with new models trained on train + valid that the selection says nothing about; "
+                        "use one or the other")
     transform = make_transform(cfg, p, p.train_end)
     models, epochs = [], []
     for i in range(cfg.ensemble):

@@ -181,13 +181,13 @@ def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(t
     csv = tmp_path / "series.csv"
     csv.write_text("Month,Sales\n" + "".join(f"{1990 + i // 12}-{i % 12 + 1:02d},{v:.3f}\n"
                                            for i, v in enumerate(values)))
-    data = ForecastDataConfig(csv=str(csv), horizon=12, ensemble=4, select=2, refit=True, samples=0, baselines="")
+    data = ForecastDataConfig(csv=str(csv), horizon=12, ensemble=4, select=2, samples=0, baselines="")
     train = TrainConfig(epochs=3, lr=1e-2, progress=False, device="cpu", log_every=1000)
     info = train_forecast(data, ForecastModelConfig(hidden_size=6), train, tmp_path / "run")
     scores = info["member_valid_mase"]
     assert len(scores) == 4 and len(set(scores)) == 4
     best_two = sorted(np.argsort(scores)[:2].tolist())
-    assert info["members"] == [f"members/{i}-refit" for i in best_two]
+    assert info["members"] == [f"members/{i}" for i in best_two]
     assert len(info["best_epochs"]) == 2
     # the ensemble's validation rollout is the mean of the two kept models' rollouts
     from rnnkit.tasks.forecasting_run import forecast_from, make_transform, prepare
@@ -204,3 +204,5 @@ def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(t
     np.testing.assert_allclose(mean, info["valid_forecast"], rtol=1e-6)
     with pytest.raises(DataError, match="select must be between 0 and the ensemble size 4, got 5"):
         train_forecast(replace(data, select=5), ForecastModelConfig(hidden_size=6), train, tmp_path / "r2")
+    with pytest.raises(DataError, match="use one or the other"):
+        train_forecast(replace(data, refit=True), ForecastModelConfig(hidden_size=6), train, tmp_path / "r3")
