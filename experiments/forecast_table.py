@@ -13,7 +13,7 @@ on validation (the two cannot be combined: a refit model is a new model that the
 says nothing about).
 
     python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
-        [--out runs/forecast-table] [--ensemble 10] [--select 5] [--refit]
+        [--out runs/forecast-table] [--ensemble 10] [--select 5] [--refit] [--backtest] [--report]
 
 Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
 """
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.errors import DataError
 from rnnkit.tasks.forecast_baselines import run_baselines
 from rnnkit.tasks.forecast_metrics import all_metrics
 from rnnkit.tasks.forecasting import ForecastModelConfig
@@ -69,11 +70,15 @@ SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best val
 
 
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
-               refit: bool = False) -> dict:
+               refit: bool = False, backtest: bool = False) -> dict:
     label, base, candidates = SERIES[name]
     base = dict(base)
     if "csv" in base:
         base["csv"] = str(data_dir / base["csv"])
+    if backtest:  # the data end where the test part begins: the validation part becomes the test
+        p = prepare(ForecastDataConfig(**base))
+        base.update(drop_last=p.n_test, test=str(p.n_valid), valid=str(p.n_valid), horizon=p.n_valid)
+        label += ", backtest: its validation part"
     start = time.perf_counter()
     p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
     valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
@@ -96,7 +101,7 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     print(f"  {name} combination of the {len(candidates)}: valid MASE {combined:.3f}", flush=True)
     tried.append((combined, len(candidates), {"combination": candidates},
                   all_metrics(truth, test_mean, history, p.season), [t[4][0] for t in tried]))
-    valid_mase, _, chosen, rnnkit_test, runs = min(tried, key=lambda t: (t[0], t[1]))
+    valid_mase, index, chosen, rnnkit_test, runs = min(tried, key=lambda t: (t[0], t[1]))
     used_log = all(c.get("log") for c in chosen.get("combination", [chosen]))
     baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=("seasonal_naive", "arima", "ets"))
     table = {"rnnkit": rnnkit_test}
@@ -105,6 +110,10 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
            "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
            "tried": {json.dumps(t[2]): t[0] for t in tried},
            "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": runs,
+           "forecasts": {"dates": [str(d) for d in p.dates[p.valid_end - 2 * p.n_test:]],
+                         "history": history[-2 * p.n_test:].tolist(), "truth": truth.tolist(),
+                         "rnnkit": test_mean.tolist() if "combination" in chosen else forecasts[index][1].tolist(),
+                         **{k: np.asarray(v["forecast"]).tolist() for k, v in baselines.items()}},
            "seconds": round(time.perf_counter() - start, 1)}
     (out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
@@ -127,6 +136,43 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """One panel per series: the end of the history, the test truth, rnnkit and the best
+    classical baseline."""
+    from rnnkit.plotting import pyplot
+
+    plt = pyplot("forecast")
+    cols = 2
+    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, figsize=(12, 3.2 * ((len(rows) + 1) // cols)),
+                             squeeze=False)
+    for ax, r in zip(axes.flat, rows):
+        f, t = r["forecasts"], r["test"]
+        dates = np.array(f["dates"], dtype="datetime64[D]")
+        n_hist = len(f["history"])
+        best = min(("seasonal_naive", "arima", "ets"), key=lambda k: t[k]["mase"])
+        ax.plot(dates[:n_hist], f["history"], color="black", lw=0.8)
+        ax.plot(dates[n_hist:], f["truth"], color="black", lw=0.8, ls=":", label="truth")
+        ax.plot(dates[n_hist:], f[best], color="tab:gray", lw=1, ls="--",
+                label=f"{best} (MASE {t[best]['mase']:.2f})")
+        ax.plot(dates[n_hist:], f["rnnkit"], color="tab:blue", lw=1.2, label=f"rnnkit (MASE {t['rnnkit']['mase']:.2f})")
+        ax.set_title(r["label"], fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(rows):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(rows: list[dict], out: Path) -> str:
+    table = markdown(rows)
+    (out / "table.md").write_text(table + "\n", encoding="utf-8")
+    if all("forecasts" in r for r in rows):
+        plot(rows, out / "forecasts.png")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with the CSV series")
@@ -135,22 +181,36 @@ def main() -> None:
     parser.add_argument("--ensemble", type=int, default=ENSEMBLE, help="models per candidate (seeds)")
     parser.add_argument("--select", type=int, default=SELECT,
                         help="keep this many of them, those with the best validation rollouts (0: all)")
+    parser.add_argument("--backtest", action="store_true",
+                        help="leave the test parts out and score the validation parts instead, "
+                        "choosing on the parts before them")
     parser.add_argument("--refit", action="store_true",
                         help="train every model again on train + valid before forecasting the test part "
                         "(needs --select 0)")
+    parser.add_argument("--report", action="store_true",
+                        help="only rebuild table.md and forecasts.png from the series' JSON files in --out "
+                        "(for parts run in separate processes)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    names = args.only.split(",")
+    if args.report:
+        rows = [json.loads((out / f"{n}.json").read_text(encoding="utf-8")) for n in names
+                if (out / f"{n}.json").is_file()]
+        print(report(rows, out))
+        return
     start = time.perf_counter()
     rows = []
-    for name in args.only.split(","):
+    for name in names:
         print(f"{name} ...", flush=True)
-        rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit))
+        try:
+            rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit, args.backtest))
+        except DataError as exc:  # e.g. a backtest that leaves too little training data
+            print(f"  {name}: skipped: {exc}", flush=True)
+            continue
         print(f"  {name}: " + ", ".join(f"{k} {v['mase']:.3f}" for k, v in rows[-1]["test"].items())
               + f" ({rows[-1]['seconds']:.0f} s)", flush=True)
-    table = markdown(rows)
-    (out / "table.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
+    print(report(rows, out))
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

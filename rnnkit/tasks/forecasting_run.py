@@ -54,6 +54,7 @@ class ForecastDataConfig:
     csv: Optional[str] = None  # CSV file (.gz too) with a date column and value columns
     dataset: Optional[str] = None  # or a series bundled with statsmodels: sunspots | co2
     column: Optional[str] = None  # value column to forecast (default: the only one)
+    drop_last: int = 0  # ignore the last N points, as if the data ended there (a backtest)
     date_column: Optional[str] = None  # default: the first column
     horizon: int = 12  # steps to forecast
     test: Optional[str] = None  # test part: count, fraction or percentage (default: horizon)
@@ -77,8 +78,16 @@ def load_series(cfg: ForecastDataConfig) -> Series:
     if (cfg.csv is None) == (cfg.dataset is None):
         raise DataError("give exactly one of --csv FILE or --dataset sunspots|co2")
     if cfg.csv is not None:
-        return read_series_csv(cfg.csv, [cfg.column] if cfg.column else None, cfg.date_column)
-    return load_statsmodels_series(cfg.dataset)
+        series = read_series_csv(cfg.csv, [cfg.column] if cfg.column else None, cfg.date_column)
+    else:
+        series = load_statsmodels_series(cfg.dataset)
+    if cfg.drop_last:
+        n = len(series.dates)
+        if not 0 < cfg.drop_last < n:
+            raise DataError(f"drop_last must be between 0 and the series length {n}, got {cfg.drop_last}")
+        series = replace(series, values=series.values[:-cfg.drop_last], dates=series.dates[:-cfg.drop_last],
+                         notes=series.notes + [f"the last {cfg.drop_last} points are left out (drop_last)"])
+    return series
 
 
 @dataclass
