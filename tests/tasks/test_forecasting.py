@@ -206,3 +206,19 @@ def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(t
         train_forecast(replace(data, select=5), ForecastModelConfig(hidden_size=6), train, tmp_path / "r2")
     with pytest.raises(DataError, match="use one or the other"):
         train_forecast(replace(data, refit=True), ForecastModelConfig(hidden_size=6), train, tmp_path / "r3")
+
+
+def test_drop_last_cuts_the_series_as_if_it_ended_earlier(tmp_path):
+    from rnnkit.tasks.forecasting_run import ForecastDataConfig, prepare
+
+    csv = tmp_path / "series.csv"
+    csv.write_text("Month,Sales\n" + "".join(f"{1990 + i // 12}-{i % 12 + 1:02d},{10 + i}\n" for i in range(72)))
+    full = prepare(ForecastDataConfig(csv=str(csv), horizon=12))
+    cut = prepare(ForecastDataConfig(csv=str(csv), horizon=12, drop_last=12))
+    np.testing.assert_array_equal(cut.y, full.y[:-12])
+    assert str(cut.dates[-1]) == "1994-12-01" and cut.valid_end == full.valid_end - 12
+    # the calendar of the first forecast step follows the cut, not the file's end
+    np.testing.assert_array_equal(cut.calendar_next[len(cut.y) - 1], full.calendar_next[len(cut.y) - 1])
+    assert any("drop_last" in note for note in cut.notes)
+    with pytest.raises(DataError, match="drop_last must be between 0 and the series length 72, got 72"):
+        prepare(ForecastDataConfig(csv=str(csv), horizon=12, drop_last=72))
