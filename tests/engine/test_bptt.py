@@ -199,3 +199,27 @@ def test_large_recurrent_weight_packed_path_matches_reference(mode, H, extra):
     g_r = torch.autograd.grad(out_r.pow(2).sum(), list(ref.parameters()))
     for a, b in zip(g, g_r):
         assert_close(a, b, torch.float32, "gradient")
+
+
+def test_a_checkout_at_another_path_reuses_the_kernel_build(tmp_path):
+    """The build compiles a copy of the source kept in the build folder, so a copy of the
+    package elsewhere (another checkout, another virtual environment) loads the same build
+    instead of compiling again."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import rnnkit
+
+    so = Path(fused_cpu().__file__)
+    built_at = so.stat().st_mtime_ns
+    shutil.copytree(Path(rnnkit.__file__).parent, tmp_path / "rnnkit", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import rnnkit; from rnnkit.engine import kernels as k; "
+            "print(rnnkit.__file__); print(k.fused_cpu_built()); k.fused_cpu()")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    where, built = proc.stdout.split()
+    assert where.startswith(str(tmp_path)) and built == "True"
+    assert "compiling" not in proc.stderr
+    assert so.stat().st_mtime_ns == built_at, "the other checkout rebuilt the kernels"

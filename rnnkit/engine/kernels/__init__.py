@@ -8,6 +8,7 @@ raises :class:`KernelUnavailable` with the compiler's complaint.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -53,11 +54,30 @@ def _is_built(name: str) -> bool:
         return False
 
 
+def _source_digest() -> str:
+    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
+
+
 def fused_cpu_name() -> str:
-    """The name of this machine's build of the fused CPU kernels (its vector-width tag)."""
-    # The PyTorch version is part of the name: a build is tied to the headers it was made with.
+    """The name of this machine's build of the fused CPU kernels: vector-width tag, PyTorch
+    version (a build is tied to the headers it was made with) and a digest of the source."""
     torch_tag = "".join(ch if ch.isalnum() else "_" for ch in torch.__version__.split("+")[0])
-    return f"rnnkit_fused_cpu_{_arch_flags()[0]}_torch{torch_tag}"
+    return f"rnnkit_fused_cpu_{_arch_flags()[0]}_torch{torch_tag}_{_source_digest()}"
+
+
+def _build_source(name: str) -> Path:
+    """A copy of the kernel source inside the build folder of ``name``.  The build compiles
+    this copy, so that checkouts of rnnkit at different paths with the same source share one
+    build instead of rebuilding each other's (the build files record the source's path)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    target = Path(_get_build_directory(name, False)) / "fused_cpu.cpp"
+    text = _SOURCE.read_bytes()
+    if not target.is_file() or target.read_bytes() != text:
+        partial = target.with_name(f".fused_cpu.{os.getpid()}.cpp")
+        partial.write_bytes(text)
+        os.replace(partial, target)  # atomic: a concurrent build never sees half a file
+    return target
 
 
 def fused_cpu_built() -> bool:
@@ -82,7 +102,7 @@ def fused_cpu():
 
         module = load(
             name=name,
-            sources=[str(_SOURCE)],
+            sources=[str(_build_source(name))],
             # -fno-trapping-math lets GCC vectorize the polynomial exp (values are unchanged);
             # -fopenmp runs large steps on PyTorch's own OpenMP threads.
             extra_cflags=["-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", *flags],
