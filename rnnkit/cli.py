@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 
@@ -60,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", help="run folder")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
     ev.add_argument("--data", help="evaluate on this data instead of the run's")
-    ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ev.add_argument("--checkpoint", default="best",
+                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
     ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
     ev.add_argument("--length-penalty", type=float, default=None,
@@ -68,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
     ev.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
                     help="tagging runs: average the per-word tag probabilities with these runs'")
+
+    av = sub.add_parser("average", help="average the weights of checkpoints of one run into a new checkpoint",
+                        description="Checkpoint averaging (Vaswani et al. 2017): the element-wise mean of the "
+                        "weights of CHECKPOINT... in RUN/checkpoints, written as RUN/checkpoints/NAME; evaluate "
+                        "it with --checkpoint NAME.")
+    av.add_argument("run", help="run folder")
+    av.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="names in RUN/checkpoints (step_*, best)")
+    av.add_argument("--name", default="average", help="name of the averaged checkpoint (default: average)")
 
     sa = sub.add_parser("sample", help="generate text from a trained language model")
     sa.add_argument("run", help="run folder")
@@ -77,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--top-k", type=int, default=None)
     sa.add_argument("--top-p", type=float, default=None)
     sa.add_argument("--seed", type=int, default=None)
-    sa.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    sa.add_argument("--checkpoint", default="best",
+                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
     sa.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     from rnnkit.lab import EXPERIMENTS
 
@@ -175,7 +186,8 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--top-p", type=float, default=None)
     tl.add_argument("--seed", type=int, default=None)
     tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
-    tl.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    tl.add_argument("--checkpoint", default="best",
+                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
     tl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -227,7 +239,8 @@ def _add_tag_parsers(sub, tasks) -> None:
     tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
     tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
     tg.add_argument("--out", help="write here instead of standard output")
-    tg.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    tg.add_argument("--checkpoint", default="best",
+                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
     tg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
@@ -419,13 +432,21 @@ def _sample(args) -> int:
     return 0
 
 
+def _average(args) -> int:
+    from rnnkit.train.checkpoint import average_checkpoints
+
+    folder = average_checkpoints(Path(args.run) / "checkpoints", args.checkpoints, args.name)
+    print(f"averaged {', '.join(args.checkpoints)} into {folder}; use --checkpoint {args.name}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from rnnkit.errors import RnnkitError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "forecast": _forecast, "lab": _lab,
-                "translate": _translate, "tag": _tag}
+                "translate": _translate, "tag": _tag, "average": _average}
     if args.command == "info":
         print(info())
         return 0

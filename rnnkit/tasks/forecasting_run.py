@@ -339,6 +339,9 @@ def is_forecast_run(run: str | Path) -> bool:
 def load_forecast_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     """(models, transform, data config, run record) of a trained forecast run."""
     run = Path(run)
+    if checkpoint not in ("best", "last"):
+        raise CheckpointError(f"a forecast run is an ensemble of models, each with its own checkpoints; "
+                              f"--checkpoint must be best or last, got {checkpoint!r}")
     try:
         record = json.loads((run / "config.json").read_text(encoding="utf-8"))
         info = json.loads((run / "forecast.json").read_text(encoding="utf-8"))

@@ -372,14 +372,28 @@ def load_weights(model: torch.nn.Module, path: str | Path, device: Optional[torc
         raise CheckpointError(f"{path}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
 
 
+def _named_checkpoint(root: Path, name: str) -> Path:
+    """Checkpoint ``root/name``, or a clear error listing the ones there are."""
+    where = root / name
+    if not (where / "model.safetensors").is_file():
+        names = sorted(p.name for p in root.glob("*") if (p / "model.safetensors").is_file()) if root.is_dir() else []
+        raise CheckpointError(f"{where}: no such checkpoint; {root} holds {', '.join(names) or 'none'}")
+    return where
+
+
 def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
                     label: Optional[str] = None) -> tuple[Path, dict]:
-    """The checkpoint folder of a trained run ("best" when it exists, else "last") and its
-    task metadata, refusing a run of another task."""
+    """The checkpoint folder of a trained run and its task metadata, refusing a run of another
+    task: ``checkpoint`` "best" (when it exists, else the last), "last", or the name of any
+    checkpoint in ``run/checkpoints`` (a ``step_*`` folder, an average)."""
     run = Path(run)
-    where = run / "checkpoints" / "best" if checkpoint == "best" else None
-    if where is not None and not where.is_dir() and (run / "checkpoints" / ".old-best").is_dir():
-        where = run / "checkpoints" / ".old-best"  # killed while replacing it
+    where = None
+    if checkpoint == "best":
+        where = run / "checkpoints" / "best"
+        if not where.is_dir() and (run / "checkpoints" / ".old-best").is_dir():
+            where = run / "checkpoints" / ".old-best"  # killed while replacing it
+    elif checkpoint != "last":
+        where = _named_checkpoint(run / "checkpoints", checkpoint)
     if where is None or not where.is_dir():
         where = resolve_checkpoint(run)
     meta = read_state(where).get("task", {})
@@ -404,3 +418,63 @@ def run_task(run: str | Path) -> Optional[str]:
         return read_state(run).get("task", {}).get("task")
     except (CheckpointError, OSError):
         return None
+
+
+def average_checkpoints(root: str | Path, names: list[str], name: str = "average") -> Path:
+    """Write checkpoint ``root/name`` whose weights are the element-wise mean of the weights of
+    checkpoints ``root/<names>`` (checkpoint averaging: Vaswani et al. 2017; Popel & Bojar 2018,
+    "Training Tips for the Transformer Model").  The training state (task metadata, optimizer,
+    ...) is the last named checkpoint's, with ``averaged_from`` added; ``last`` is left alone.
+    The checkpoints must hold the same tensors (names, shapes, dtypes); integer tensors must be
+    equal in all of them."""
+    root = Path(root)
+    if len(names) < 2:
+        raise CheckpointError(f"averaging needs at least two checkpoints, got {len(names)}: {names}")
+    if name in names or name in ("last", "best") or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name[0] == ".":
+        raise CheckpointError(f"cannot write the average as {name!r}: choose a new plain name (not last or best, "
+                              "not one of the averaged checkpoints)")
+    folders = [_named_checkpoint(root, n) for n in names]
+    total: dict = {}
+    dtypes: dict = {}
+    for folder in folders:
+        _verify(folder, DATA_FILES, _checksums(folder))
+        try:
+            weights = load_file(str(folder / "model.safetensors"))
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise CheckpointError(f"{folder / 'model.safetensors'}: unreadable weights ({exc})") from None
+        if total and set(weights) != set(total):
+            raise CheckpointError(f"{folder}: holds other tensors than {folders[0]} "
+                                  f"(differing: {sorted(set(weights) ^ set(total))[:5]})")
+        for key, tensor in weights.items():
+            if key not in total:
+                total[key] = tensor.double() if tensor.is_floating_point() else tensor
+                dtypes[key] = tensor.dtype
+                continue
+            first = total[key]
+            if tuple(tensor.shape) != tuple(first.shape):
+                raise CheckpointError(f"{folder}: tensor {key} has shape {tuple(tensor.shape)}, "
+                                      f"expected {tuple(first.shape)} as in {folders[0]}")
+            if tensor.is_floating_point():
+                first.add_(tensor.double())
+            elif not torch.equal(tensor, first):
+                raise CheckpointError(f"{folder}: integer tensor {key} differs from {folders[0]}'s; cannot average it")
+    averaged = {k: (v / len(folders)).to(dtypes[k]) if v.is_floating_point() else v for k, v in total.items()}
+    data = _read_json(folders[-1])
+    data["format_version"] = FORMAT_VERSION  # sealed with checksums below
+    data["averaged_from"] = list(names)
+    tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        save_file(averaged, str(tmp / "model.safetensors"))
+        shutil.copy2(folders[-1] / "state.safetensors", tmp / "state.safetensors")
+        with open(tmp / "state.json", "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        _seal(tmp)
+        final = _install(tmp, root / name)
+        tmp = None
+    except _WRITE_ERRORS as exc:
+        raise _write_failed(root, name, exc) from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -101,6 +101,15 @@ def test_cli_round_trip(tmp_path, capsys):
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
     assert rows[0][0] == "greedy" and rows[1][0] == "beam1" and rows[0][1:3] == rows[1][1:3]
     assert (run / "valid_greedy.txt").read_text() == (run / "valid_beam1.txt").read_text()
+    # checkpoint averaging of the two epochs' checkpoints, then evaluating the average
+    steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    assert len(steps) == 2
+    assert main(["average", str(run), *steps, "--name", "avg"]) == 0
+    assert "use --checkpoint avg" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--checkpoint", "avg", "--split", "valid"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("greedy\t")
+    assert main(["evaluate", str(run), "--checkpoint", "avg2"]) == 2
+    assert "avg2: no such checkpoint" in capsys.readouterr().err
     png = tmp_path / "attention.png"
     assert main(["translate", "Tom is cold.", "I like Tom.", "--run", str(run), "--beam", "3",
                  "--attention-png", str(png)]) == 0

@@ -319,3 +319,44 @@ def test_cli_refuses_a_damaged_checkpoint_in_one_line(tmp_path, capsys):
         assert main(command) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "model.safetensors: checksum mismatch" in err, err
+
+
+def test_average_of_checkpoints_is_the_mean_of_their_weights(tmp_path):
+    from rnnkit.train.checkpoint import average_checkpoints, task_checkpoint
+
+    root = tmp_path / "run" / "checkpoints"
+    nets = []
+    for i, step in enumerate((10, 20, 30)):
+        torch.manual_seed(i)
+        net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Embedding(5, 2)).to(torch.float32)
+        nets.append(net)
+        save_checkpoint(root, f"step_{step:08d}", net, {"step": step, "task": {"task": "demo"}}, keep=3)
+    folder = average_checkpoints(root, ["step_00000010", "step_00000020", "step_00000030"], "avg")
+    assert (root / "last").read_text().strip() == "step_00000030"  # left alone
+    averaged = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Embedding(5, 2))
+    load_weights(averaged, folder)  # sealed: the checksums verify
+    for key, value in averaged.state_dict().items():
+        expected = torch.stack([n.state_dict()[key] for n in nets]).mean(0)
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+        assert value.dtype == torch.float32
+    state = read_state(folder)
+    assert state["step"] == 30
+    assert json.loads((folder / "state.json").read_text())["averaged_from"] == [
+        "step_00000010", "step_00000020", "step_00000030"]
+    where, meta = task_checkpoint(tmp_path / "run", "demo", "avg")
+    assert where == folder and meta == {"task": "demo"}
+
+    with pytest.raises(CheckpointError, match="at least two checkpoints"):
+        average_checkpoints(root, ["step_00000010"], "avg2")
+    with pytest.raises(CheckpointError, match="choose a new plain name"):
+        average_checkpoints(root, ["step_00000010", "step_00000020"], "last")
+    with pytest.raises(CheckpointError, match=r"step_00000099: no such checkpoint; .* holds avg, step_00000010"):
+        average_checkpoints(root, ["step_00000010", "step_00000099"], "avg2")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        task_checkpoint(tmp_path / "run", "demo", "nope")
+    save_checkpoint(root, "wide", torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Embedding(5, 2)), STATE, keep=3)
+    with pytest.raises(CheckpointError, match=r"wide: tensor 0.bias has shape \(5,\), expected \(4,\)"):
+        average_checkpoints(root, ["step_00000010", "wide"], "avg3")
+    (root / "step_00000020" / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        average_checkpoints(root, ["step_00000010", "step_00000020"], "avg4")
