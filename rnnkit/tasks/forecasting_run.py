@@ -179,6 +179,12 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
     run_dir = Path(run_dir)
     if (run_dir / "forecast.json").exists():
         raise RnnkitError(f"{run_dir} already holds a forecast run; choose another --run")
+    if cfg.select < 0 or cfg.select > cfg.ensemble:
+        raise DataError(f"select must be between 0 and the ensemble size {cfg.ensemble}, got {cfg.select}")
+    if cfg.select and cfg.refit:
+        raise DataError("select keeps the models whose validation rollouts were best, and refit would replace "
+                        "them with new models trained on train + valid that the selection says nothing about; "
+                        "use one or the other")
     p = prepare(cfg)
     for note in p.notes:
         print(f"note: {note}", flush=True)
@@ -192,12 +198,6 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
           f"window {p.window}; model {model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} "
           f"({'direct' if model_cfg.direct else 'one-step'}, {model_cfg.head} head) x{cfg.ensemble}", flush=True)
 
-    if cfg.select < 0 or cfg.select > cfg.ensemble:
-        raise DataError(f"select must be between 0 and the ensemble size {cfg.ensemble}, got {cfg.select}")
-    if cfg.select and cfg.refit:
-        raise DataError("select keeps the models whose validation rollouts were best, and refit would replace "
-                        "them with new models trained on train + valid that the selection says nothing about; "
-                        "use one or the other")
     transform = make_transform(cfg, p, p.train_end)
     models, epochs = [], []
     for i in range(cfg.ensemble):
