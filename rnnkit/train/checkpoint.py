@@ -142,6 +142,27 @@ def _write_failed(root: Path, name: str, exc: BaseException) -> CheckpointError:
     return CheckpointError(f"{root / name}: cannot write the checkpoint ({reason}); {kept}")
 
 
+def _write_checkpoint(root: Path, name: str, fill, point_last: bool = False) -> Path:
+    """Create checkpoint ``root/name`` atomically: ``fill(folder)`` writes the files into a
+    temporary folder, which is then moved into place (and ``last`` pointed at it).  A failed
+    write raises CheckpointError and leaves what was there before as it was."""
+    tmp = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        fill(tmp)
+        final = _install(tmp, root / name)
+        tmp = None
+        if point_last:
+            _write_pointer(root / "last", name)
+    except _WRITE_ERRORS as exc:
+        raise _write_failed(root, name, exc) from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def save_checkpoint(root: Path, name: str, model: torch.nn.Module, state: dict, keep: int = 2) -> Path:
     """Write checkpoint ``root/name`` atomically and point ``root/last`` at it.
 
@@ -151,10 +172,8 @@ def save_checkpoint(root: Path, name: str, model: torch.nn.Module, state: dict, 
     checkpoint and ``last`` as they were.
     """
     root = Path(root)
-    tmp = None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+
+    def fill(tmp: Path) -> None:
         save_model(model, str(tmp / "model.safetensors"))
         tensors: dict = {}
         meta = _split_tensors(state, "state", tensors)
@@ -162,14 +181,8 @@ def save_checkpoint(root: Path, name: str, model: torch.nn.Module, state: dict, 
         with open(tmp / "state.json", "w", encoding="utf-8") as handle:
             json.dump({"format_version": FORMAT_VERSION, "state": meta}, handle, indent=1)
         _seal(tmp)
-        final = _install(tmp, root / name)
-        tmp = None
-        _write_pointer(root / "last", name)
-    except _WRITE_ERRORS as exc:
-        raise _write_failed(root, name, exc) from exc
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    final = _write_checkpoint(root, name, fill, point_last=True)
     remove_leftovers(root)
     steps = sorted(p for p in root.glob("step_*") if p.is_dir())
     for old in steps[:-keep] if keep > 0 else []:
@@ -182,22 +195,15 @@ def copy_checkpoint(root: Path, source: str, name: str) -> Path:
     """Copy checkpoint ``root/source`` to ``root/name`` (e.g. "best") atomically, leaving
     ``last`` alone: a file copy, not a second serialization."""
     root = Path(root)
-    tmp = None
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+
+    def fill(tmp: Path) -> None:
         for file in FILES:
             if (root / source / file).is_file():
                 shutil.copy2(root / source / file, tmp / file)
                 _fsync_file(tmp / file)
         _fsync_dir(tmp)
-        final = _install(tmp, root / name)
-        tmp = None
-    except _WRITE_ERRORS as exc:
-        raise _write_failed(root, name, exc) from exc
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return _write_checkpoint(root, name, fill)
 
 
 def _install(tmp: Path, final: Path) -> Path:
@@ -462,19 +468,12 @@ def average_checkpoints(root: str | Path, names: list[str], name: str = "average
     data = _read_json(folders[-1])
     data["format_version"] = FORMAT_VERSION  # sealed with checksums below
     data["averaged_from"] = list(names)
-    tmp = None
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+
+    def fill(tmp: Path) -> None:
         save_file(averaged, str(tmp / "model.safetensors"))
         shutil.copy2(folders[-1] / "state.safetensors", tmp / "state.safetensors")
         with open(tmp / "state.json", "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
         _seal(tmp)
-        final = _install(tmp, root / name)
-        tmp = None
-    except _WRITE_ERRORS as exc:
-        raise _write_failed(root, name, exc) from exc
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    return _write_checkpoint(root, name, fill)
