@@ -19,3 +19,21 @@ def assert_close(actual, expected, dtype, what=""):
     torch.testing.assert_close(
         actual, expected, rtol=rtol, atol=rtol * max(scale, 1e-3), msg=lambda m: f"{what}: {m}"
     )
+
+
+def fit_task(task, model, lr, epochs=None, steps=None):
+    """Plain Adam on a task's own batches and ``train_step`` (no Trainer): for ``epochs`` passes,
+    or until ``steps`` updates; returns the model."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    done, epoch = 0, 0
+    while (epochs is None or epoch < epochs) and (steps is None or done < steps):
+        for batch in task.train_batches(epoch):
+            loss, _, _ = task.train_step(model, batch, None)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+        epoch += 1
+    return model

@@ -23,7 +23,7 @@ from rnnkit.tasks.speech import (
     spoken_numbers,
 )
 from tests.audio_fixtures import FSDD_TAR, fsdd_slice, tone_folder
-from tests.conftest import assert_close
+from tests.conftest import assert_close, fit_task
 
 
 def fake_recordings(speakers=("ann", "bob", "cy"), repetitions=10):
@@ -184,13 +184,7 @@ def test_training_learns_synthetic_tones(tmp_path):
     torch.manual_seed(0)
     model = task.build_model()
     before = task.evaluate(model, "valid")["word_acc"]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(6):
-        for batch in task.train_batches(epoch):
-            loss, _, _ = task.train_step(model, batch, None)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_task(task, model, 1e-2, epochs=6)
     after = task.evaluate(model, "valid")
     assert before < 0.3 and after["word_acc"] > 0.95, (before, after)
 
@@ -269,12 +263,6 @@ def test_short_training_on_real_fsdd_is_well_above_chance(tmp_path):
     assert {k: len(v) for k, v in task.parts.items()} == {"train": 180, "valid": 60, "test": 60}
     torch.manual_seed(0)
     model = task.build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for epoch in range(8):
-        for batch in task.train_batches(epoch):
-            loss, _, _ = task.train_step(model, batch, None)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_task(task, model, 5e-3, epochs=8)
     scores = task.scores(model, "valid")
     assert scores["word_acc"] > 0.7, scores  # chance: 0.1

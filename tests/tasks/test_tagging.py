@@ -17,6 +17,7 @@ from rnnkit.tasks.tagging import (
     make_batch,
     tag_metrics,
 )
+from tests.conftest import fit_task
 
 EWT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ud_english_ewt"
 
@@ -53,20 +54,7 @@ def small_task(train, valid, bidirectional=True, crf=False, word_dropout=0.0, se
 
 def fit(task, steps, lr=1e-2):
     torch.manual_seed(0)
-    model = task.build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    done, epoch = 0, 0
-    while done < steps:
-        for batch in task.train_batches(epoch):
-            loss, _, _ = task.train_step(model, batch, None)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
-        epoch += 1
-    return model
+    return fit_task(task, task.build_model(), lr, steps=steps)
 
 
 def accuracy_on(task, model, sentences, word):

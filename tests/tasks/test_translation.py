@@ -10,6 +10,7 @@ from rnnkit.tasks.translation import (
     corpus_scores,
     make_batches,
 )
+from tests.conftest import fit_task
 
 PAIRS = [
     ("I am cold.", "Tengo frío."),
@@ -53,13 +54,7 @@ def test_tiny_overfit_reaches_exact_matches(attention):
                                  label_smoothing=0.0, input_feeding=attention != "none")
     task = toy_task(cfg)
     model = task.build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for epoch in range(60):
-        for batch in task.train_batches(epoch):
-            loss, _, _ = task.train_step(model, batch, None)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    fit_task(task, model, 1e-2, epochs=60)
     sources = [s for s, _ in PAIRS]
     want = [t.lower() for _, t in PAIRS]
     assert task.translate(model, sources, decoder="greedy") == want
