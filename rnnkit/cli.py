@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
+def _add_model_options(parser) -> None:
+    """--checkpoint and --device of the commands that load a trained run's model."""
+    parser.add_argument("--checkpoint", default="best",
+                        help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def info() -> str:
     """A short report of versions, threads and available backends."""
     import torch
@@ -61,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", help="run folder")
     ev.add_argument("--split", default="test", choices=["valid", "test"])
     ev.add_argument("--data", help="evaluate on this data instead of the run's")
-    ev.add_argument("--checkpoint", default="best",
-                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_model_options(ev)
     ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
     ev.add_argument("--length-penalty", type=float, default=None,
                     help="translation runs: beam length penalty alpha (default: the run's)")
@@ -87,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--top-k", type=int, default=None)
     sa.add_argument("--top-p", type=float, default=None)
     sa.add_argument("--seed", type=int, default=None)
-    sa.add_argument("--checkpoint", default="best",
-                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
-    sa.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_model_options(sa)
     from rnnkit.lab import EXPERIMENTS
 
     lab = sub.add_parser(
@@ -186,9 +189,7 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--top-p", type=float, default=None)
     tl.add_argument("--seed", type=int, default=None)
     tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
-    tl.add_argument("--checkpoint", default="best",
-                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
-    tl.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_model_options(tl)
 
 
 def _add_speech_parsers(sub, tasks) -> None:
@@ -239,9 +240,7 @@ def _add_tag_parsers(sub, tasks) -> None:
     tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
     tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
     tg.add_argument("--out", help="write here instead of standard output")
-    tg.add_argument("--checkpoint", default="best",
-                    help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
-    tg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_model_options(tg)
 
 
 def _task_configs(args, data_cls, model_cls, train_defaults: Optional[dict] = None):

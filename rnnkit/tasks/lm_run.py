@@ -56,7 +56,7 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
 
 
 def load_lm(run: str | Path, checkpoint: str = "best", device: str = "auto"):
-    """(model, vocab, meta) of a trained language model; ``checkpoint`` "best" or "last"."""
+    """(model, vocab, meta) of a trained language model; ``checkpoint`` as in :func:`task_checkpoint`."""
     where, meta = task_checkpoint(run, "lm", checkpoint, "language-model")
     vocab = Vocab.from_dict(meta["vocab"])
     model = LanguageModel(len(vocab), LMModelConfig(**meta["model"]))

@@ -81,7 +81,7 @@ def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train
 
 
 def load_speech(run: str | Path, checkpoint: str = "best", device: str = "auto"):
-    """(model, meta) of a trained spoken-number run; ``checkpoint`` "best" or "last"."""
+    """(model, meta) of a trained spoken-number run; ``checkpoint`` as in :func:`task_checkpoint`."""
     where, meta = task_checkpoint(run, "speech", checkpoint, "spoken-number")
     model = build_model(int(meta["input_size"]), SpeechModelConfig(**meta["model"]))
     dev = pick_device(device)
