@@ -83,36 +83,38 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
     valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
     truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
-    tried = []  # (validation MASE, order, description, test metrics, run folders)
-    forecasts = []  # per candidate: (validation forecast, test forecast)
+    tried = []  # one dict per candidate, in order
     for i, extra in enumerate(candidates):
         cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ensemble, "select": select, "refit": refit,
-                                     "baselines": "",
-                                     "samples": 0})
+                                     "baselines": "", "samples": 0})
         with contextlib.redirect_stdout(io.StringIO()):
             result = train_forecast(cfg, MODEL, replace(TRAIN), out / f"{name}-{i}")
-        tried.append((result["valid_rollout"]["mase"], i, extra, result["test"]["rnnkit"], [str(out / f"{name}-{i}")]))
-        forecasts.append((np.array(result["valid_forecast"]), np.array(result["test_forecast"])))
-        print(f"  {name} candidate {extra}: valid MASE {result['valid_rollout']['mase']:.3f}", flush=True)
+        tried.append({"setting": extra, "valid_mase": result["valid_rollout"]["mase"],
+                      "valid_forecast": np.array(result["valid_forecast"]),
+                      "test_forecast": np.array(result["test_forecast"]), "test": result["test"]["rnnkit"],
+                      "runs": [str(out / f"{name}-{i}")]})
+        print(f"  {name} candidate {extra}: valid MASE {tried[-1]['valid_mase']:.3f}", flush=True)
     # the equal-weight combination of the candidates' forecasts is one more candidate
-    valid_mean = np.mean([f[0] for f in forecasts], axis=0)
-    test_mean = np.mean([f[1] for f in forecasts], axis=0)
+    valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
+    test_mean = np.mean([t["test_forecast"] for t in tried], axis=0)
     combined = all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"]
     print(f"  {name} combination of the {len(candidates)}: valid MASE {combined:.3f}", flush=True)
-    tried.append((combined, len(candidates), {"combination": candidates},
-                  all_metrics(truth, test_mean, history, p.season), [t[4][0] for t in tried]))
-    valid_mase, index, chosen, rnnkit_test, runs = min(tried, key=lambda t: (t[0], t[1]))
+    tried.append({"setting": {"combination": candidates}, "valid_mase": combined, "test_forecast": test_mean,
+                  "test": all_metrics(truth, test_mean, history, p.season),
+                  "runs": [r for t in tried for r in t["runs"]]})
+    best = min(tried, key=lambda t: t["valid_mase"])  # the first of equals
+    chosen = best["setting"]
     used_log = all(c.get("log") for c in chosen.get("combination", [chosen]))
     baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=("seasonal_naive", "arima", "ets"))
-    table = {"rnnkit": rnnkit_test}
+    table = {"rnnkit": best["test"]}
     table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
-    row = {"name": name, "label": label, "chosen": chosen, "valid_mase": valid_mase, "season": p.season,
+    row = {"name": name, "label": label, "chosen": chosen, "valid_mase": best["valid_mase"], "season": p.season,
            "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
-           "tried": {json.dumps(t[2]): t[0] for t in tried},
-           "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": runs,
+           "tried": {json.dumps(t["setting"]): t["valid_mase"] for t in tried},
+           "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": best["runs"],
            "forecasts": {"dates": [str(d) for d in p.dates[p.valid_end - 2 * p.n_test:]],
                          "history": history[-2 * p.n_test:].tolist(), "truth": truth.tolist(),
-                         "rnnkit": test_mean.tolist() if "combination" in chosen else forecasts[index][1].tolist(),
+                         "rnnkit": best["test_forecast"].tolist(),
                          **{k: np.asarray(v["forecast"]).tolist() for k, v in baselines.items()}},
            "seconds": round(time.perf_counter() - start, 1)}
     (out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
