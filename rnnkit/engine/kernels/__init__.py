@@ -8,6 +8,7 @@ raises :class:`KernelUnavailable` with the compiler's complaint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -54,7 +55,9 @@ def _is_built(name: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
 def _source_digest() -> str:
+    """Digest of the kernel source (read once per process)."""
     return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
 
 
