@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--length-penalty", type=float, default=None,
                     help="translation runs: beam length penalty alpha (default: the run's)")
     ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
+    ev.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
+                    help="translation runs: replace <unk> outputs by the most attended source word (copy) or its "
+                    "IBM Model 1 translation from the training pairs (lexicon)")
     ev.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
                     help="tagging runs: average the per-word tag probabilities with these runs'")
 
@@ -189,6 +192,9 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--top-p", type=float, default=None)
     tl.add_argument("--seed", type=int, default=None)
     tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
+    tl.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
+                    help="replace <unk> outputs by the most attended source word (copy) or its translation in the "
+                    "run's lexicon (lexicon)")
     _add_model_options(tl)
 
 
@@ -293,7 +299,7 @@ def _translate(args) -> int:
 
     run = args.run or newest_run("runs", "translate", "rnnkit train translate")
     results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
-                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device)
+                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk)
     for outputs in results:
         if args.n_best > 1:
             for rank, (text, log_prob) in enumerate(outputs, 1):
@@ -384,7 +390,7 @@ def _evaluate_translation(args) -> int:
     from rnnkit.tasks.translation_run import evaluate_translation
 
     results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
-                                   args.beam, limit=args.limit, alpha=args.length_penalty)
+                                   args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk)
     print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
     for name, r in results.items():
         print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")

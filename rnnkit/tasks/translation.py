@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from rnnkit.data.pairs import PairVocab, pad_batch
+from rnnkit.errors import RnnkitError
 from rnnkit.models.decoding import beam_search, greedy_search, sample_search
 from rnnkit.models.seq2seq import Seq2Seq, sequence_loss
 from rnnkit.train.distributed import check_global_batch, shard_slice
@@ -137,6 +138,29 @@ def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "
     return results
 
 
+UNK_MODES = ("none", "copy", "lexicon")
+
+
+def replace_unknowns(ids: Sequence[int], attention, source: Sequence[str], vocab: PairVocab,
+                     lexicon: Optional[dict[str, str]] = None) -> list[str]:
+    """The output tokens of ``ids`` (as :meth:`PairVocab.decode`) with each ``<unk>``
+    replaced by the source word its attention weighs most (Luong et al. 2015, "Addressing
+    the Rare Word Problem in NMT"; Jean et al. 2015): that word's ``lexicon`` translation
+    when it has one, else the word itself (names, numbers).
+
+    ``attention``: (T, S) weights, row t for output ``ids[t]``; ``source``: the S source tokens."""
+    out = []
+    for t, i in enumerate(int(i) for i in ids):
+        if i == vocab.eos:
+            break
+        if i == vocab.unk and source:
+            aligned = source[min(int(attention[t].argmax()), len(source) - 1)]
+            out.append(lexicon.get(aligned, aligned) if lexicon else aligned)
+        elif i not in (vocab.pad, vocab.bos):
+            out.append(vocab.itos[i])
+    return out
+
+
 def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool) -> dict[str, float]:
     """Corpus sacreBLEU and chrF of detokenized outputs against one reference each."""
     try:
@@ -166,6 +190,7 @@ class TranslationTask:
         limit = data_cfg.max_length
         self.train_ids = [p for p in self.ids["train"] if 0 < len(p[0]) <= limit and len(p[1]) <= limit]
         self._eval_batches: dict = {}
+        self._lexicon: Optional[dict[str, str]] = None
 
     def encode_pairs(self, pairs):
         return [(self.src_vocab.encode(self.src_tok.tokenize(s)), self.tgt_vocab.encode(self.tgt_tok.tokenize(t)))
@@ -216,11 +241,43 @@ class TranslationTask:
         model.train(was_training)
         return total / max(count, 1)
 
-    def translate(self, model: Seq2Seq, texts: Sequence[str], **kwargs) -> list[str]:
-        """Best translation of each text, detokenized."""
-        sources = [self.src_vocab.encode(self.src_tok.tokenize(t)) or [PairVocab.unk] for t in texts]
+    def lexicon(self, iterations: int = 5) -> dict[str, str]:
+        """Source word -> its most probable target word under IBM Model 1 fitted on the
+        training pairs (built once per task; a few seconds per 100k pairs)."""
+        if self._lexicon is None:
+            from rnnkit.data.lexicon import IBMModel1
+
+            tokenized = ((self.src_tok.tokenize(s), self.tgt_tok.tokenize(t)) for s, t in self.pairs["train"])
+            self._lexicon = IBMModel1.fit(tokenized, iterations).best_translations()
+        return self._lexicon
+
+    def translate(self, model: Seq2Seq, texts: Sequence[str], unk: str = "none",
+                  lexicon: Optional[dict[str, str]] = None, **kwargs) -> list[str]:
+        """Best translation of each text, detokenized.  ``unk``: leave ``<unk>`` outputs
+        (``"none"``), or replace them (:func:`replace_unknowns`) by the attended source word
+        (``"copy"``) or its translation in ``lexicon`` (``"lexicon"``, default: this task's
+        :meth:`lexicon`)."""
+        if unk not in UNK_MODES:
+            raise ValueError(f"unk must be one of {', '.join(UNK_MODES)}, got {unk!r}")
+        tokenized = [self.src_tok.tokenize(t) for t in texts]
+        sources = [self.src_vocab.encode(t) or [PairVocab.unk] for t in tokenized]
+        if unk != "none":
+            if self.model_cfg.attention == "none":
+                raise RnnkitError("replacing unknown words needs the attention weights; this model has no "
+                                  "attention (trained with --attention none): use --unk none")
+            kwargs["with_attention"] = True
+            if unk == "lexicon" and lexicon is None:
+                lexicon = self.lexicon()
         hyps = translate_ids(model, sources, **kwargs)
-        return [self.tgt_tok.detokenize(self.tgt_vocab.decode(h[0].tokens)) for h in hyps]
+        outputs = []
+        for (best, *_), source in zip(hyps, tokenized):
+            if unk == "none":
+                tokens = self.tgt_vocab.decode(best.tokens)
+            else:
+                tokens = replace_unknowns(best.tokens, best.extras, source, self.tgt_vocab,
+                                          lexicon if unk == "lexicon" else None)
+            outputs.append(self.tgt_tok.detokenize(tokens))
+        return outputs
 
     def scores(self, model: Seq2Seq, split: str, limit: Optional[int] = None, **kwargs) -> tuple[dict, list[str]]:
         pairs = self.pairs[split][:limit] if limit else self.pairs[split]

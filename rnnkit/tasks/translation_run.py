@@ -15,18 +15,38 @@ from rnnkit.data.pairs import (
     read_pairs,
     tokenizer_from_dict,
 )
+from rnnkit.data.lexicon import load_lexicon, save_lexicon
 from rnnkit.errors import DataError, RnnkitError
 from rnnkit.tasks.translation import (
+    UNK_MODES,
     TranslationDataConfig,
     TranslationModelConfig,
     TranslationTask,
     build_model,
+    replace_unknowns,
     translate_ids,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
 from rnnkit.train.run import fit_and_report, open_run, run_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
+
+
+LEXICON = "lexicon.json.gz"  # in a run folder: source word -> target word (IBM Model 1 on the training pairs)
+
+
+def run_lexicon(run_dir: str | Path, task: TranslationTask) -> dict[str, str]:
+    """The run's lexicon for unknown-word replacement: read from the run folder, else fitted
+    on the task's training pairs and kept there."""
+    path = Path(run_dir, LEXICON)
+    if path.exists():
+        return load_lexicon(path)
+    start = time.perf_counter()
+    lexicon = task.lexicon()
+    save_lexicon(lexicon, path)
+    print(f"lexicon: IBM Model 1 on {len(task.pairs['train']):,} training pairs, {len(lexicon):,} source words, "
+          f"{time.perf_counter() - start:.0f} s; kept in {path}", flush=True)
+    return lexicon
 
 
 def load_split(cfg: TranslationDataConfig) -> dict:
@@ -68,6 +88,8 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
     task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
     model = task.build_model()
     trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
+    if trainer.is_main and task.pairs["train"]:
+        run_lexicon(run_dir, task)  # for --unk lexicon of evaluate and translate
     n_params = sum(p.numel() for p in model.parameters())
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in task.pairs.items())
     print(f"data: {task.source}; pairs {sizes} (grouped by source, seed {data_cfg.split_seed}); "
@@ -106,10 +128,12 @@ def _task_without_data(meta: dict) -> TranslationTask:
 def evaluate_translation(run: str | Path, split: str = "test", data: Optional[str] = None,
                          checkpoint: str = "best", device: str = "auto", beam: Optional[int] = None,
                          decoders: Sequence[str] = ("greedy", "beam"), limit: Optional[int] = None,
-                         write: bool = True, alpha: Optional[float] = None) -> dict:
+                         write: bool = True, alpha: Optional[float] = None, unk: str = "none") -> dict:
     """{decoder: {"bleu", "chrf", "pairs", "seconds"}} on a split of the run's grouped split
     (of ``data`` instead when given), beam search with width ``beam`` and length penalty
-    ``alpha`` (default: the run's).  Writes ``<split>_<decoder>.txt`` outputs into the run."""
+    ``alpha`` (default: the run's), unknown words replaced as ``unk`` says
+    (:meth:`TranslationTask.translate`; the run's lexicon is built and kept when missing).
+    Writes ``<split>_<decoder>.txt`` outputs into the run."""
     model, meta = load_translation(run, checkpoint, device)
     data_cfg = TranslationDataConfig(**meta["data"])
     if data is not None:
@@ -117,13 +141,15 @@ def evaluate_translation(run: str | Path, split: str = "test", data: Optional[st
     task = make_task(data_cfg, TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta)
     width = beam or data_cfg.beam
     alpha = data_cfg.length_penalty if alpha is None else alpha
+    lexicon = run_lexicon(run, task) if unk == "lexicon" else None
     results = {}
     for decoder in decoders:
         start = time.perf_counter()
-        scores, outputs = task.scores(model, split, limit, decoder=decoder, beam=width, alpha=alpha)
+        scores, outputs = task.scores(model, split, limit, decoder=decoder, beam=width, alpha=alpha, unk=unk,
+                                      lexicon=lexicon)
         scores["pairs"] = len(outputs)
         scores["seconds"] = time.perf_counter() - start
-        name = decoder if decoder != "beam" else f"beam{width}"
+        name = (decoder if decoder != "beam" else f"beam{width}") + ("" if unk == "none" else f"_unk-{unk}")
         results[name] = scores
         if write:
             Path(run, f"{split}_{name}.txt").write_text("\n".join(outputs) + "\n", encoding="utf-8")
@@ -133,35 +159,55 @@ def evaluate_translation(run: str | Path, split: str = "test", data: Optional[st
 def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best: int = 1,
                    attention_png: Optional[str] = None, temperature: Optional[float] = None,
                    top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-                   checkpoint: str = "best", device: str = "auto") -> list[list[tuple[str, float]]]:
+                   checkpoint: str = "best", device: str = "auto", unk: str = "none") -> list[list[tuple[str, float]]]:
     """Per text, its translations with their log-probabilities: the greedy one (``beam`` 0),
-    the ``n_best`` of a beam search, or one sample (``temperature`` given).  With
+    the ``n_best`` of a beam search, or one sample (``temperature`` given).  ``unk``: as in
+    :meth:`TranslationTask.translate`, with the lexicon kept in the run folder.  With
     ``attention_png`` the first text's best translation's attention is drawn there."""
     import torch
 
     model, meta = load_translation(run, checkpoint, device)
     task = _task_without_data(meta)
-    sources = [task.src_vocab.encode(task.src_tok.tokenize(t)) for t in texts]
+    if unk not in UNK_MODES:
+        raise ValueError(f"unk must be one of {', '.join(UNK_MODES)}, got {unk!r}")
+    if unk != "none" and task.model_cfg.attention == "none":
+        raise RnnkitError("replacing unknown words needs the attention weights; this model has no attention "
+                          "(trained with --attention none): use --unk none")
+    lexicon = None
+    if unk == "lexicon":
+        if not Path(run, LEXICON).exists():
+            raise RnnkitError(f"{Path(run, LEXICON)} is missing: `rnnkit train translate` writes it, and so does "
+                              f"`rnnkit evaluate {run} --unk lexicon` for older runs; or use --unk copy")
+        lexicon = load_lexicon(Path(run, LEXICON))
+    tokenized = [task.src_tok.tokenize(t) for t in texts]
+    sources = [task.src_vocab.encode(t) for t in tokenized]
     for text, ids in zip(texts, sources):
         if not ids:
             raise DataError(f"nothing to translate in {text!r}")
+    with_attention = attention_png is not None or unk != "none"
     if temperature is not None:
         generator = torch.Generator(device=next(model.parameters()).device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         hyps = translate_ids(model, sources, "sample", temperature=temperature, top_k=top_k, top_p=top_p,
-                             generator=generator, with_attention=attention_png is not None)
+                             generator=generator, with_attention=with_attention)
     elif beam > 0:
         hyps = translate_ids(model, sources, "beam", beam=beam, alpha=task.data_cfg.length_penalty,
-                             n_best=n_best, with_attention=attention_png is not None)
+                             n_best=n_best, with_attention=with_attention)
     else:
-        hyps = translate_ids(model, sources, "greedy", with_attention=attention_png is not None)
-    out = [[(task.tgt_tok.detokenize(task.tgt_vocab.decode(h.tokens)), h.log_prob) for h in hs] for hs in hyps]
+        hyps = translate_ids(model, sources, "greedy", with_attention=with_attention)
+
+    def words(h, source):
+        if unk == "none":
+            return task.tgt_vocab.decode(h.tokens)
+        return replace_unknowns(h.tokens, h.extras, source, task.tgt_vocab, lexicon)
+
+    out = [[(task.tgt_tok.detokenize(words(h, source)), h.log_prob) for h in hs] for hs, source in zip(hyps, tokenized)]
     if attention_png:
         best = hyps[0][0]
         if best.extras is None:
             raise RnnkitError("this model has no attention (trained with --attention none); no heat map to draw")
         src_tokens = [task.src_vocab.itos[i] for i in sources[0]]
-        tgt_tokens = [task.tgt_vocab.itos[i] for i in best.tokens]
+        tgt_tokens = [task.tgt_vocab.itos[i] for i in best.tokens]  # as the model wrote them (<unk> too)
         attention_heatmap(best.extras.float().cpu().numpy(), src_tokens, tgt_tokens, attention_png,
                           title=f"{texts[0]}\n{out[0][0][0]}")
     return out

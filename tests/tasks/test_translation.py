@@ -2,13 +2,15 @@ import pytest
 import torch
 
 from rnnkit.cli import main
-from rnnkit.data.pairs import PairVocab, WordTokenizer
+from rnnkit.data.pairs import SPECIALS, PairVocab, WordTokenizer
 from rnnkit.tasks.translation import (
     TranslationDataConfig,
     TranslationModelConfig,
     TranslationTask,
     corpus_scores,
     make_batches,
+    replace_unknowns,
+    translate_ids,
 )
 from tests.conftest import fit_task
 
@@ -63,6 +65,49 @@ def test_tiny_overfit_reaches_exact_matches(attention):
     assert metrics["bleu"] == pytest.approx(100.0) and metrics["loss"] < 0.05
 
 
+def test_replace_unknowns_takes_the_most_attended_source_word():
+    vocab = PairVocab(list(SPECIALS) + ["la", "casa"])
+    source = ["the", "xylophone", "tom"]
+    ids = [4, PairVocab.unk, PairVocab.unk, PairVocab.bos, PairVocab.eos, PairVocab.unk]
+    attention = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [1, 0, 0], [1, 0, 0], [0, 1, 0]])
+    assert replace_unknowns(ids, attention, source, vocab) == ["la", "xylophone", "tom"]  # stops at </s>
+    assert replace_unknowns(ids, attention, source, vocab, {"xylophone": "xilófono", "the": "la"}) == \
+        ["la", "xilófono", "tom"]
+    assert vocab.decode(ids) == ["la", "<unk>", "<unk>"]
+
+
+def test_translate_replaces_every_unknown_output():
+    """Targets without "tom" in the vocabulary: the model must write <unk> for it, and the
+    replacement gives back a source word in its place."""
+    torch.manual_seed(0)
+    cfg = TranslationModelConfig(embed_size=32, hidden_size=48, attention="general", dropout=0.0,
+                                 label_smoothing=0.0)
+    task = toy_task(cfg)
+    task.tgt_vocab = PairVocab([w for w in task.tgt_vocab.itos if w != "tom"])
+    task.ids = {split: task.encode_pairs(p) for split, p in task.pairs.items()}
+    task.train_ids = task.ids["train"]
+    model = task.build_model()
+    fit_task(task, model, 1e-2, epochs=60)
+    sources = [s for s, t in PAIRS if "Tom" in s]
+    plain = task.translate(model, sources, decoder="greedy")
+    assert all("<unk>" in out for out in plain)
+    copied = task.translate(model, sources, decoder="greedy", unk="copy")
+    mapped = task.translate(model, sources, decoder="greedy", unk="lexicon", lexicon={"tom": "TOMÁS"})
+    hyps = translate_ids(model, [task.src_vocab.encode(task.src_tok.tokenize(s)) for s in sources], "greedy",
+                         with_attention=True)
+    for out, copy, mapping, (h,), src in zip(plain, copied, mapped, hyps, sources):
+        words = task.src_tok.tokenize(src)
+        want = replace_unknowns(h.tokens, h.extras, words, task.tgt_vocab)
+        assert copy == task.tgt_tok.detokenize(want) and "<unk>" not in copy
+        unknown = [t for t, i in enumerate(h.tokens) if i == PairVocab.unk]
+        assert unknown and all(want[t] in words for t in unknown)
+        assert mapping == task.tgt_tok.detokenize([w if w != "tom" else "TOMÁS" for w in want])
+    with pytest.raises(ValueError, match="unk must be one of none, copy, lexicon"):
+        task.translate(model, sources, unk="guess")
+    task.lexicon()  # fitted on the training pairs
+    assert task.lexicon()["tom"] == "tom" and task.lexicon()["is"] == "está"
+
+
 def test_corpus_scores_are_sacrebleu():
     pytest.importorskip("sacrebleu")
     ref = "Me gustan los gatos negros."
@@ -115,6 +160,20 @@ def test_cli_round_trip(tmp_path, capsys):
     assert [line.split("\t")[0] for line in lines] == ["1", "2", "3"]
     assert main(["translate", "Tom is cold.", "--run", str(run), "--temperature", "1.0", "--seed", "1"]) == 0
     assert main(["translate", "!!!", "--run", str(run)]) == 0  # unknown words still translate
+    # unknown-word replacement: the run keeps its IBM Model 1 lexicon from training
+    assert (run / "lexicon.json.gz").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "valid", "--unk", "lexicon"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].startswith("greedy_unk-lexicon\t") and (run / "valid_greedy_unk-lexicon.txt").is_file()
+    assert "<unk>" not in (run / "valid_greedy_unk-lexicon.txt").read_text()
+    assert main(["translate", "Tom is xylophone.", "--run", str(run), "--unk", "copy", "--n-best", "2"]) == 0
+    assert "<unk>" not in capsys.readouterr().out
+    (run / "lexicon.json.gz").unlink()
+    assert main(["translate", "Tom is cold.", "--run", str(run), "--unk", "lexicon"]) == 2
+    assert "lexicon.json.gz is missing" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--split", "valid", "--unk", "lexicon", "--limit", "2"]) == 0
+    assert "lexicon: IBM Model 1 on" in capsys.readouterr().out and (run / "lexicon.json.gz").is_file()
     assert main(["translate", "   ", "--run", str(run)]) == 2
     assert "nothing to translate" in capsys.readouterr().err
 
