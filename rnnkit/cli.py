@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
     ev.add_argument("--length-penalty", type=float, default=None,
                     help="translation runs: beam length penalty alpha (default: the run's)")
+    ev.add_argument("--coverage", type=float, default=None,
+                    help="translation runs: beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
     ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
     ev.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
                     help="translation runs: replace <unk> outputs by the most attended source word (copy) or its "
@@ -187,6 +189,8 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
     tl.add_argument("--beam", type=int, default=5, help="beam width (0: greedy)")
     tl.add_argument("--n-best", type=int, default=1, help="print this many beam outputs per sentence")
+    tl.add_argument("--coverage", type=float, default=None,
+                    help="beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
     tl.add_argument("--temperature", type=float, default=None, help="sample instead, at this temperature")
     tl.add_argument("--top-k", type=int, default=None)
     tl.add_argument("--top-p", type=float, default=None)
@@ -299,7 +303,8 @@ def _translate(args) -> int:
 
     run = args.run or newest_run("runs", "translate", "rnnkit train translate")
     results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
-                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk)
+                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk,
+                             args.coverage)
     for outputs in results:
         if args.n_best > 1:
             for rank, (text, log_prob) in enumerate(outputs, 1):
@@ -390,7 +395,8 @@ def _evaluate_translation(args) -> int:
     from rnnkit.tasks.translation_run import evaluate_translation
 
     results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
-                                   args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk)
+                                   args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk,
+                                   coverage=args.coverage)
     print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
     for name, r in results.items():
         print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")

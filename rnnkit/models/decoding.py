@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -137,7 +137,8 @@ def sample_search(step, state, batch_size: int, bos: int, eos: int, max_len: int
 
 @torch.no_grad()
 def beam_search(step, state, batch_size: int, bos: int, eos: int, max_len: int, beam: int = 5,
-                alpha: float = 0.0, n_best: int = 1, device=None) -> list[list[Hypothesis]]:
+                alpha: float = 0.0, n_best: int = 1, device=None,
+                rescore: Optional[Callable[[int, Optional[Tensor]], float]] = None) -> list[list[Hypothesis]]:
     """Beam search (as in Sutskever et al. 2014; Wu et al. 2016 for the length penalty).
 
     Each of the ``batch_size`` inputs keeps ``beam`` partial outputs; each step extends them
@@ -145,6 +146,8 @@ def beam_search(step, state, batch_size: int, bos: int, eos: int, max_len: int, 
     ``eos`` ranked within the best ``beam`` becomes a finished output, scored
     ``log_prob / length_penalty(len, alpha)``; an input is done when ``beam`` outputs have
     finished (or at ``max_len``, when the unfinished ones count as finished).
+    ``rescore(b, extras)``, when given, is added to the score of each finished output of
+    input ``b`` (e.g. the coverage penalty of Wu et al. 2016 from the attention weights).
     ``state`` holds one row per input; it is repeated ``beam`` times here.
     Returns, per input, its ``n_best`` finished outputs, best first.
     """
@@ -184,8 +187,7 @@ def beam_search(step, state, batch_size: int, bos: int, eos: int, max_len: int, 
                     rec = extras[b][k] + ([extra[b * K + k]] if extra is not None else [])
                     if token == eos:
                         if rank < K:
-                            finished[b].append(Hypothesis(seq, score, score / length_penalty(len(seq), alpha),
-                                                          _stack(rec)))
+                            finished[b].append(_finished(b, seq, score, _stack(rec), alpha, rescore))
                         continue
                     new_rows.append(b * K + k)
                     new_tokens.append(token)
@@ -209,7 +211,14 @@ def beam_search(step, state, batch_size: int, bos: int, eos: int, max_len: int, 
                     continue
                 for k in range(K):
                     if scores[b, k] > float("-inf"):
-                        s = float(scores[b, k])
-                        finished[b].append(Hypothesis(seqs[b][k], s, s / length_penalty(len(seqs[b][k]), alpha),
-                                                      _stack(extras[b][k])))
+                        finished[b].append(_finished(b, seqs[b][k], float(scores[b, k]), _stack(extras[b][k]),
+                                                     alpha, rescore))
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+
+
+def _finished(b: int, seq: list[int], log_prob: float, extras: Optional[Tensor], alpha: float,
+              rescore: Optional[Callable]) -> Hypothesis:
+    score = log_prob / length_penalty(len(seq), alpha)
+    if rescore is not None:
+        score += rescore(b, extras)
+    return Hypothesis(seq, log_prob, score, extras)

@@ -40,6 +40,7 @@ class TranslationDataConfig:
     eval_bleu: int = 1000  # validation pairs translated (greedy) for BLEU each epoch (0: none)
     beam: int = 5  # beam width of `rnnkit evaluate` / `rnnkit translate`
     length_penalty: float = 0.6  # alpha of Wu et al. (2016)
+    coverage: float = 0.0  # beta of the coverage penalty of Wu et al. (2016) in beam search
 
 
 @dataclass
@@ -97,11 +98,20 @@ def max_output_length(src_len: int) -> int:
 @torch.no_grad()
 def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "greedy", beam: int = 5,
                   alpha: float = 0.6, n_best: int = 1, temperature: float = 1.0, top_k=None, top_p=None,
-                  generator=None, batch_size: int = 64, with_attention: bool = False) -> list[list]:
+                  generator=None, batch_size: int = 64, with_attention: bool = False,
+                  coverage: float = 0.0) -> list[list]:
     """Translate id sequences; per source, a list of ``n_best`` Hypotheses (one unless beam).
 
     ``decoder``: ``"greedy" | "beam" | "sample"``.  Sources are batched by length; the result
-    is in input order.  With ``with_attention`` each Hypothesis carries its (T, S) weights."""
+    is in input order.  With ``with_attention`` each Hypothesis carries its (T, S) weights.
+    ``coverage``: beta of the coverage penalty of beam search (:func:`coverage_penalty`)."""
+    if coverage < 0:
+        raise ValueError(f"coverage must be >= 0, got {coverage}")
+    if coverage > 0 and decoder != "beam":
+        raise ValueError(f"the coverage penalty ranks beam search outputs; decoder {decoder!r} has none")
+    if coverage > 0 and model.attention is None:
+        raise RnnkitError("the coverage penalty needs attention weights; this model has no attention")
+    with_attention = with_attention or coverage > 0
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -119,7 +129,10 @@ def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "
             return logits, st, weights if with_attention else None
 
         if decoder == "beam":
-            out = beam_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, beam, alpha, n_best, device)
+            lengths = src_len.tolist()
+            rescore = (lambda b, weights: coverage_penalty(weights[:, : lengths[b]], coverage)) if coverage else None
+            out = beam_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, beam, alpha, n_best, device,
+                              rescore)
         elif decoder in ("greedy", "sample"):
             if decoder == "greedy":
                 hyps = greedy_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, device)
@@ -136,6 +149,14 @@ def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "
             results[i] = hyps
     model.train(was_training)
     return results
+
+
+def coverage_penalty(attention, beta: float) -> float:
+    """``beta * sum_i log(min(sum_t a_ti, 1))``, the coverage penalty of Wu et al. (2016,
+    GNMT, eq. 14): a translation whose attention has left source words out scores lower.
+    ``attention``: (T, S) weights; a source word with (almost) no attention counts as 1e-10."""
+    covered = attention.double().sum(0).clamp(min=1e-10, max=1.0)
+    return beta * float(covered.log().sum())
 
 
 UNK_MODES = ("none", "copy", "lexicon")

@@ -128,10 +128,11 @@ def _task_without_data(meta: dict) -> TranslationTask:
 def evaluate_translation(run: str | Path, split: str = "test", data: Optional[str] = None,
                          checkpoint: str = "best", device: str = "auto", beam: Optional[int] = None,
                          decoders: Sequence[str] = ("greedy", "beam"), limit: Optional[int] = None,
-                         write: bool = True, alpha: Optional[float] = None, unk: str = "none") -> dict:
+                         write: bool = True, alpha: Optional[float] = None, unk: str = "none",
+                         coverage: Optional[float] = None) -> dict:
     """{decoder: {"bleu", "chrf", "pairs", "seconds"}} on a split of the run's grouped split
     (of ``data`` instead when given), beam search with width ``beam`` and length penalty
-    ``alpha`` (default: the run's), unknown words replaced as ``unk`` says
+    ``alpha`` and coverage penalty ``coverage`` (defaults: the run's), unknown words replaced as ``unk`` says
     (:meth:`TranslationTask.translate`; the run's lexicon is built and kept when missing).
     Writes ``<split>_<decoder>.txt`` outputs into the run."""
     model, meta = load_translation(run, checkpoint, device)
@@ -141,12 +142,13 @@ def evaluate_translation(run: str | Path, split: str = "test", data: Optional[st
     task = make_task(data_cfg, TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta)
     width = beam or data_cfg.beam
     alpha = data_cfg.length_penalty if alpha is None else alpha
+    coverage = data_cfg.coverage if coverage is None else coverage
     lexicon = run_lexicon(run, task) if unk == "lexicon" else None
     results = {}
     for decoder in decoders:
         start = time.perf_counter()
         scores, outputs = task.scores(model, split, limit, decoder=decoder, beam=width, alpha=alpha, unk=unk,
-                                      lexicon=lexicon)
+                                      lexicon=lexicon, coverage=coverage if decoder == "beam" else 0.0)
         scores["pairs"] = len(outputs)
         scores["seconds"] = time.perf_counter() - start
         name = (decoder if decoder != "beam" else f"beam{width}") + ("" if unk == "none" else f"_unk-{unk}")
@@ -159,10 +161,12 @@ def evaluate_translation(run: str | Path, split: str = "test", data: Optional[st
 def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best: int = 1,
                    attention_png: Optional[str] = None, temperature: Optional[float] = None,
                    top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-                   checkpoint: str = "best", device: str = "auto", unk: str = "none") -> list[list[tuple[str, float]]]:
+                   checkpoint: str = "best", device: str = "auto", unk: str = "none",
+                   coverage: Optional[float] = None) -> list[list[tuple[str, float]]]:
     """Per text, its translations with their log-probabilities: the greedy one (``beam`` 0),
     the ``n_best`` of a beam search, or one sample (``temperature`` given).  ``unk``: as in
-    :meth:`TranslationTask.translate`, with the lexicon kept in the run folder.  With
+    :meth:`TranslationTask.translate`, with the lexicon kept in the run folder; ``coverage``:
+    the beam's coverage penalty (default: the run's).  With
     ``attention_png`` the first text's best translation's attention is drawn there."""
     import torch
 
@@ -192,7 +196,8 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
                              generator=generator, with_attention=with_attention)
     elif beam > 0:
         hyps = translate_ids(model, sources, "beam", beam=beam, alpha=task.data_cfg.length_penalty,
-                             n_best=n_best, with_attention=with_attention)
+                             n_best=n_best, with_attention=with_attention,
+                             coverage=task.data_cfg.coverage if coverage is None else coverage)
     else:
         hyps = translate_ids(model, sources, "greedy", with_attention=with_attention)
 

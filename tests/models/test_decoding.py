@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -46,7 +48,9 @@ from rnnkit.models.decoding import (  # noqa: E402
     sample_search,
     select_rows,
 )
+from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.seq2seq import Seq2Seq  # noqa: E402
+from rnnkit.tasks.translation import coverage_penalty, max_output_length, translate_ids  # noqa: E402
 
 BOS, EOS = 2, 3
 
@@ -113,6 +117,66 @@ def test_beam_search_finds_the_best_of_all_enumerated_outputs(alpha):
         narrow = beam_search(step_of(model), model.encode(src, src_len), 2, BOS, EOS, max_len, beam=3,
                              alpha=alpha)[b][0]
         assert narrow.log_prob == pytest.approx(sequence_log_prob(model, src, src_len, b, narrow.tokens))
+
+
+@torch.no_grad()
+def sequence_attention(model, src, src_len, b, seq):
+    """(T, S) attention weights of teacher-forcing ``seq`` (padding columns cut)."""
+    state = model.encode(src[:, b:b + 1], src_len[b:b + 1])
+    tokens, rows = torch.tensor([BOS]), []
+    for tok in seq:
+        _, state, weights = model.decode_step(tokens, state)
+        rows.append(weights[0, : int(src_len[b])])
+        tokens = torch.tensor([tok])
+    return torch.stack(rows)
+
+
+def test_coverage_penalty_is_gnmt_eq_14():
+    weights = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.0, 0.9, 0.1]])
+    want = 0.4 * (math.log(1.0) + math.log(1.0) + math.log(0.3))  # column sums 1.3, 1.4, 0.3
+    assert coverage_penalty(weights, 0.4) == pytest.approx(want)
+    assert coverage_penalty(torch.tensor([[1.0, 0.0]]), 1.0) == pytest.approx(math.log(1e-10))
+
+
+def test_beam_search_with_coverage_finds_the_best_of_all_enumerated_outputs():
+    """As above, the score now log p / lp + the coverage penalty of each output's attention."""
+    V, max_len, alpha, beta = 5, 3, 0.6, 2.0
+    model, src, src_len = tiny_model(V)
+    outputs = [list(seq) for n in range(1, max_len + 1) for seq in itertools.product(range(V), repeat=n)
+               if EOS not in seq[:-1] and (n == max_len or seq[-1] == EOS)]
+    lengths = src_len.tolist()
+    found = beam_search(step_of(model, record=True), model.encode(src, src_len), 2, BOS, EOS, max_len,
+                        beam=len(outputs), alpha=alpha, n_best=5,
+                        rescore=lambda b, w: coverage_penalty(w[:, : lengths[b]], beta))
+    plain = beam_search(step_of(model), model.encode(src, src_len), 2, BOS, EOS, max_len, beam=len(outputs),
+                        alpha=alpha, n_best=5)
+    for b in range(2):
+        scored = sorted(((sequence_log_prob(model, src, src_len, b, s) / length_penalty(len(s), alpha)
+                          + coverage_penalty(sequence_attention(model, src, src_len, b, s), beta), s)
+                         for s in outputs), key=lambda x: -x[0])
+        assert [h.tokens for h in found[b]] == [s for _, s in scored[:5]]
+        assert [h.score for h in found[b]] == pytest.approx([s for s, _ in scored[:5]], abs=1e-9)
+        assert [h.tokens for h in found[b]] != [h.tokens for h in plain[b]]  # the penalty changed the order
+    # translate_ids: the same search (its length limit, 2 S + 10) on sources batched by length
+    sources = [src[: lengths[b], b].tolist() for b in range(2)]
+    via_task = translate_ids(model, sources, "beam", beam=4, alpha=alpha, n_best=4, coverage=beta)
+    direct = beam_search(step_of(model, record=True), model.encode(src, src_len), 2, BOS, EOS,
+                         max_output_length(max(lengths)), beam=4, alpha=alpha, n_best=4,
+                         rescore=lambda b, w: coverage_penalty(w[:, : lengths[b]], beta))
+    for b in range(2):
+        assert [h.tokens for h in via_task[b]] == [h.tokens for h in direct[b]]
+        assert [h.score for h in via_task[b]] == pytest.approx([h.score for h in direct[b]], abs=1e-9)
+
+
+def test_bad_coverage_arguments():
+    model, src, _ = tiny_model()
+    with pytest.raises(ValueError, match="coverage must be >= 0, got -0.5"):
+        translate_ids(model, [[4, 5]], "beam", coverage=-0.5)
+    with pytest.raises(ValueError, match="decoder 'greedy' has none"):
+        translate_ids(model, [[4, 5]], "greedy", coverage=0.5)
+    plain, _, _ = tiny_model(attention="none")
+    with pytest.raises(RnnkitError, match="needs attention weights"):
+        translate_ids(plain, [[4, 5]], "beam", coverage=0.5)
 
 
 def test_n_best_are_distinct_and_ordered_and_attention_is_recorded():

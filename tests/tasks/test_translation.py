@@ -141,6 +141,8 @@ def test_cli_round_trip(tmp_path, capsys):
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
     assert rows[0][0] == "greedy" and rows[1][0] == "beam1" and rows[0][1:3] == rows[1][1:3]
     assert (run / "valid_greedy.txt").read_text() == (run / "valid_beam1.txt").read_text()
+    assert main(["evaluate", str(run), "--split", "valid", "--beam", "2", "--coverage", "0.2"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("beam2\t")
     # checkpoint averaging of the two epochs' checkpoints, then evaluating the average
     steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
     assert len(steps) == 2
