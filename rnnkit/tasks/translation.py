@@ -162,6 +162,15 @@ def coverage_penalty(attention, beta: float) -> float:
 UNK_MODES = ("none", "copy", "lexicon")
 
 
+def check_unk_mode(unk: str, attention: str) -> None:
+    """Refuse an unknown ``unk`` mode, or replacement for a model without attention."""
+    if unk not in UNK_MODES:
+        raise ValueError(f"unk must be one of {', '.join(UNK_MODES)}, got {unk!r}")
+    if unk != "none" and attention == "none":
+        raise RnnkitError("replacing unknown words needs the attention weights; this model has no attention "
+                          "(trained with --attention none): use --unk none")
+
+
 def replace_unknowns(ids: Sequence[int], attention, source: Sequence[str], vocab: PairVocab,
                      lexicon: Optional[dict[str, str]] = None) -> list[str]:
     """The output tokens of ``ids`` (as :meth:`PairVocab.decode`) with each ``<unk>``
@@ -278,14 +287,10 @@ class TranslationTask:
         (``"none"``), or replace them (:func:`replace_unknowns`) by the attended source word
         (``"copy"``) or its translation in ``lexicon`` (``"lexicon"``, default: this task's
         :meth:`lexicon`)."""
-        if unk not in UNK_MODES:
-            raise ValueError(f"unk must be one of {', '.join(UNK_MODES)}, got {unk!r}")
+        check_unk_mode(unk, self.model_cfg.attention)
         tokenized = [self.src_tok.tokenize(t) for t in texts]
         sources = [self.src_vocab.encode(t) or [PairVocab.unk] for t in tokenized]
         if unk != "none":
-            if self.model_cfg.attention == "none":
-                raise RnnkitError("replacing unknown words needs the attention weights; this model has no "
-                                  "attention (trained with --attention none): use --unk none")
             kwargs["with_attention"] = True
             if unk == "lexicon" and lexicon is None:
                 lexicon = self.lexicon()

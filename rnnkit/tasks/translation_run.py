@@ -18,11 +18,11 @@ from rnnkit.data.pairs import (
 from rnnkit.data.lexicon import load_lexicon, save_lexicon
 from rnnkit.errors import DataError, RnnkitError
 from rnnkit.tasks.translation import (
-    UNK_MODES,
     TranslationDataConfig,
     TranslationModelConfig,
     TranslationTask,
     build_model,
+    check_unk_mode,
     replace_unknowns,
     translate_ids,
 )
@@ -172,11 +172,7 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
 
     model, meta = load_translation(run, checkpoint, device)
     task = _task_without_data(meta)
-    if unk not in UNK_MODES:
-        raise ValueError(f"unk must be one of {', '.join(UNK_MODES)}, got {unk!r}")
-    if unk != "none" and task.model_cfg.attention == "none":
-        raise RnnkitError("replacing unknown words needs the attention weights; this model has no attention "
-                          "(trained with --attention none): use --unk none")
+    check_unk_mode(unk, task.model_cfg.attention)
     lexicon = None
     if unk == "lexicon":
         if not Path(run, LEXICON).exists():

@@ -3,6 +3,7 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.data.pairs import SPECIALS, PairVocab, WordTokenizer
+from rnnkit.errors import RnnkitError
 from rnnkit.tasks.translation import (
     TranslationDataConfig,
     TranslationModelConfig,
@@ -106,6 +107,12 @@ def test_translate_replaces_every_unknown_output():
         task.translate(model, sources, unk="guess")
     task.lexicon()  # fitted on the training pairs
     assert task.lexicon()["tom"] == "tom" and task.lexicon()["is"] == "está"
+
+
+def test_unknown_word_replacement_needs_attention():
+    task = toy_task(TranslationModelConfig(embed_size=8, hidden_size=8, attention="none"))
+    with pytest.raises(RnnkitError, match="needs the attention weights.*use --unk none"):
+        task.translate(task.build_model(), ["Tom is here."], unk="copy")
 
 
 def test_corpus_scores_are_sacrebleu():
