@@ -189,6 +189,8 @@ def _add_translate_parsers(sub, tasks) -> None:
     tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
     tl.add_argument("--beam", type=int, default=5, help="beam width (0: greedy)")
     tl.add_argument("--n-best", type=int, default=1, help="print this many beam outputs per sentence")
+    tl.add_argument("--length-penalty", type=float, default=None,
+                    help="beam length penalty alpha, Wu et al. 2016 (default: the run's)")
     tl.add_argument("--coverage", type=float, default=None,
                     help="beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
     tl.add_argument("--temperature", type=float, default=None, help="sample instead, at this temperature")
@@ -304,7 +306,7 @@ def _translate(args) -> int:
     run = args.run or newest_run("runs", "translate", "rnnkit train translate")
     results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
                              args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk,
-                             args.coverage)
+                             args.coverage, args.length_penalty)
     for outputs in results:
         if args.n_best > 1:
             for rank, (text, log_prob) in enumerate(outputs, 1):

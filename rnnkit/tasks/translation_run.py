@@ -162,11 +162,11 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
                    attention_png: Optional[str] = None, temperature: Optional[float] = None,
                    top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
                    checkpoint: str = "best", device: str = "auto", unk: str = "none",
-                   coverage: Optional[float] = None) -> list[list[tuple[str, float]]]:
+                   coverage: Optional[float] = None, alpha: Optional[float] = None) -> list[list[tuple[str, float]]]:
     """Per text, its translations with their log-probabilities: the greedy one (``beam`` 0),
     the ``n_best`` of a beam search, or one sample (``temperature`` given).  ``unk``: as in
     :meth:`TranslationTask.translate`, with the lexicon kept in the run folder; ``coverage``:
-    the beam's coverage penalty (default: the run's).  With
+    the beam's coverage penalty and ``alpha`` its length penalty (defaults: the run's).  With
     ``attention_png`` the first text's best translation's attention is drawn there."""
     import torch
 
@@ -191,7 +191,8 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
         hyps = translate_ids(model, sources, "sample", temperature=temperature, top_k=top_k, top_p=top_p,
                              generator=generator, with_attention=with_attention)
     elif beam > 0:
-        hyps = translate_ids(model, sources, "beam", beam=beam, alpha=task.data_cfg.length_penalty,
+        hyps = translate_ids(model, sources, "beam", beam=beam,
+                             alpha=task.data_cfg.length_penalty if alpha is None else alpha,
                              n_best=n_best, with_attention=with_attention,
                              coverage=task.data_cfg.coverage if coverage is None else coverage)
     else:

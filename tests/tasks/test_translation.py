@@ -164,7 +164,8 @@ def test_cli_round_trip(tmp_path, capsys):
                  "--attention-png", str(png)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
     assert png.read_bytes()[:4] == b"\x89PNG"
-    assert main(["translate", "Tom is cold.", "--run", str(run), "--beam", "3", "--n-best", "3"]) == 0
+    assert main(["translate", "Tom is cold.", "--run", str(run), "--beam", "3", "--n-best", "3",
+                 "--length-penalty", "1.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[0] for line in lines] == ["1", "2", "3"]
     assert main(["translate", "Tom is cold.", "--run", str(run), "--temperature", "1.0", "--seed", "1"]) == 0
