@@ -88,8 +88,8 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
     task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
     model = task.build_model()
     trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
-    if trainer.is_main and task.pairs["train"]:
-        run_lexicon(run_dir, task)  # for --unk lexicon of evaluate and translate
+    if trainer.is_main and task.pairs["train"] and data_cfg.tokenizer == "word":
+        run_lexicon(run_dir, task)  # for --unk lexicon of evaluate and translate (subword models rarely write <unk>)
     n_params = sum(p.numel() for p in model.parameters())
     sizes = ", ".join(f"{k} {len(v):,}" for k, v in task.pairs.items())
     print(f"data: {task.source}; pairs {sizes} (grouped by source, seed {data_cfg.split_seed}); "
