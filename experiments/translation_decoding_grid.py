@@ -21,7 +21,6 @@ from rnnkit.tasks.translation import (
     TranslationDataConfig,
     TranslationModelConfig,
     corpus_scores,
-    replace_unknowns,
     translate_ids,
 )
 from rnnkit.tasks.translation_run import load_translation, make_task, run_lexicon
@@ -59,10 +58,8 @@ def main() -> None:
             hyps = translate_ids(model, sources, "beam", beam=beam, alpha=alpha, coverage=coverage,
                                  with_attention=True)
             seconds = time.perf_counter() - start
-            for unk, table in (("none", None), ("copy", None), ("lexicon", lexicon)):
-                outputs = [task.tgt_tok.detokenize(task.tgt_vocab.decode(h.tokens) if unk == "none" else
-                                                   replace_unknowns(h.tokens, h.extras, w, task.tgt_vocab, table))
-                           for (h, *_), w in zip(hyps, words)]
+            for unk in ("none", "copy", "lexicon"):
+                outputs = [task.output_text(h, w, unk, lexicon) for (h, *_), w in zip(hyps, words)]
                 scores = corpus_scores(outputs, references, task.data_cfg.lower)
                 rows.append(dict(checkpoint=checkpoint, beam=beam, alpha=alpha, coverage=coverage, unk=unk,
                                  seconds=seconds, **scores))

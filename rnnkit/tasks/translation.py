@@ -295,15 +295,16 @@ class TranslationTask:
             if unk == "lexicon" and lexicon is None:
                 lexicon = self.lexicon()
         hyps = translate_ids(model, sources, **kwargs)
-        outputs = []
-        for (best, *_), source in zip(hyps, tokenized):
-            if unk == "none":
-                tokens = self.tgt_vocab.decode(best.tokens)
-            else:
-                tokens = replace_unknowns(best.tokens, best.extras, source, self.tgt_vocab,
-                                          lexicon if unk == "lexicon" else None)
-            outputs.append(self.tgt_tok.detokenize(tokens))
-        return outputs
+        return [self.output_text(best, source, unk, lexicon) for (best, *_), source in zip(hyps, tokenized)]
+
+    def output_text(self, hyp, source: Sequence[str], unk: str = "none",
+                    lexicon: Optional[dict[str, str]] = None) -> str:
+        """A Hypothesis as detokenized text, its ``<unk>`` left (``unk`` "none") or replaced by
+        :func:`replace_unknowns` (``source``: the source tokens; ``lexicon`` used for "lexicon")."""
+        if unk == "none":
+            return self.tgt_tok.detokenize(self.tgt_vocab.decode(hyp.tokens))
+        table = lexicon if unk == "lexicon" else None
+        return self.tgt_tok.detokenize(replace_unknowns(hyp.tokens, hyp.extras, source, self.tgt_vocab, table))
 
     def scores(self, model: Seq2Seq, split: str, limit: Optional[int] = None, **kwargs) -> tuple[dict, list[str]]:
         pairs = self.pairs[split][:limit] if limit else self.pairs[split]

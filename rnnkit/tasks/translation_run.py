@@ -23,7 +23,6 @@ from rnnkit.tasks.translation import (
     TranslationTask,
     build_model,
     check_unk_mode,
-    replace_unknowns,
     translate_ids,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
@@ -35,12 +34,15 @@ from rnnkit.train.trainer import pick_device
 LEXICON = "lexicon.json.gz"  # in a run folder: source word -> target word (IBM Model 1 on the training pairs)
 
 
-def run_lexicon(run_dir: str | Path, task: TranslationTask) -> dict[str, str]:
+def run_lexicon(run_dir: str | Path, task: Optional[TranslationTask] = None) -> dict[str, str]:
     """The run's lexicon for unknown-word replacement: read from the run folder, else fitted
-    on the task's training pairs and kept there."""
+    on the task's training pairs and kept there (refused without a task to fit it on)."""
     path = Path(run_dir, LEXICON)
     if path.exists():
         return load_lexicon(path)
+    if task is None:
+        raise RnnkitError(f"{path} is missing: `rnnkit train translate` writes it, and so does "
+                          f"`rnnkit evaluate {run_dir} --unk lexicon` for older runs; or use --unk copy")
     start = time.perf_counter()
     lexicon = task.lexicon()
     save_lexicon(lexicon, path)
@@ -173,12 +175,7 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
     model, meta = load_translation(run, checkpoint, device)
     task = _task_without_data(meta)
     check_unk_mode(unk, task.model_cfg.attention)
-    lexicon = None
-    if unk == "lexicon":
-        if not Path(run, LEXICON).exists():
-            raise RnnkitError(f"{Path(run, LEXICON)} is missing: `rnnkit train translate` writes it, and so does "
-                              f"`rnnkit evaluate {run} --unk lexicon` for older runs; or use --unk copy")
-        lexicon = load_lexicon(Path(run, LEXICON))
+    lexicon = run_lexicon(run) if unk == "lexicon" else None
     tokenized = [task.src_tok.tokenize(t) for t in texts]
     sources = [task.src_vocab.encode(t) for t in tokenized]
     for text, ids in zip(texts, sources):
@@ -197,13 +194,7 @@ def translate_text(run: str | Path, texts: Sequence[str], beam: int = 0, n_best:
                              coverage=task.data_cfg.coverage if coverage is None else coverage)
     else:
         hyps = translate_ids(model, sources, "greedy", with_attention=with_attention)
-
-    def words(h, source):
-        if unk == "none":
-            return task.tgt_vocab.decode(h.tokens)
-        return replace_unknowns(h.tokens, h.extras, source, task.tgt_vocab, lexicon)
-
-    out = [[(task.tgt_tok.detokenize(words(h, source)), h.log_prob) for h in hs] for hs, source in zip(hyps, tokenized)]
+    out = [[(task.output_text(h, source, unk, lexicon), h.log_prob) for h in hs] for hs, source in zip(hyps, tokenized)]
     if attention_png:
         best = hyps[0][0]
         if best.extras is None:
