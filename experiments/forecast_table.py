@@ -25,7 +25,7 @@ import contextlib
 import io
 import json
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,33 +40,96 @@ from rnnkit.train.config import TrainConfig
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent / ".." / "shared" / "data" / "timeseries"
 
-# name -> (label, data settings, candidate overrides).  Candidates differ in the input
-# transform or window only; model size and training are the same for all.  The short monthly
-# series (96 training windows) use batches of 8 so that an epoch has more than 3 steps.
+# name -> (label, data settings, candidate overrides).  Candidates differ in the input transform,
+# the window, or whether each window is read relative to its own level (local_level); model size
+# and training are the same for all.  Each series has the two settings of the first version of
+# this table, the first of them with local_level, and for seasonal series the STL seasonal
+# profile removed with local_level (for sunspots, m = 1, local_level with the other window).  The
+# short monthly series (96 training windows) use batches of 8 so that an epoch has more than 3 steps.
 SERIES = {
     "airline": ("airline passengers (last 24 months)",
                 dict(csv="airline-passengers.csv", horizon=24, season=12, window=24, batch_size=8),
-                [dict(log=True, seasonal_difference=True), dict(log=True, difference=1, seasonal_difference=True)]),
+                [dict(log=True, seasonal_difference=True), dict(log=True, difference=1, seasonal_difference=True),
+                 dict(log=True, seasonal_difference=True, local_level=True),
+                 dict(log=True, deseasonalize=True, local_level=True)]),
     "sunspots": ("monthly sunspots (last 10%)",
                  dict(csv="monthly-sunspots.csv", horizon=282, test="10%", season=1, window=132),
-                 [dict(), dict(window=60)]),
+                 [dict(), dict(window=60), dict(local_level=True), dict(window=60, local_level=True)]),
     "temperatures": ("daily minimum temperatures (1990)",
                      dict(csv="daily-min-temperatures.csv", horizon=365, season=365, window=30, batch_size=64),
-                     [dict(), dict(window=60)]),
+                     [dict(), dict(window=60), dict(local_level=True), dict(deseasonalize=True, local_level=True)]),
     "births": ("daily female births (last 20%)",
                dict(csv="daily-total-female-births.csv", horizon=73, test="20%", season=7, window=28),
-               [dict(), dict(calendar=False)]),
+               [dict(), dict(calendar=False), dict(local_level=True), dict(deseasonalize=True, local_level=True)]),
     "car_sales": ("monthly car sales (last 24 months)",
                   dict(csv="monthly-car-sales.csv", horizon=24, season=12, window=24, batch_size=8),
-                  [dict(log=True, seasonal_difference=True), dict(log=True)]),
+                  [dict(log=True, seasonal_difference=True), dict(log=True),
+                   dict(log=True, seasonal_difference=True, local_level=True),
+                   dict(log=True, deseasonalize=True, local_level=True)]),
     "co2": ("statsmodels weekly co2 (last 10%)",
             dict(dataset="co2", horizon=228, test="10%", season=52, window=104, batch_size=64),
-            [dict(difference=1), dict(seasonal_difference=True)]),
+            [dict(difference=1), dict(seasonal_difference=True), dict(difference=1, local_level=True),
+             dict(deseasonalize=True, local_level=True)]),
 }
 MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
+MODEL_FIELDS = {f.name for f in fields(ForecastModelConfig)}  # candidate keys that set the model
 TRAIN = TrainConfig(epochs=150, early_stop=15, lr=3e-3, progress=False, log_every=1000, device="cpu")
 ENSEMBLE = 10
 SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best validation rollouts
+
+
+def _train(name: str, base: dict, extra: dict, out: Path, ensemble: int, select: int, refit: bool) -> dict:
+    """Train one candidate setting (an ensemble) with data settings ``base`` and report what the
+    table needs: the validation and test rollouts of train_forecast."""
+    model_keys = {k: v for k, v in extra.items() if k in MODEL_FIELDS}
+    data_keys = {k: v for k, v in extra.items() if k not in MODEL_FIELDS}
+    cfg = ForecastDataConfig(**{**base, **data_keys, "ensemble": ensemble, "select": select, "refit": refit,
+                                 "baselines": "", "samples": 0})
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = train_forecast(cfg, replace(MODEL, **model_keys), replace(TRAIN), out)
+    return {"setting": extra, "valid_mase": result["valid_rollout"]["mase"],
+            "valid_forecast": np.array(result["valid_forecast"]), "test_forecast": np.array(result["test_forecast"]),
+            "test": result["test"]["rnnkit"], "runs": [str(out)]}
+
+
+def _shifted(base: dict, p) -> dict:
+    """The data settings one part earlier: the series ends where ``p``'s test part begins, and
+    ``p``'s validation part becomes the test part."""
+    return {**base, "drop_last": base.get("drop_last", 0) + p.n_test, "test": str(p.n_valid),
+            "valid": str(p.n_valid), "horizon": p.n_valid}
+
+
+def select_candidate(name: str, base: dict, candidates: list, out: Path, ensemble: int, select: int) -> tuple:
+    """Score every candidate (and the mean of their forecasts) by MASE on the validation part,
+    forecast in one rollout by models trained on the data before it only (early stopping and
+    ensemble selection on the part before that).  Returns (best candidate, every score, how)."""
+    p = prepare(ForecastDataConfig(**base))
+    shifted = _shifted(base, p)
+    try:
+        prepare(ForecastDataConfig(**shifted))
+        for extra in candidates:  # the shorter history must leave every candidate training windows
+            lost = extra.get("difference", 0) + (p.season if extra.get("seasonal_difference") else 0)
+            window = extra.get("window", p.window)
+            if p.train_end - p.n_valid < window + lost + max(8, p.n_valid // 4):
+                raise DataError(f"{p.train_end - p.n_valid} points before the validation part's own validation "
+                                f"part leave too few training windows for window {window}")
+    except DataError as exc:
+        print(f"  {name}: no clean selection rollout ({exc}); choosing by the final models' validation "
+              f"rollouts instead", flush=True)
+        return None, {}, "final models' validation rollout"
+    q = prepare(ForecastDataConfig(**shifted))
+    truth, history = q.y[q.valid_end:], q.y[:q.valid_end]
+    tried = []
+    for i, extra in enumerate(candidates):
+        tried.append(_train(name, shifted, extra, out / f"{name}-select-{i}", ensemble, select, False))
+        tried[-1]["score"] = tried[-1]["test"]["mase"]
+        print(f"  {name} candidate {extra}: selection MASE {tried[-1]['score']:.3f}", flush=True)
+    mean = np.mean([t["test_forecast"] for t in tried], axis=0)
+    tried.append({"setting": {"combination": candidates},
+                  "score": all_metrics(truth, mean, history, q.season)["mase"]})
+    print(f"  {name} combination of the {len(candidates)}: selection MASE {tried[-1]['score']:.3f}", flush=True)
+    best = min(tried, key=lambda t: t["score"])  # the first of equals
+    return best["setting"], {json.dumps(t["setting"]): t["score"] for t in tried}, "clean selection rollout"
 
 
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
@@ -76,42 +139,38 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     if "csv" in base:
         base["csv"] = str(data_dir / base["csv"])
     if backtest:  # the data end where the test part begins: the validation part becomes the test
-        p = prepare(ForecastDataConfig(**base))
-        base.update(drop_last=p.n_test, test=str(p.n_valid), valid=str(p.n_valid), horizon=p.n_valid)
+        base = _shifted(base, prepare(ForecastDataConfig(**base)))
         label += ", backtest: its validation part"
     start = time.perf_counter()
     p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
     valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
     truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
-    tried = []  # one dict per candidate, in order
-    for i, extra in enumerate(candidates):
-        cfg = ForecastDataConfig(**{**base, **extra, "ensemble": ensemble, "select": select, "refit": refit,
-                                     "baselines": "", "samples": 0})
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = train_forecast(cfg, MODEL, replace(TRAIN), out / f"{name}-{i}")
-        tried.append({"setting": extra, "valid_mase": result["valid_rollout"]["mase"],
-                      "valid_forecast": np.array(result["valid_forecast"]),
-                      "test_forecast": np.array(result["test_forecast"]), "test": result["test"]["rnnkit"],
-                      "runs": [str(out / f"{name}-{i}")]})
-        print(f"  {name} candidate {extra}: valid MASE {tried[-1]['valid_mase']:.3f}", flush=True)
-    # the equal-weight combination of the candidates' forecasts is one more candidate
-    valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
-    test_mean = np.mean([t["test_forecast"] for t in tried], axis=0)
-    combined = all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"]
-    print(f"  {name} combination of the {len(candidates)}: valid MASE {combined:.3f}", flush=True)
-    tried.append({"setting": {"combination": candidates}, "valid_mase": combined, "test_forecast": test_mean,
-                  "test": all_metrics(truth, test_mean, history, p.season),
-                  "runs": [r for t in tried for r in t["runs"]]})
-    best = min(tried, key=lambda t: t["valid_mase"])  # the first of equals
+    chosen, scores, how = select_candidate(name, base, candidates, out, ensemble, select)
+    final = chosen.get("combination", [chosen]) if chosen is not None else candidates
+    tried = [_train(name, base, extra, out / f"{name}-{i}", ensemble, select, refit) for i, extra in enumerate(final)]
+    if len(tried) > 1:  # the equal-weight combination of the candidates' forecasts
+        valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
+        test_mean = np.mean([t["test_forecast"] for t in tried], axis=0)
+        tried.append({"setting": {"combination": final}, "test_forecast": test_mean,
+                      "valid_mase": all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"],
+                      "test": all_metrics(truth, test_mean, history, p.season),
+                      "runs": [r for t in tried for r in t["runs"]]})
+    if chosen is None:  # fall back: the final models' own validation rollouts choose
+        scores = {json.dumps(t["setting"]): t["valid_mase"] for t in tried}
+        for key, score in scores.items():
+            print(f"  {name} candidate {key}: validation MASE {score:.3f}", flush=True)
+        best = min(tried, key=lambda t: t["valid_mase"])
+    else:
+        best = tried[-1]  # the chosen setting, or the combination of the chosen settings
     chosen = best["setting"]
     used_log = all(c.get("log") for c in chosen.get("combination", [chosen]))
     baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=("seasonal_naive", "arima", "ets"))
     table = {"rnnkit": best["test"]}
     table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
-    row = {"name": name, "label": label, "chosen": chosen, "valid_mase": best["valid_mase"], "season": p.season,
-           "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
-           "tried": {json.dumps(t["setting"]): t["valid_mase"] for t in tried},
-           "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": best["runs"],
+    row = {"name": name, "label": label, "chosen": chosen, "chosen_by": how, "valid_mase": best["valid_mase"],
+           "season": p.season, "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
+           "tried": scores, "test": table, "models": {k: v["model"] for k, v in baselines.items()},
+           "runs": best["runs"],
            "forecasts": {"dates": [str(d) for d in p.dates[p.valid_end - 2 * p.n_test:]],
                          "history": history[-2 * p.n_test:].tolist(), "truth": truth.tolist(),
                          "rnnkit": best["test_forecast"].tolist(),

@@ -1,17 +1,23 @@
-"""The invertible transform a forecaster works in: optional log, optional first difference,
-optional seasonal difference, then standardization fitted on the training part only.
+"""The invertible transform a forecaster works in: optional log, optional removal of a seasonal
+profile, optional first difference, optional seasonal difference, then standardization fitted
+on the training part only.
 
-    w_t = log y_t (or y_t);   d_t = w_t - w_{t-1} (or w_t);   s_t = d_t - d_{t-m} (or d_t);
-    z_t = (s_t - mean) / std
+    w_t = log y_t (or y_t);   v_t = w_t - S[t mod p] (or w_t);   d_t = v_t - v_{t-1} (or v_t);
+    s_t = d_t - d_{t-m} (or d_t);   z_t = (s_t - mean) / std
 
 (Box & Jenkins 1976: differencing and seasonal differencing to reach a stationary series;
-Hyndman & Athanasopoulos, FPP3 §9.1.)  Forecasts made in z are mapped back by undoing each
-step with the known history and the forecasts made so far.
+Hyndman & Athanasopoulos, FPP3 §9.1.)  The seasonal profile S (period p) is the per-phase mean
+of the seasonal component of an STL decomposition (Cleveland et al. 1990) of w over the
+training part: deseasonalizing before the RNN is what Bandara, Bergmeir & Smyl (2020) and
+Hewamalage, Bergmeir & Bandara (2021) found RNN forecasters need on seasonal series.
+Forecasts made in z are mapped back by undoing each step with the known history and the
+forecasts made so far.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -26,26 +32,58 @@ class SeriesTransform:
     season: int = 0  # lag of the seasonal difference (0: none)
     mean: float = 0.0
     std: float = 1.0
+    profile_period: int = 0  # period p of the seasonal profile removed before differencing (0: none)
+    profile: Optional[list] = None  # S[0..p-1], fitted by fit(); S[k] belongs to positions t = k mod p
 
     def __post_init__(self) -> None:
         if self.difference not in (0, 1):
             raise DataError(f"difference must be 0 or 1, got {self.difference}")
         if self.season < 0:
             raise DataError(f"the seasonal-difference lag must be >= 0, got {self.season}")
+        if self.profile_period < 0 or self.profile_period == 1:
+            raise DataError(f"the seasonal-profile period must be 0 (none) or >= 2, got {self.profile_period}")
+        if self.profile is not None and len(self.profile) != self.profile_period:
+            raise DataError(f"the seasonal profile has {len(self.profile)} values for period {self.profile_period}")
 
     @property
     def lost(self) -> int:
         """How many leading points have no transformed value (NaN)."""
         return self.difference + self.season
 
-    def _stationary(self, y: np.ndarray) -> np.ndarray:
+    def _log(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float64)
         if self.log:
             if (y <= 0).any():
                 bad = int(np.argmax(y <= 0))
                 raise DataError(f"log needs positive values; got {y[bad]} at position {bad}")
             y = np.log(y)
-        out = y.copy()
+        return y
+
+    def _seasonal(self, start: int, n: int) -> np.ndarray:
+        """S at positions start .. start + n - 1 (zeros without a profile)."""
+        if not self.profile_period:
+            return np.zeros(n)
+        if self.profile is None:
+            raise DataError("the seasonal profile is not fitted yet: call fit() on the training part first")
+        return np.asarray(self.profile, np.float64)[(start + np.arange(n)) % self.profile_period]
+
+    def _fit_profile(self, w: np.ndarray) -> None:
+        p = self.profile_period
+        if len(w) < 2 * p + 1:
+            raise DataError(f"a seasonal profile of period {p} needs at least {2 * p + 1} training points "
+                            f"(two whole cycles), got {len(w)}")
+        try:
+            from statsmodels.tsa.seasonal import STL
+        except ImportError:
+            raise DataError("the seasonal profile needs statsmodels: pip install 'rnnkit[forecast]'") from None
+        seasonal = np.asarray(STL(w, period=p, robust=True).fit().seasonal)  # (N,)
+        phase = np.arange(len(w)) % p
+        profile = np.bincount(phase, seasonal, p) / np.bincount(phase, minlength=p)
+        self.profile = (profile - profile.mean()).tolist()
+
+    def _stationary(self, y: np.ndarray) -> np.ndarray:
+        y = self._log(y)
+        out = y - self._seasonal(0, len(y))
         if self.difference:
             out = np.concatenate([[np.nan], np.diff(out)])
         if self.season:
@@ -54,7 +92,9 @@ class SeriesTransform:
         return out  # (N,)
 
     def fit(self, y_train: np.ndarray) -> "SeriesTransform":
-        """Fit the standardization on the training part (only)."""
+        """Fit the seasonal profile (if any) and the standardization on the training part (only)."""
+        if self.profile_period:
+            self._fit_profile(self._log(y_train))
         s = self._stationary(y_train)
         if np.isfinite(s).sum() < 2:
             raise DataError(f"the training part ({len(y_train)} points) is too short for "
@@ -72,7 +112,8 @@ class SeriesTransform:
         z = np.atleast_2d(np.asarray(z_future, dtype=np.float64))
         samples, horizon = z.shape
         s = z * self.std + self.mean  # (S, H)
-        hist = np.log(np.asarray(y_history, dtype=np.float64)) if self.log else np.asarray(y_history, np.float64)
+        n = len(y_history)
+        hist = self._log(y_history) - self._seasonal(0, n)
         if self.difference:
             d_hist = np.diff(hist)
         else:
@@ -88,6 +129,7 @@ class SeriesTransform:
         else:
             d = s
         w = hist[-1] + np.cumsum(d, axis=1) if self.difference else d  # (S, H)
+        w = w + self._seasonal(n, horizon)
         return np.exp(np.clip(w, -700, 700)) if self.log else w  # clip: no overflow on wild paths
 
     def to_dict(self) -> dict:

@@ -9,6 +9,10 @@ hidden state to the next ``k`` values:
   from the *autoregressive rollout*: append the prediction to the window, slide, predict again;
 - direct multi-horizon (k = H, ``direct=True``): all H values from one pass (the "MIMO"
   strategy of Ben Taieb et al. 2012); longer horizons repeat it block by block;
+- with ``local_level`` each window is read relative to the mean of its values, and that level
+  is added back to the outputs, so the network learns the shape of what follows a window and
+  not its absolute level: the per-window normalization that Hewamalage, Bergmeir & Bandara
+  (2021) recommend for RNN forecasters of series with a trend;
 - a Gaussian head (Nix & Weigend 1994) gives a mean and a log-variance per step, trained by
   the Gaussian negative log-likelihood.  Prediction intervals of a rollout come from
   *sample paths* (as in DeepAR, Salinas et al. 2020): each path draws z ~ N(mu, sigma^2) at
@@ -42,6 +46,7 @@ class ForecastModelConfig:
     dropout: float = 0.0  # between stacked layers
     head: str = "gaussian"  # gaussian (mean + log-variance, NLL loss) | point (mean, MSE loss)
     direct: bool = False  # predict all horizon steps at once instead of one step
+    local_level: bool = False  # read each window relative to its own mean value (added back to the output)
 
 
 class Forecaster(nn.Module):
@@ -65,12 +70,20 @@ class Forecaster(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         if x.dim() != 3 or x.size(-1) != self.rnn.input_size:
             raise ValueError(f"expected input (T, B, {self.rnn.input_size}), got {tuple(x.shape)}")
+        level = None
+        if self.cfg.local_level:  # value channel 0 relative to the window's mean (Hewamalage et al. 2021)
+            level = x[:, :, 0].mean(0)  # (B,)
+            x = torch.cat([(x[:, :, 0] - level).unsqueeze(-1), x[:, :, 1:]], -1)
         out, _ = self.rnn(x)  # (T, B, H)
         y = self.head(out[-1])  # (B, K) or (B, 2K)
         if self.cfg.head == "point":
-            return y, None
-        mean, log_var = y.chunk(2, dim=-1)  # (B, K) each
-        return mean, log_var.clamp(-12.0, 8.0)
+            mean, log_var = y, None
+        else:
+            mean, log_var = y.chunk(2, dim=-1)  # (B, K) each
+            log_var = log_var.clamp(-12.0, 8.0)
+        if level is not None:
+            mean = mean + level.unsqueeze(-1)
+        return mean, log_var
 
 
 def forecast_loss(mean: Tensor, log_var: Optional[Tensor], target: Tensor) -> Tensor:

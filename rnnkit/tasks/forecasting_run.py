@@ -64,6 +64,7 @@ class ForecastDataConfig:
     log: bool = False  # model log y (positive series whose variation grows with the level)
     difference: int = 0  # 1: model first differences
     seasonal_difference: bool = False  # model y_t - y_{t-m}
+    deseasonalize: bool = False  # remove the STL seasonal profile of period m first (needs statsmodels)
     calendar: bool = True  # calendar covariates (month one-hot; year phase and weekday for daily)
     batch_size: int = 32
     samples: int = 200  # sample paths for the prediction intervals (0: none)
@@ -126,7 +127,10 @@ def prepare(cfg: ForecastDataConfig, extra: int = 0) -> Prepared:
 
 
 def make_transform(cfg: ForecastDataConfig, p: Prepared, fit_end: int) -> SeriesTransform:
-    return SeriesTransform(cfg.log, cfg.difference, p.season if cfg.seasonal_difference else 0).fit(p.y[:fit_end])
+    if cfg.deseasonalize and p.season < 2:
+        raise DataError(f"deseasonalize needs a seasonal period m >= 2 (--season), got m={p.season}")
+    return SeriesTransform(cfg.log, cfg.difference, p.season if cfg.seasonal_difference else 0,
+                           profile_period=p.season if cfg.deseasonalize else 0).fit(p.y[:fit_end])
 
 
 # ------------------------------------------------------------------------------- models

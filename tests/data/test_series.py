@@ -139,6 +139,42 @@ def test_transform_round_trip_with_log_and_differences():
         SeriesTransform(log=True).fit(np.array([1.0, 0.0, 2.0]))
 
 
+def test_seasonal_profile_recovers_the_season_from_the_training_part_only():
+    pytest.importorskip("statsmodels")
+    rng = np.random.default_rng(1)
+    t_axis = np.arange(150)
+    season = 0.2 * np.sin(2 * np.pi * t_axis / 12) + 0.1 * np.cos(4 * np.pi * t_axis / 12)
+    y = np.exp(4 + 0.01 * t_axis + season + 0.01 * rng.normal(size=150))
+    tr = SeriesTransform(log=True, difference=1, profile_period=12).fit(y[:120])
+    # the per-phase profile is the generating season (STL, robust; noise 0.01)
+    np.testing.assert_allclose(tr.profile, season[:12], atol=0.02)
+    assert abs(sum(tr.profile)) < 1e-12
+    # only the training part is read: another future leaves the profile and scaling unchanged
+    changed = y.copy()
+    changed[120:] *= 5.0
+    other = SeriesTransform(log=True, difference=1, profile_period=12).fit(changed[:120])
+    assert other.profile == tr.profile and (other.mean, other.std) == (tr.mean, tr.std)
+    # forward removes it (position t uses phase t mod 12), inverse puts it back, also after a
+    # round trip through to_dict (what a saved run keeps)
+    z = tr.forward(y)
+    w = np.log(y) - np.array(tr.profile)[t_axis % 12]
+    np.testing.assert_allclose(z[1:], (np.diff(w) - tr.mean) / tr.std, rtol=1e-12)
+    again = SeriesTransform(**tr.to_dict())
+    np.testing.assert_allclose(again.inverse(z[130:][None, :], y[:130])[0], y[130:], rtol=1e-10)
+
+
+def test_seasonal_profile_errors_say_what_was_expected():
+    with pytest.raises(DataError, match="0 \\(none\\) or >= 2, got 1"):
+        SeriesTransform(profile_period=1)
+    with pytest.raises(DataError, match="3 values for period 12"):
+        SeriesTransform(profile_period=12, profile=[0.0, 0.1, 0.2])
+    with pytest.raises(DataError, match="not fitted yet"):
+        SeriesTransform(profile_period=4).forward(np.ones(10))
+    pytest.importorskip("statsmodels")
+    with pytest.raises(DataError, match="period 12 needs at least 25 training points .* got 20"):
+        SeriesTransform(profile_period=12).fit(np.ones(20))
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/timeseries is absent")
 def test_shared_series_load():
     s = read_series_csv(SHARED / "airline-passengers.csv")

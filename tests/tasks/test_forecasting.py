@@ -117,6 +117,33 @@ def test_direct_head_and_gaussian_head_shapes_and_sample_paths():
     assert again.shape == (12,) and paths_again.shape == (50, 12)
 
 
+@pytest.mark.parametrize("head,direct", [("gaussian", False), ("point", True)])
+def test_local_level_reads_each_window_relative_to_its_mean(head, direct):
+    torch.manual_seed(0)
+    cfg = ForecastModelConfig(hidden_size=6, head=head, direct=direct, local_level=True)
+    model = Forecaster(3, 4 if direct else 1, cfg)
+    x = torch.randn(10, 5, 3)
+    mean, log_var = model(x)
+    # oracle: the same weights without local_level, fed the centred window, plus the level
+    plain = Forecaster(3, 4 if direct else 1, replace(cfg, local_level=False))
+    plain.load_state_dict(model.state_dict())
+    level = x[:, :, 0].mean(0)
+    centred = x.clone()
+    centred[:, :, 0] -= level
+    ref_mean, ref_log_var = plain(centred)
+    torch.testing.assert_close(mean, ref_mean + level[:, None])
+    # a shift of the values shifts the forecast by the same amount and leaves the rest alone
+    shifted = x.clone()
+    shifted[:, :, 0] += 3.0
+    mean2, log_var2 = model(shifted)
+    torch.testing.assert_close(mean2, mean + 3.0)
+    if head == "gaussian":
+        torch.testing.assert_close(log_var, ref_log_var)
+        torch.testing.assert_close(log_var2, log_var)
+    # the input is not changed in place
+    torch.testing.assert_close(x[:, :, 0].mean(0), level)
+
+
 def test_gaussian_nll_matches_torch():
     mean, log_var, y = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
     expected = torch.nn.functional.gaussian_nll_loss(mean, y, log_var.exp(), full=True)
@@ -171,6 +198,29 @@ def test_cli_train_forecast_evaluate_round_trip(tmp_path, capsys):
     assert "bad.csv:3: row 2: missing value in column 'Sales'" in capsys.readouterr().err
     assert main(["train", "forecast", "--csv", str(csv), "--column", "Slaes", "--run", str(tmp_path / "r3")]) == 2
     assert "no value column 'Slaes'; available: Sales" in capsys.readouterr().err
+
+
+def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_path, capsys):
+    from rnnkit.cli import main
+    from rnnkit.tasks.forecasting_run import evaluate_forecast
+
+    t = np.arange(96)
+    values = np.exp(4 + 0.01 * t + 0.2 * np.sin(2 * np.pi * t / 12))
+    csv = tmp_path / "series.csv"
+    csv.write_text("Month,Sales\n" + "".join(f"{1990 + i // 12}-{i % 12 + 1:02d},{v:.4f}\n"
+                                             for i, v in enumerate(values)))
+    run = tmp_path / "run"
+    assert main(["train", "forecast", "--csv", str(csv), "--horizon", "12", "--run", str(run), "--epochs", "2",
+                 "--hidden-size", "6", "--samples", "0", "--baselines", "", "--log", "--deseasonalize",
+                 "--local-level"]) == 0, capsys.readouterr().out
+    info = json.loads((run / "forecast.json").read_text())
+    assert len(info["transform"]["profile"]) == 12 and info["transform"]["profile_period"] == 12
+    # the reloaded run (weights, local_level, the fitted profile) forecasts what training recorded
+    again = evaluate_forecast(run, "test", device="cpu")["rnnkit"]["mase"]
+    assert again == pytest.approx(info["test"]["rnnkit"]["mase"], rel=1e-6)
+    assert main(["train", "forecast", "--csv", str(csv), "--horizon", "12", "--run", str(tmp_path / "r2"),
+                 "--season", "1", "--deseasonalize"]) == 2
+    assert "deseasonalize needs a seasonal period m >= 2 (--season), got m=1" in capsys.readouterr().err
 
 
 def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(tmp_path):
