@@ -1,16 +1,18 @@
 """The forecasting MASE table of docs/results.md: rnnkit vs seasonal naive, ARIMA and ETS on six
 classic series, each forecast over its test part in one rollout from the end of the history.
 
-Tuning used the validation part only: for each series a few candidate settings (below) are
+Tuning used the validation part only: for each series two candidate settings (below) are
 trained as ensembles of ``--ensemble`` seeds, of which the ``--select`` models with the best
 validation rollouts are kept (ensemble selection); these candidates and the equal-weight mean of
 their forecasts (a forecast combination, Bates & Granger 1969) are scored by validation-rollout
 MASE, the lowest is kept, and its test metrics are the ones reported (the test numbers of the
 other candidates are not printed).  The baselines are fitted to the same history (train +
-valid) and forecast the same test part.  With ``--select 0 --refit`` every candidate's models
-are instead all kept and trained again on train + valid for the number of epochs that was best
-on validation (the two cannot be combined: a refit model is a new model that the selection
-says nothing about).
+valid) and forecast the same test part.
+
+With ``--backtest`` everything moves one part earlier: the series ends where its test part
+begins, so the validation part is scored instead.  ``--select 0 --refit`` keeps all models and
+trains them again on train + valid for the number of epochs that was best on validation (a
+refit model is a new model that ensemble selection says nothing about, so not with --select).
 
     python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
         [--out runs/forecast-table] [--ensemble 10] [--select 5] [--refit] [--backtest] [--report]
@@ -40,36 +42,37 @@ from rnnkit.train.config import TrainConfig
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent / ".." / "shared" / "data" / "timeseries"
 
-# name -> (label, data settings, candidate overrides).  Candidates differ in the input transform,
-# the window, or whether each window is read relative to its own level (local_level); model size
-# and training are the same for all.  Each series has the two settings of the first version of
-# this table, the first of them with local_level, and for seasonal series the STL seasonal
-# profile removed with local_level (for sunspots, m = 1, local_level with the other window).  The
-# short monthly series (96 training windows) use batches of 8 so that an epoch has more than 3 steps.
+# name -> (label, data settings, candidate overrides).  Every seasonal series is deseasonalized
+# (the STL seasonal profile of the training part removed; for the weekly and daily periods
+# smoothed to 4 harmonics) and log-transformed where its season grows with its level (the two
+# monthly sales series).  The two candidates differ in how the network sees the level: A, the
+# values themselves (first differences for the series with a trend); B, each window relative to
+# its own mean (local_level).  Model size and training are the same for all.  The short monthly
+# series (96 training windows) use batches of 8 so that an epoch has more than 3 steps.
 SERIES = {
     "airline": ("airline passengers (last 24 months)",
-                dict(csv="airline-passengers.csv", horizon=24, season=12, window=24, batch_size=8),
-                [dict(log=True, seasonal_difference=True), dict(log=True, difference=1, seasonal_difference=True),
-                 dict(log=True, seasonal_difference=True, local_level=True),
-                 dict(log=True, deseasonalize=True, local_level=True)]),
+                dict(csv="airline-passengers.csv", horizon=24, season=12, window=24, batch_size=8, log=True,
+                     deseasonalize=True),
+                [dict(difference=1), dict(local_level=True)]),
     "sunspots": ("monthly sunspots (last 10%)",
                  dict(csv="monthly-sunspots.csv", horizon=282, test="10%", season=1, window=132),
-                 [dict(), dict(window=60), dict(local_level=True), dict(window=60, local_level=True)]),
+                 [dict(), dict(local_level=True)]),
     "temperatures": ("daily minimum temperatures (1990)",
-                     dict(csv="daily-min-temperatures.csv", horizon=365, season=365, window=30, batch_size=64),
-                     [dict(), dict(window=60), dict(local_level=True), dict(deseasonalize=True, local_level=True)]),
+                     dict(csv="daily-min-temperatures.csv", horizon=365, season=365, window=30, batch_size=64,
+                          deseasonalize=True, harmonics=4),
+                     [dict(), dict(local_level=True)]),
     "births": ("daily female births (last 20%)",
-               dict(csv="daily-total-female-births.csv", horizon=73, test="20%", season=7, window=28),
-               [dict(), dict(calendar=False), dict(local_level=True), dict(deseasonalize=True, local_level=True)]),
+               dict(csv="daily-total-female-births.csv", horizon=73, test="20%", season=7, window=28,
+                    deseasonalize=True),
+               [dict(), dict(local_level=True)]),
     "car_sales": ("monthly car sales (last 24 months)",
-                  dict(csv="monthly-car-sales.csv", horizon=24, season=12, window=24, batch_size=8),
-                  [dict(log=True, seasonal_difference=True), dict(log=True),
-                   dict(log=True, seasonal_difference=True, local_level=True),
-                   dict(log=True, deseasonalize=True, local_level=True)]),
+                  dict(csv="monthly-car-sales.csv", horizon=24, season=12, window=24, batch_size=8, log=True,
+                       deseasonalize=True),
+                  [dict(difference=1), dict(local_level=True)]),
     "co2": ("statsmodels weekly co2 (last 10%)",
-            dict(dataset="co2", horizon=228, test="10%", season=52, window=104, batch_size=64),
-            [dict(difference=1), dict(seasonal_difference=True), dict(difference=1, local_level=True),
-             dict(deseasonalize=True, local_level=True)]),
+            dict(dataset="co2", horizon=228, test="10%", season=52, window=104, batch_size=64, deseasonalize=True,
+                 harmonics=4),
+            [dict(difference=1), dict(local_level=True)]),
 }
 MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
 MODEL_FIELDS = {f.name for f in fields(ForecastModelConfig)}  # candidate keys that set the model
@@ -78,7 +81,7 @@ ENSEMBLE = 10
 SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best validation rollouts
 
 
-def _train(name: str, base: dict, extra: dict, out: Path, ensemble: int, select: int, refit: bool) -> dict:
+def _train(base: dict, extra: dict, out: Path, ensemble: int, select: int, refit: bool) -> dict:
     """Train one candidate setting (an ensemble) with data settings ``base`` and report what the
     table needs: the validation and test rollouts of train_forecast."""
     model_keys = {k: v for k, v in extra.items() if k in MODEL_FIELDS}
@@ -99,39 +102,6 @@ def _shifted(base: dict, p) -> dict:
             "valid": str(p.n_valid), "horizon": p.n_valid}
 
 
-def select_candidate(name: str, base: dict, candidates: list, out: Path, ensemble: int, select: int) -> tuple:
-    """Score every candidate (and the mean of their forecasts) by MASE on the validation part,
-    forecast in one rollout by models trained on the data before it only (early stopping and
-    ensemble selection on the part before that).  Returns (best candidate, every score, how)."""
-    p = prepare(ForecastDataConfig(**base))
-    shifted = _shifted(base, p)
-    try:
-        prepare(ForecastDataConfig(**shifted))
-        for extra in candidates:  # the shorter history must leave every candidate training windows
-            lost = extra.get("difference", 0) + (p.season if extra.get("seasonal_difference") else 0)
-            window = extra.get("window", p.window)
-            if p.train_end - p.n_valid < window + lost + max(8, p.n_valid // 4):
-                raise DataError(f"{p.train_end - p.n_valid} points before the validation part's own validation "
-                                f"part leave too few training windows for window {window}")
-    except DataError as exc:
-        print(f"  {name}: no clean selection rollout ({exc}); choosing by the final models' validation "
-              f"rollouts instead", flush=True)
-        return None, {}, "final models' validation rollout"
-    q = prepare(ForecastDataConfig(**shifted))
-    truth, history = q.y[q.valid_end:], q.y[:q.valid_end]
-    tried = []
-    for i, extra in enumerate(candidates):
-        tried.append(_train(name, shifted, extra, out / f"{name}-select-{i}", ensemble, select, False))
-        tried[-1]["score"] = tried[-1]["test"]["mase"]
-        print(f"  {name} candidate {extra}: selection MASE {tried[-1]['score']:.3f}", flush=True)
-    mean = np.mean([t["test_forecast"] for t in tried], axis=0)
-    tried.append({"setting": {"combination": candidates},
-                  "score": all_metrics(truth, mean, history, q.season)["mase"]})
-    print(f"  {name} combination of the {len(candidates)}: selection MASE {tried[-1]['score']:.3f}", flush=True)
-    best = min(tried, key=lambda t: t["score"])  # the first of equals
-    return best["setting"], {json.dumps(t["setting"]): t["score"] for t in tried}, "clean selection rollout"
-
-
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
                refit: bool = False, backtest: bool = False) -> dict:
     label, base, candidates = SERIES[name]
@@ -145,32 +115,28 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
     valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
     truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
-    chosen, scores, how = select_candidate(name, base, candidates, out, ensemble, select)
-    final = chosen.get("combination", [chosen]) if chosen is not None else candidates
-    tried = [_train(name, base, extra, out / f"{name}-{i}", ensemble, select, refit) for i, extra in enumerate(final)]
-    if len(tried) > 1:  # the equal-weight combination of the candidates' forecasts
-        valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
-        test_mean = np.mean([t["test_forecast"] for t in tried], axis=0)
-        tried.append({"setting": {"combination": final}, "test_forecast": test_mean,
-                      "valid_mase": all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"],
-                      "test": all_metrics(truth, test_mean, history, p.season),
-                      "runs": [r for t in tried for r in t["runs"]]})
-    if chosen is None:  # fall back: the final models' own validation rollouts choose
-        scores = {json.dumps(t["setting"]): t["valid_mase"] for t in tried}
-        for key, score in scores.items():
-            print(f"  {name} candidate {key}: validation MASE {score:.3f}", flush=True)
-        best = min(tried, key=lambda t: t["valid_mase"])
-    else:
-        best = tried[-1]  # the chosen setting, or the combination of the chosen settings
+    tried = []  # one dict per candidate, in order
+    for i, extra in enumerate(candidates):
+        tried.append(_train(base, extra, out / f"{name}-{i}", ensemble, select, refit))
+        print(f"  {name} candidate {extra}: valid MASE {tried[-1]['valid_mase']:.3f}", flush=True)
+    # the equal-weight combination of the candidates' forecasts is one more candidate
+    valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
+    test_mean = np.mean([t["test_forecast"] for t in tried], axis=0)
+    combined = all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"]
+    print(f"  {name} combination of the {len(candidates)}: valid MASE {combined:.3f}", flush=True)
+    tried.append({"setting": {"combination": candidates}, "valid_mase": combined, "test_forecast": test_mean,
+                  "test": all_metrics(truth, test_mean, history, p.season),
+                  "runs": [r for t in tried for r in t["runs"]]})
+    best = min(tried, key=lambda t: t["valid_mase"])  # the first of equals
     chosen = best["setting"]
-    used_log = all(c.get("log") for c in chosen.get("combination", [chosen]))
+    used_log = all({**base, **c}.get("log") for c in chosen.get("combination", [chosen]))
     baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=("seasonal_naive", "arima", "ets"))
     table = {"rnnkit": best["test"]}
     table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
-    row = {"name": name, "label": label, "chosen": chosen, "chosen_by": how, "valid_mase": best["valid_mase"],
-           "season": p.season, "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
-           "tried": scores, "test": table, "models": {k: v["model"] for k, v in baselines.items()},
-           "runs": best["runs"],
+    row = {"name": name, "label": label, "chosen": chosen, "valid_mase": best["valid_mase"], "season": p.season,
+           "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
+           "tried": {json.dumps(t["setting"]): t["valid_mase"] for t in tried},
+           "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": best["runs"],
            "forecasts": {"dates": [str(d) for d in p.dates[p.valid_end - 2 * p.n_test:]],
                          "history": history[-2 * p.n_test:].tolist(), "truth": truth.tolist(),
                          "rnnkit": best["test_forecast"].tolist(),

@@ -8,7 +8,8 @@ on the training part only.
 (Box & Jenkins 1976: differencing and seasonal differencing to reach a stationary series;
 Hyndman & Athanasopoulos, FPP3 §9.1.)  The seasonal profile S (period p) is the per-phase mean
 of the seasonal component of an STL decomposition (Cleveland et al. 1990) of w over the
-training part: deseasonalizing before the RNN is what Bandara, Bergmeir & Smyl (2020) and
+training part (optionally smoothed to its first K Fourier harmonics, which a long period such as
+365 days needs: each day's mean over a few years is noisy): deseasonalizing before the RNN is what Bandara, Bergmeir & Smyl (2020) and
 Hewamalage, Bergmeir & Bandara (2021) found RNN forecasters need on seasonal series.
 Forecasts made in z are mapped back by undoing each step with the known history and the
 forecasts made so far.
@@ -34,6 +35,7 @@ class SeriesTransform:
     std: float = 1.0
     profile_period: int = 0  # period p of the seasonal profile removed before differencing (0: none)
     profile: Optional[list] = None  # S[0..p-1], fitted by fit(); S[k] belongs to positions t = k mod p
+    harmonics: int = 0  # smooth the profile to its first K Fourier harmonics (0: keep every phase's mean)
 
     def __post_init__(self) -> None:
         if self.difference not in (0, 1):
@@ -42,6 +44,9 @@ class SeriesTransform:
             raise DataError(f"the seasonal-difference lag must be >= 0, got {self.season}")
         if self.profile_period < 0 or self.profile_period == 1:
             raise DataError(f"the seasonal-profile period must be 0 (none) or >= 2, got {self.profile_period}")
+        if self.harmonics and not (self.profile_period and 0 < 2 * self.harmonics < self.profile_period):
+            raise DataError(f"harmonics K must satisfy 0 < 2K < the profile period, got K={self.harmonics} "
+                            f"for period {self.profile_period}")
         if self.profile is not None and len(self.profile) != self.profile_period:
             raise DataError(f"the seasonal profile has {len(self.profile)} values for period {self.profile_period}")
 
@@ -79,7 +84,12 @@ class SeriesTransform:
         seasonal = np.asarray(STL(w, period=p, robust=True).fit().seasonal)  # (N,)
         phase = np.arange(len(w)) % p
         profile = np.bincount(phase, seasonal, p) / np.bincount(phase, minlength=p)
-        self.profile = (profile - profile.mean()).tolist()
+        profile = profile - profile.mean()
+        if self.harmonics:  # least-squares projection on sin/cos(2 pi k t / p), k = 1..K
+            angle = 2 * np.pi * np.arange(p)[:, None] * np.arange(1, self.harmonics + 1)[None, :] / p
+            basis = np.concatenate([np.sin(angle), np.cos(angle)], 1)  # (p, 2K)
+            profile = basis @ np.linalg.lstsq(basis, profile, rcond=None)[0]
+        self.profile = profile.tolist()
 
     def _stationary(self, y: np.ndarray) -> np.ndarray:
         y = self._log(y)

@@ -65,6 +65,7 @@ class ForecastDataConfig:
     difference: int = 0  # 1: model first differences
     seasonal_difference: bool = False  # model y_t - y_{t-m}
     deseasonalize: bool = False  # remove the STL seasonal profile of period m first (needs statsmodels)
+    harmonics: int = 0  # with deseasonalize: smooth the profile to K Fourier harmonics (0: none)
     calendar: bool = True  # calendar covariates (month one-hot; year phase and weekday for daily)
     batch_size: int = 32
     samples: int = 200  # sample paths for the prediction intervals (0: none)
@@ -129,8 +130,11 @@ def prepare(cfg: ForecastDataConfig, extra: int = 0) -> Prepared:
 def make_transform(cfg: ForecastDataConfig, p: Prepared, fit_end: int) -> SeriesTransform:
     if cfg.deseasonalize and p.season < 2:
         raise DataError(f"deseasonalize needs a seasonal period m >= 2 (--season), got m={p.season}")
+    if cfg.harmonics and not cfg.deseasonalize:
+        raise DataError("harmonics smooths the seasonal profile that --deseasonalize removes; add --deseasonalize")
     return SeriesTransform(cfg.log, cfg.difference, p.season if cfg.seasonal_difference else 0,
-                           profile_period=p.season if cfg.deseasonalize else 0).fit(p.y[:fit_end])
+                           profile_period=p.season if cfg.deseasonalize else 0,
+                           harmonics=cfg.harmonics if cfg.deseasonalize else 0).fit(p.y[:fit_end])
 
 
 # ------------------------------------------------------------------------------- models

@@ -163,9 +163,31 @@ def test_seasonal_profile_recovers_the_season_from_the_training_part_only():
     np.testing.assert_allclose(again.inverse(z[130:][None, :], y[:130])[0], y[130:], rtol=1e-10)
 
 
+def test_seasonal_profile_smoothed_to_k_harmonics_is_the_fourier_low_pass_of_the_raw_one():
+    pytest.importorskip("statsmodels")
+    rng = np.random.default_rng(2)
+    m, n = 52, 52 * 6
+    t_axis = np.arange(n)
+    season = 2 * np.sin(2 * np.pi * t_axis / m) + np.cos(4 * np.pi * t_axis / m)
+    y = 0.02 * t_axis + season + rng.normal(size=n)
+    raw = np.array(SeriesTransform(profile_period=m).fit(y).profile)
+    smooth = np.array(SeriesTransform(profile_period=m, harmonics=3).fit(y).profile)
+    # oracle: keep the DFT coefficients of frequencies 1..3 (and their mirror images) only
+    spectrum = np.fft.fft(raw)
+    keep = np.zeros(m, bool)
+    keep[1:4] = keep[-3:] = True
+    np.testing.assert_allclose(smooth, np.fft.ifft(np.where(keep, spectrum, 0)).real, atol=1e-10)
+    # with noise of sd 1 and six cycles, the smooth profile is nearer the truth than the raw one
+    assert np.abs(smooth - season[:m]).mean() < 0.6 * np.abs(raw - season[:m]).mean()
+
+
 def test_seasonal_profile_errors_say_what_was_expected():
     with pytest.raises(DataError, match="0 \\(none\\) or >= 2, got 1"):
         SeriesTransform(profile_period=1)
+    with pytest.raises(DataError, match="0 < 2K < the profile period, got K=6 for period 12"):
+        SeriesTransform(profile_period=12, harmonics=6)
+    with pytest.raises(DataError, match="got K=2 for period 0"):
+        SeriesTransform(harmonics=2)
     with pytest.raises(DataError, match="3 values for period 12"):
         SeriesTransform(profile_period=12, profile=[0.0, 0.1, 0.2])
     with pytest.raises(DataError, match="not fitted yet"):

@@ -212,7 +212,7 @@ def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_pat
     run = tmp_path / "run"
     assert main(["train", "forecast", "--csv", str(csv), "--horizon", "12", "--run", str(run), "--epochs", "2",
                  "--hidden-size", "6", "--samples", "0", "--baselines", "", "--log", "--deseasonalize",
-                 "--local-level"]) == 0, capsys.readouterr().out
+                 "--harmonics", "3", "--local-level"]) == 0, capsys.readouterr().out
     info = json.loads((run / "forecast.json").read_text())
     assert len(info["transform"]["profile"]) == 12 and info["transform"]["profile_period"] == 12
     # the reloaded run (weights, local_level, the fitted profile) forecasts what training recorded
@@ -221,6 +221,9 @@ def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_pat
     assert main(["train", "forecast", "--csv", str(csv), "--horizon", "12", "--run", str(tmp_path / "r2"),
                  "--season", "1", "--deseasonalize"]) == 2
     assert "deseasonalize needs a seasonal period m >= 2 (--season), got m=1" in capsys.readouterr().err
+    assert main(["train", "forecast", "--csv", str(csv), "--horizon", "12", "--run", str(tmp_path / "r3"),
+                 "--harmonics", "2"]) == 2
+    assert "harmonics smooths the seasonal profile that --deseasonalize removes" in capsys.readouterr().err
 
 
 def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(tmp_path):
