@@ -19,6 +19,7 @@ refit model is a new model that ensemble selection says nothing about, so not wi
 
     python experiments/forecast_table.py [--data ../shared/data/timeseries] [--only airline,co2]
         [--out runs/forecast-table] [--ensemble 10] [--select 5] [--refit] [--backtest] [--report]
+        [--setting '{"local_level": true}']
 
 Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
 """
@@ -100,8 +101,10 @@ def _shifted(base: dict, p) -> dict:
 
 
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
-               refit: bool = False, backtest: bool = False) -> dict:
+               refit: bool = False, backtest: bool = False, setting: dict | None = None) -> dict:
     label, base, candidates = SERIES[name]
+    if setting is not None:  # try another setting (tuning, with --backtest)
+        candidates = [setting]
     base = dict(base)
     if "csv" in base:
         base["csv"] = str(data_dir / base["csv"])
@@ -211,6 +214,9 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true",
                         help="train every model again on train + valid before forecasting the test part "
                         "(needs --select 0)")
+    parser.add_argument("--setting", type=json.loads, default=None,
+                        help="JSON settings to use instead of the series' own, e.g. '{\"local_level\": true}' "
+                        "(for tuning with --backtest)")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild table.md and forecasts.png from the series' JSON files in --out "
                         "(for parts run in separate processes)")
@@ -228,7 +234,8 @@ def main() -> None:
     for name in names:
         print(f"{name} ...", flush=True)
         try:
-            rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit, args.backtest))
+            rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit, args.backtest,
+                                   args.setting))
         except DataError as exc:  # e.g. a backtest that leaves too little training data
             print(f"  {name}: skipped: {exc}", flush=True)
             continue
