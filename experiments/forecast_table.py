@@ -101,7 +101,10 @@ def _shifted(base: dict, p) -> dict:
 
 
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
-               refit: bool = False, backtest: bool = False, setting: dict | None = None) -> dict:
+               refit: bool = False, backtest: bool = False, setting: dict | None = None, origin: int = 0,
+               origins: int = 1) -> dict:
+    """One row of the table; with backtest and ``origins`` > 1, the ``origin``-th of that many
+    backtests, each ending ceil(n_valid / origins) points before the one after it."""
     label, base, candidates = SERIES[name]
     if setting is not None:  # try another setting (tuning, with --backtest)
         candidates = [setting]
@@ -109,15 +112,21 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     if "csv" in base:
         base["csv"] = str(data_dir / base["csv"])
     if backtest:  # the data end where the test part begins: the validation part becomes the test
-        base = _shifted(base, prepare(ForecastDataConfig(**base)))
+        p = prepare(ForecastDataConfig(**base))
+        base = _shifted(base, p)
         label += ", backtest: its validation part"
+        if origin:
+            shift = origin * -(-p.n_valid // origins)
+            base["drop_last"] += shift
+            label += f" moved {shift} points back"
+    tag = f"-o{origin}" if origin else ""
     start = time.perf_counter()
     p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
     valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
     truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
     tried = []  # one dict per candidate, in order
     for i, extra in enumerate(candidates):
-        tried.append(_train(base, extra, out / f"{name}-{i}", ensemble, select, refit))
+        tried.append(_train(base, extra, out / f"{name}{tag}-{i}", ensemble, select, refit))
         print(f"  {name} candidate {extra}: valid MASE {tried[-1]['valid_mase']:.3f}", flush=True)
     if len(candidates) > 1:  # the equal-weight combination of the candidates' forecasts is one more
         valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
@@ -142,7 +151,8 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
                          "rnnkit": best["test_forecast"].tolist(),
                          **{k: np.asarray(v["forecast"]).tolist() for k, v in baselines.items()}},
            "seconds": round(time.perf_counter() - start, 1)}
-    (out / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    row["origin"] = origin
+    (out / f"{name}{tag}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
 
 
@@ -192,6 +202,27 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def origins_markdown(rows: list[dict]) -> str:
+    """Rolling-origin summary (Tashman 2000): per series, the mean MASE of each model over the
+    backtest origins, and at how many origins rnnkit beat the best classical baseline."""
+    lines = ["| series | origins | rnnkit | seasonal naive | ARIMA | ETS | rnnkit better than the best classical |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    wins = 0
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r for r in rows if r["name"] == name]
+        mean = {k: float(np.mean([r["test"][k]["mase"] for r in mine]))
+                for k in ("rnnkit", "seasonal_naive", "arima", "ets")}
+        beat = sum(r["test"]["rnnkit"]["mase"] < min(r["test"][k]["mase"] for k in ("seasonal_naive", "arima", "ets"))
+                   for r in mine)
+        win = mean["rnnkit"] < min(mean["seasonal_naive"], mean["arima"], mean["ets"])
+        wins += win
+        lines.append(f"| {name} | {len(mine)} | " + " | ".join(f"{mean[k]:.3f}" for k in mean)
+                     + f" | {'yes' if win else 'no'} on the mean; at {beat} of {len(mine)} origins |")
+    lines.append(f"\nrnnkit's mean MASE below the best classical baseline's on {wins} of "
+                 f"{len(lines) - 2} series.")
+    return "\n".join(lines)
+
+
 def report(rows: list[dict], out: Path) -> str:
     table = markdown(rows)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
@@ -217,6 +248,9 @@ def main() -> None:
     parser.add_argument("--setting", type=json.loads, default=None,
                         help="JSON settings to use instead of the series' own, e.g. '{\"local_level\": true}' "
                         "(for tuning with --backtest)")
+    parser.add_argument("--origins", type=int, default=1,
+                        help="with --backtest: that many backtests per series, each ending ceil(valid / N) "
+                        "points before the next, and their mean (rolling-origin evaluation)")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild table.md and forecasts.png from the series' JSON files in --out "
                         "(for parts run in separate processes)")
@@ -224,6 +258,25 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only.split(",")
+    if args.origins < 1 or (args.origins > 1 and not args.backtest):
+        parser.error(f"--origins needs --backtest and a count >= 1, got {args.origins}")
+    if args.origins > 1:
+        rows = []
+        for name in names:
+            for origin in range(args.origins):
+                print(f"{name} origin {origin} ...", flush=True)
+                try:
+                    rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit, True,
+                                           args.setting, origin, args.origins))
+                except DataError as exc:
+                    print(f"  {name} origin {origin}: skipped: {exc}", flush=True)
+                    continue
+                print(f"  {name} origin {origin}: " + ", ".join(f"{k} {v['mase']:.3f}"
+                                                            for k, v in rows[-1]["test"].items()), flush=True)
+        table = origins_markdown(rows)
+        (out / "origins.md").write_text(table + "\n", encoding="utf-8")
+        print(table)
+        return
     if args.report:
         rows = [json.loads((out / f"{n}.json").read_text(encoding="utf-8")) for n in names
                 if (out / f"{n}.json").is_file()]
