@@ -8,9 +8,10 @@ on the training part only.
 (Box & Jenkins 1976: differencing and seasonal differencing to reach a stationary series;
 Hyndman & Athanasopoulos, FPP3 §9.1.)  The seasonal profile S (period p) is the per-phase mean
 of the seasonal component of an STL decomposition (Cleveland et al. 1990) of w over the
-training part (optionally smoothed to its first K Fourier harmonics, which a long period such as
-365 days needs: each day's mean over a few years is noisy): deseasonalizing before the RNN is what Bandara, Bergmeir & Smyl (2020) and
-Hewamalage, Bergmeir & Bandara (2021) found RNN forecasters need on seasonal series.
+training part, optionally smoothed to its first K Fourier harmonics (a long period such as 365
+days needs it: each day's mean over a few years is noisy).  Deseasonalizing before the RNN is
+what Bandara, Bergmeir & Smyl (2020) and Hewamalage, Bergmeir & Bandara (2021) found RNN
+forecasters need on seasonal series.
 Forecasts made in z are mapped back by undoing each step with the known history and the
 forecasts made so far.
 """
