@@ -252,7 +252,8 @@ def main() -> None:
                         help="with --backtest: that many backtests per series, each ending ceil(valid / N) "
                         "points before the next, and their mean (rolling-origin evaluation)")
     parser.add_argument("--report", action="store_true",
-                        help="only rebuild table.md and forecasts.png from the series' JSON files in --out "
+                        help="only rebuild table.md and forecasts.png (with --origins: origins.md) from the "
+                        "series' JSON files in --out "
                         "(for parts run in separate processes)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -260,6 +261,12 @@ def main() -> None:
     names = args.only.split(",")
     if args.origins < 1 or (args.origins > 1 and not args.backtest):
         parser.error(f"--origins needs --backtest and a count >= 1, got {args.origins}")
+    if args.origins > 1 and args.report:
+        files = [out / f"{n}{f'-o{j}' if j else ''}.json" for n in names for j in range(args.origins)]
+        table = origins_markdown([json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()])
+        (out / "origins.md").write_text(table + "\n", encoding="utf-8")
+        print(table)
+        return
     if args.origins > 1:
         rows = []
         for name in names:
