@@ -223,6 +223,31 @@ def origins_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot_origins(rows: list[dict], path: Path) -> None:
+    """One panel per series: MASE of rnnkit and of each classical baseline at every backtest
+    origin, oldest first."""
+    from rnnkit.plotting import pyplot
+
+    plt = pyplot("forecast")
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: -r["origin"])
+        x = [-r["origin"] for r in mine]
+        for key, style in (("rnnkit", dict(color="tab:blue", lw=2)), ("arima", dict(color="tab:red", ls="--")),
+                           ("ets", dict(color="tab:green", ls="--")), ("seasonal_naive", dict(color="tab:gray", ls=":"))):
+            ax.plot(x, [r["test"][key]["mase"] for r in mine], marker="o", ms=3, label=key, **style)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xlabel("origin (0: the validation part)", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("MASE")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def report(rows: list[dict], out: Path) -> str:
     table = markdown(rows)
     (out / "table.md").write_text(table + "\n", encoding="utf-8")
@@ -263,8 +288,10 @@ def main() -> None:
         parser.error(f"--origins needs --backtest and a count >= 1, got {args.origins}")
     if args.origins > 1 and args.report:
         files = [out / f"{n}{f'-o{j}' if j else ''}.json" for n in names for j in range(args.origins)]
-        table = origins_markdown([json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()])
+        rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
+        table = origins_markdown(rows)
         (out / "origins.md").write_text(table + "\n", encoding="utf-8")
+        plot_origins(rows, out / "origins.png")
         print(table)
         return
     if args.origins > 1:
@@ -282,6 +309,8 @@ def main() -> None:
                                                             for k, v in rows[-1]["test"].items()), flush=True)
         table = origins_markdown(rows)
         (out / "origins.md").write_text(table + "\n", encoding="utf-8")
+        if rows:
+            plot_origins(rows, out / "origins.png")
         print(table)
         return
     if args.report:
