@@ -202,6 +202,28 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def combine_rows(rows: list[dict], others: list[dict]) -> list[dict]:
+    """The rows with rnnkit's forecast replaced by the equal-weight mean of its forecast and the
+    forecast of the same series and origin in ``others`` (another setting's run); the MASE scale
+    is the row's own (MAE / MASE of its rnnkit forecast)."""
+    index = {(r["name"], r["origin"]): r for r in others}
+    combined = []
+    for r in rows:
+        other = index.get((r["name"], r["origin"]))
+        if other is None:
+            continue
+        f, g = r["forecasts"], other["forecasts"]
+        truth, mine, theirs = np.array(f["truth"]), np.array(f["rnnkit"]), np.array(g["rnnkit"])
+        if not np.array_equal(truth, np.array(g["truth"])):
+            raise DataError(f"{r['name']} origin {r['origin']}: the two runs forecast different parts")
+        scale = np.abs(mine - truth).mean() / r["test"]["rnnkit"]["mase"]
+        mean = (mine + theirs) / 2
+        rnnkit = {"mase": float(np.abs(mean - truth).mean() / scale)}
+        combined.append({**r, "test": {**r["test"], "rnnkit": rnnkit},
+                         "forecasts": {**f, "rnnkit": mean.tolist()}})
+    return combined
+
+
 def origins_markdown(rows: list[dict]) -> str:
     """Rolling-origin summary (Tashman 2000): per series, the mean MASE of each model over the
     backtest origins, and at how many origins rnnkit beat the best classical baseline."""
@@ -276,6 +298,9 @@ def main() -> None:
     parser.add_argument("--origins", type=int, default=1,
                         help="with --backtest: that many backtests per series, each ending ceil(valid / N) "
                         "points before the next, and their mean (rolling-origin evaluation)")
+    parser.add_argument("--combine-with", default=None,
+                        help="with --origins --report: score the equal-weight mean of rnnkit's forecasts in --out "
+                        "and in this folder (another setting's rolling origins)")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild table.md and forecasts.png (with --origins: origins.md) from the "
                         "series' JSON files in --out "
@@ -286,12 +311,20 @@ def main() -> None:
     names = args.only.split(",")
     if args.origins < 1 or (args.origins > 1 and not args.backtest):
         parser.error(f"--origins needs --backtest and a count >= 1, got {args.origins}")
+    if args.combine_with and not (args.report and args.origins > 1):
+        parser.error("--combine-with scores saved rolling origins: it needs --backtest --origins N --report")
     if args.origins > 1 and args.report:
         files = [out / f"{n}{f'-o{j}' if j else ''}.json" for n in names for j in range(args.origins)]
         rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
+        suffix = ""
+        if args.combine_with:  # the equal-weight combination with another setting's rolling origins
+            other = Path(args.combine_with)
+            rows = combine_rows(rows, [json.loads(other.joinpath(f.name).read_text(encoding="utf-8"))
+                                       for f in files if other.joinpath(f.name).is_file()])
+            suffix = "-combined"
         table = origins_markdown(rows)
-        (out / "origins.md").write_text(table + "\n", encoding="utf-8")
-        plot_origins(rows, out / "origins.png")
+        (out / f"origins{suffix}.md").write_text(table + "\n", encoding="utf-8")
+        plot_origins(rows, out / f"origins{suffix}.png")
         print(table)
         return
     if args.origins > 1:
