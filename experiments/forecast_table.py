@@ -206,16 +206,16 @@ def combine_rows(rows: list[dict], others: list[dict]) -> list[dict]:
     """The rows with rnnkit's forecast replaced by the equal-weight mean of its forecast and the
     forecast of the same series and origin in ``others`` (another setting's run); the MASE scale
     is the row's own (MAE / MASE of its rnnkit forecast)."""
-    index = {(r["name"], r["origin"]): r for r in others}
+    index = {(r["name"], r.get("origin", 0)): r for r in others}
     combined = []
     for r in rows:
-        other = index.get((r["name"], r["origin"]))
+        other = index.get((r["name"], r.get("origin", 0)))
         if other is None:
             continue
         f, g = r["forecasts"], other["forecasts"]
         truth, mine, theirs = np.array(f["truth"]), np.array(f["rnnkit"]), np.array(g["rnnkit"])
         if not np.array_equal(truth, np.array(g["truth"])):
-            raise DataError(f"{r['name']} origin {r['origin']}: the two runs forecast different parts")
+            raise DataError(f"{r['name']} origin {r.get('origin', 0)}: the two runs forecast different parts")
         scale = np.abs(mine - truth).mean() / r["test"]["rnnkit"]["mase"]
         mean = (mine + theirs) / 2
         rnnkit = {"mase": float(np.abs(mean - truth).mean() / scale)}
@@ -270,11 +270,11 @@ def plot_origins(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict], out: Path) -> str:
+def report(rows: list[dict], out: Path, suffix: str = "") -> str:
     table = markdown(rows)
-    (out / "table.md").write_text(table + "\n", encoding="utf-8")
+    (out / f"table{suffix}.md").write_text(table + "\n", encoding="utf-8")
     if all("forecasts" in r for r in rows):
-        plot(rows, out / "forecasts.png")
+        plot(rows, out / f"forecasts{suffix}.png")
     return table
 
 
@@ -299,8 +299,9 @@ def main() -> None:
                         help="with --backtest: that many backtests per series, each ending ceil(valid / N) "
                         "points before the next, and their mean (rolling-origin evaluation)")
     parser.add_argument("--combine-with", default=None,
-                        help="with --origins --report: score the equal-weight mean of rnnkit's forecasts in --out "
-                        "and in this folder (another setting's rolling origins)")
+                        help="with --report: score the equal-weight mean of rnnkit's forecasts in --out and in "
+                        "this folder (another setting's run, or with --origins its rolling origins); writes "
+                        "table-combined.md / origins-combined.md")
     parser.add_argument("--report", action="store_true",
                         help="only rebuild table.md and forecasts.png (with --origins: origins.md) from the "
                         "series' JSON files in --out "
@@ -311,8 +312,8 @@ def main() -> None:
     names = args.only.split(",")
     if args.origins < 1 or (args.origins > 1 and not args.backtest):
         parser.error(f"--origins needs --backtest and a count >= 1, got {args.origins}")
-    if args.combine_with and not (args.report and args.origins > 1):
-        parser.error("--combine-with scores saved rolling origins: it needs --backtest --origins N --report")
+    if args.combine_with and not args.report:
+        parser.error("--combine-with scores saved runs: it needs --report")
     if args.origins > 1 and args.report:
         files = [out / f"{n}{f'-o{j}' if j else ''}.json" for n in names for j in range(args.origins)]
         rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
@@ -349,7 +350,11 @@ def main() -> None:
     if args.report:
         rows = [json.loads((out / f"{n}.json").read_text(encoding="utf-8")) for n in names
                 if (out / f"{n}.json").is_file()]
-        print(report(rows, out))
+        if args.combine_with:  # the equal-weight combination with another setting's table
+            other = Path(args.combine_with)
+            rows = combine_rows(rows, [json.loads((other / f"{n}.json").read_text(encoding="utf-8")) for n in names
+                                       if (other / f"{n}.json").is_file()])
+        print(report(rows, out, "-combined" if args.combine_with else ""))
         return
     start = time.perf_counter()
     rows = []
