@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
+import re
 import sys
 import typing
 from pathlib import Path
@@ -23,19 +26,44 @@ def _field_type(cls, field: dataclasses.Field):
     return args[0] if args else hint
 
 
+_FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
+
+
+@functools.lru_cache(maxsize=None)
+def field_comments(cls) -> dict[str, str]:
+    """The comment written after each field of a dataclass (``name: type = default  # text``),
+    read from its source; empty when the source is not available."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's comment wins over its base's
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            match = _FIELD_COMMENT.match(line)
+            if match:
+                comments[match.group(1)] = match.group(2).replace("%", "%%")  # argparse formats help with %
+    return comments
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """One ``--field-name`` flag per field of ``cls``, default None (meaning: not given)."""
+    """One ``--field-name`` flag per field of ``cls``, default None (meaning: not given); the
+    help is the comment written after the field in its dataclass, and the default."""
     group = parser.add_argument_group(title)
+    comments = field_comments(cls)
     for field in dataclasses.fields(cls):
         kind = _field_type(cls, field)
         flag = "--" + field.name.replace("_", "-")
         default = field.default
+        text = f"{comments[field.name]} " if field.name in comments else ""
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default: {default})")
+                               help=f"{text}(default: {default})")
         else:
             group.add_argument(flag, dest=field.name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"(default: {default})")
+                               help=f"{text}(default: {default})")
 
 
 def load_config_file(path: str) -> dict:

@@ -39,3 +39,30 @@ def test_config_errors_name_the_setting(tmp_path):
         load_config_file(str(path))
     with pytest.raises(ConfigError, match="must end in .toml, .yaml or .yml"):
         load_config_file(str(tmp_path / "x.json")) if (tmp_path / "x.json").write_text("{}") else None
+
+
+def test_flag_help_is_the_comment_after_the_field():
+    import dataclasses
+
+    from rnnkit.configs import field_comments
+
+    @dataclasses.dataclass
+    class Base:
+        width: int = 3  # columns of the grid
+        rate: float = 0.5  # 50% of the time
+        plain: int = 1
+
+    @dataclasses.dataclass
+    class Child(Base):
+        rate: float = 0.25  # a quarter of the time
+
+    assert field_comments(Child) == {"width": "columns of the grid", "rate": "a quarter of the time"}
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, Base, "grid")
+    text = " ".join(parser.format_help().split())
+    assert "columns of the grid (default: 3)" in text and "50% of the time (default: 0.5)" in text
+    assert "--plain INT (default: 1)" in text
+    # the real configs: every field's flag that has a comment shows it
+    parser = argparse.ArgumentParser()
+    add_dataclass_flags(parser, TrainConfig, "train")
+    assert "stop after this many epochs without validation" in " ".join(parser.format_help().split())
