@@ -75,6 +75,7 @@ SERIES = {
 MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
 MODEL_FIELDS = {f.name for f in fields(ForecastModelConfig)}  # candidate keys that set the model
 TRAIN = TrainConfig(epochs=150, early_stop=15, lr=3e-3, progress=False, log_every=1000, device="cpu")
+CLASSICAL = ("seasonal_naive", "arima", "ets")  # the baselines of the table
 ENSEMBLE = 10
 SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best validation rollouts
 
@@ -100,6 +101,11 @@ def _shifted(base: dict, p) -> dict:
             "valid": str(p.n_valid), "horizon": p.n_valid}
 
 
+def _json_name(name: str, origin: int = 0) -> str:
+    """A row's file in the output folder: ``NAME.json``, or ``NAME-oJ.json`` for origin J > 0."""
+    return f"{name}-o{origin}.json" if origin else f"{name}.json"
+
+
 def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, select: int = SELECT,
                refit: bool = False, backtest: bool = False, setting: dict | None = None, origin: int = 0,
                origins: int = 1) -> dict:
@@ -119,14 +125,14 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
             shift = origin * -(-p.n_valid // origins)
             base["drop_last"] += shift
             label += f" moved {shift} points back"
-    tag = f"-o{origin}" if origin else ""
+    stem = Path(_json_name(name, origin)).stem  # the run folders are STEM-0, STEM-1, ...
     start = time.perf_counter()
     p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
     valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
     truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
     tried = []  # one dict per candidate, in order
     for i, extra in enumerate(candidates):
-        tried.append(_train(base, extra, out / f"{name}{tag}-{i}", ensemble, select, refit))
+        tried.append(_train(base, extra, out / f"{stem}-{i}", ensemble, select, refit))
         print(f"  {name} candidate {extra}: valid MASE {tried[-1]['valid_mase']:.3f}", flush=True)
     if len(candidates) > 1:  # the equal-weight combination of the candidates' forecasts is one more
         valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
@@ -139,10 +145,11 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     best = min(tried, key=lambda t: t["valid_mase"])  # the first of equals
     chosen = best["setting"]
     used_log = all({**base, **c}.get("log") for c in chosen.get("combination", [chosen]))
-    baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=("seasonal_naive", "arima", "ets"))
+    baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=CLASSICAL)
     table = {"rnnkit": best["test"]}
     table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
-    row = {"name": name, "label": label, "chosen": chosen, "valid_mase": best["valid_mase"], "season": p.season,
+    row = {"name": name, "origin": origin, "label": label, "chosen": chosen, "valid_mase": best["valid_mase"],
+           "season": p.season,
            "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
            "tried": {json.dumps(t["setting"]): t["valid_mase"] for t in tried},
            "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": best["runs"],
@@ -151,8 +158,7 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
                          "rnnkit": best["test_forecast"].tolist(),
                          **{k: np.asarray(v["forecast"]).tolist() for k, v in baselines.items()}},
            "seconds": round(time.perf_counter() - start, 1)}
-    row["origin"] = origin
-    (out / f"{name}{tag}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    (out / _json_name(name, origin)).write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
 
 
@@ -162,11 +168,11 @@ def markdown(rows: list[dict]) -> str:
     wins = 0
     for r in rows:
         t = r["test"]
-        classical = {k: t[k]["mase"] for k in ("seasonal_naive", "arima", "ets") if k in t}
+        classical = {k: t[k]["mase"] for k in CLASSICAL if k in t}
         best = min(classical.values())
         win = t["rnnkit"]["mase"] < best
         wins += win
-        cells = [f"{t[k]['mase']:.3f}" if k in t else "—" for k in ("rnnkit", "seasonal_naive", "arima", "ets")]
+        cells = [f"{t[k]['mase']:.3f}" if k in t else "—" for k in ("rnnkit", *CLASSICAL)]
         lines.append(f"| {r['label']} | {r['season']} | {r['n_test']} | " + " | ".join(cells)
                      + f" | {best:.3f} | {'yes' if win else 'no'} |")
     lines.append(f"\nrnnkit better than the best classical baseline on {wins} of {len(rows)}.")
@@ -186,7 +192,7 @@ def plot(rows: list[dict], path: Path) -> None:
         f, t = r["forecasts"], r["test"]
         dates = np.array(f["dates"], dtype="datetime64[D]")
         n_hist = len(f["history"])
-        best = min(("seasonal_naive", "arima", "ets"), key=lambda k: t[k]["mase"])
+        best = min(CLASSICAL, key=lambda k: t[k]["mase"])
         ax.plot(dates[:n_hist], f["history"], color="black", lw=0.8)
         ax.plot(dates[n_hist:], f["truth"], color="black", lw=0.8, ls=":", label="truth")
         ax.plot(dates[n_hist:], f[best], color="tab:gray", lw=1, ls="--",
@@ -232,11 +238,9 @@ def origins_markdown(rows: list[dict]) -> str:
     wins = 0
     for name in dict.fromkeys(r["name"] for r in rows):
         mine = [r for r in rows if r["name"] == name]
-        mean = {k: float(np.mean([r["test"][k]["mase"] for r in mine]))
-                for k in ("rnnkit", "seasonal_naive", "arima", "ets")}
-        beat = sum(r["test"]["rnnkit"]["mase"] < min(r["test"][k]["mase"] for k in ("seasonal_naive", "arima", "ets"))
-                   for r in mine)
-        win = mean["rnnkit"] < min(mean["seasonal_naive"], mean["arima"], mean["ets"])
+        mean = {k: float(np.mean([r["test"][k]["mase"] for r in mine])) for k in ("rnnkit", *CLASSICAL)}
+        beat = sum(r["test"]["rnnkit"]["mase"] < min(r["test"][k]["mase"] for k in CLASSICAL) for r in mine)
+        win = mean["rnnkit"] < min(mean[k] for k in CLASSICAL)
         wins += win
         lines.append(f"| {name} | {len(mine)} | " + " | ".join(f"{mean[k]:.3f}" for k in mean)
                      + f" | {'yes' if win else 'no'} on the mean; at {beat} of {len(mine)} origins |")
@@ -270,11 +274,16 @@ def plot_origins(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict], out: Path, suffix: str = "") -> str:
-    table = markdown(rows)
-    (out / f"table{suffix}.md").write_text(table + "\n", encoding="utf-8")
-    if all("forecasts" in r for r in rows):
-        plot(rows, out / f"forecasts{suffix}.png")
+def summarize(rows: list[dict], out: Path, by_origin: bool = False, suffix: str = "") -> str:
+    """Write the table (table.md and forecasts.png; with ``by_origin`` the rolling-origin
+    summary, origins.md and origins.png) into ``out`` and return its markdown."""
+    if by_origin:
+        table, stem, draw = origins_markdown(rows), "origins", plot_origins
+    else:
+        table, stem, draw = markdown(rows), "table", plot
+    (out / f"{stem}{suffix}.md").write_text(table + "\n", encoding="utf-8")
+    if rows and all("forecasts" in r for r in rows):
+        draw(rows, out / (f"{stem}{suffix}.png" if by_origin else f"forecasts{suffix}.png"))
     return table
 
 
@@ -314,61 +323,31 @@ def main() -> None:
         parser.error(f"--origins needs --backtest and a count >= 1, got {args.origins}")
     if args.combine_with and not args.report:
         parser.error("--combine-with scores saved runs: it needs --report")
-    if args.origins > 1 and args.report:
-        files = [out / f"{n}{f'-o{j}' if j else ''}.json" for n in names for j in range(args.origins)]
-        rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()]
-        suffix = ""
-        if args.combine_with:  # the equal-weight combination with another setting's rolling origins
-            other = Path(args.combine_with)
-            rows = combine_rows(rows, [json.loads(other.joinpath(f.name).read_text(encoding="utf-8"))
-                                       for f in files if other.joinpath(f.name).is_file()])
-            suffix = "-combined"
-        table = origins_markdown(rows)
-        (out / f"origins{suffix}.md").write_text(table + "\n", encoding="utf-8")
-        plot_origins(rows, out / f"origins{suffix}.png")
-        print(table)
-        return
-    if args.origins > 1:
-        rows = []
-        for name in names:
-            for origin in range(args.origins):
-                print(f"{name} origin {origin} ...", flush=True)
-                try:
-                    rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit, True,
-                                           args.setting, origin, args.origins))
-                except DataError as exc:
-                    print(f"  {name} origin {origin}: skipped: {exc}", flush=True)
-                    continue
-                print(f"  {name} origin {origin}: " + ", ".join(f"{k} {v['mase']:.3f}"
-                                                            for k, v in rows[-1]["test"].items()), flush=True)
-        table = origins_markdown(rows)
-        (out / "origins.md").write_text(table + "\n", encoding="utf-8")
-        if rows:
-            plot_origins(rows, out / "origins.png")
-        print(table)
-        return
+    origins = range(args.origins)
     if args.report:
-        rows = [json.loads((out / f"{n}.json").read_text(encoding="utf-8")) for n in names
-                if (out / f"{n}.json").is_file()]
-        if args.combine_with:  # the equal-weight combination with another setting's table
+        files = [_json_name(n, j) for n in names for j in origins]
+        rows = [json.loads((out / f).read_text(encoding="utf-8")) for f in files if (out / f).is_file()]
+        if args.combine_with:  # the equal-weight combination with another setting's run(s)
             other = Path(args.combine_with)
-            rows = combine_rows(rows, [json.loads((other / f"{n}.json").read_text(encoding="utf-8")) for n in names
-                                       if (other / f"{n}.json").is_file()])
-        print(report(rows, out, "-combined" if args.combine_with else ""))
+            rows = combine_rows(rows, [json.loads((other / f).read_text(encoding="utf-8")) for f in files
+                                       if (other / f).is_file()])
+        print(summarize(rows, out, args.origins > 1, "-combined" if args.combine_with else ""))
         return
     start = time.perf_counter()
     rows = []
     for name in names:
-        print(f"{name} ...", flush=True)
-        try:
-            rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit, args.backtest,
-                                   args.setting))
-        except DataError as exc:  # e.g. a backtest that leaves too little training data
-            print(f"  {name}: skipped: {exc}", flush=True)
-            continue
-        print(f"  {name}: " + ", ".join(f"{k} {v['mase']:.3f}" for k, v in rows[-1]["test"].items())
-              + f" ({rows[-1]['seconds']:.0f} s)", flush=True)
-    print(report(rows, out))
+        for origin in origins:
+            what = f"{name} origin {origin}" if args.origins > 1 else name
+            print(f"{what} ...", flush=True)
+            try:
+                rows.append(run_series(name, Path(args.data), out, args.ensemble, args.select, args.refit,
+                                       args.backtest, args.setting, origin, args.origins))
+            except DataError as exc:  # e.g. a backtest that leaves too little training data
+                print(f"  {what}: skipped: {exc}", flush=True)
+                continue
+            print(f"  {what}: " + ", ".join(f"{k} {v['mase']:.3f}" for k, v in rows[-1]["test"].items())
+                  + f" ({rows[-1]['seconds']:.0f} s)", flush=True)
+    print(summarize(rows, out, args.origins > 1))
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -56,14 +56,14 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> Non
     for field in dataclasses.fields(cls):
         kind = _field_type(cls, field)
         flag = "--" + field.name.replace("_", "-")
-        default = field.default
         text = f"{comments[field.name]} " if field.name in comments else ""
+        help_text = f"{text}(default: {field.default})"
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{text}(default: {default})")
+                               help=help_text)
         else:
             group.add_argument(flag, dest=field.name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"{text}(default: {default})")
+                               help=help_text)
 
 
 def load_config_file(path: str) -> dict:

@@ -134,7 +134,7 @@ def make_transform(cfg: ForecastDataConfig, p: Prepared, fit_end: int) -> Series
         raise DataError("harmonics smooths the seasonal profile that --deseasonalize removes; add --deseasonalize")
     return SeriesTransform(cfg.log, cfg.difference, p.season if cfg.seasonal_difference else 0,
                            profile_period=p.season if cfg.deseasonalize else 0,
-                           harmonics=cfg.harmonics if cfg.deseasonalize else 0).fit(p.y[:fit_end])
+                           harmonics=cfg.harmonics).fit(p.y[:fit_end])
 
 
 # ------------------------------------------------------------------------------- models
