@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.errors import DataError
-from rnnkit.tasks.forecast_baselines import run_baselines
-from rnnkit.tasks.forecast_metrics import all_metrics
-from rnnkit.tasks.forecasting import ForecastModelConfig
-from rnnkit.tasks.forecasting_run import ForecastDataConfig, prepare, train_forecast
+from rnnkit.tasks.forecast.baselines import run_baselines
+from rnnkit.tasks.forecast.metrics import all_metrics
+from rnnkit.tasks.forecast.task import ForecastModelConfig
+from rnnkit.tasks.forecast.run import ForecastDataConfig, prepare, train_forecast
 from rnnkit.train.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
-from rnnkit.tasks.speech_run import evaluate_speech, train_speech
+from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig
+from rnnkit.tasks.speech.run import evaluate_speech, train_speech
 from rnnkit.train.config import TrainConfig
 
 DATA = SpeechDataConfig(train_sequences=2000, eval_sequences=1000, batch_size=32)

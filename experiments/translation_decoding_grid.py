@@ -17,13 +17,13 @@ import itertools
 import json
 import time
 
-from rnnkit.tasks.translation import (
+from rnnkit.tasks.translate.task import (
     TranslationDataConfig,
     TranslationModelConfig,
     corpus_scores,
     translate_ids,
 )
-from rnnkit.tasks.translation_run import load_translation, make_task, run_lexicon
+from rnnkit.tasks.translate.run import load_translation, make_task, run_lexicon
 
 
 def main() -> None:

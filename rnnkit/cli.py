@@ -42,7 +42,7 @@ def info() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     import rnnkit
-    from rnnkit.tasks.lm import LMDataConfig, LMModelConfig
+    from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig
 
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent sequence models with explicit BPTT."
@@ -139,7 +139,7 @@ def _lab(args) -> int:
 def _train_parser(tasks, name: str, data_cls, model_cls, resume: bool = True, **kwargs):
     """``rnnkit train NAME``: --config, --run (default runs/NAME-<time>), --resume, then
     one flag per field of the data, model and training configs."""
-    from rnnkit.configs import add_dataclass_flags
+    from rnnkit.settings import add_dataclass_flags
     from rnnkit.train.config import TrainConfig
 
     parser = tasks.add_parser(name, **kwargs)
@@ -154,8 +154,8 @@ def _train_parser(tasks, name: str, data_cls, model_cls, resume: bool = True, **
 
 
 def _add_forecast_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.forecasting import ForecastModelConfig
-    from rnnkit.tasks.forecasting_run import ForecastDataConfig
+    from rnnkit.tasks.forecast.task import ForecastModelConfig
+    from rnnkit.tasks.forecast.run import ForecastDataConfig
 
     _train_parser(
         tasks, "forecast", ForecastDataConfig, ForecastModelConfig, resume=False,
@@ -176,7 +176,7 @@ def _add_forecast_parsers(sub, tasks) -> None:
 
 
 def _add_translate_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig
+    from rnnkit.tasks.translate.task import TranslationDataConfig, TranslationModelConfig
 
     _train_parser(
         tasks, "translate", TranslationDataConfig, TranslationModelConfig,
@@ -205,7 +205,7 @@ def _add_translate_parsers(sub, tasks) -> None:
 
 
 def _add_speech_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
+    from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig
 
     _train_parser(
         tasks, "speech", SpeechDataConfig, SpeechModelConfig,
@@ -217,8 +217,8 @@ def _add_speech_parsers(sub, tasks) -> None:
 
 
 def _train_speech(args) -> int:
-    from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig
-    from rnnkit.tasks.speech_run import train_speech
+    from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig
+    from rnnkit.tasks.speech.run import train_speech
 
     defaults = {"epochs": 30, "early_stop": 8, "lr": 3e-3, "log_every": 20, "progress": False}
     data_cfg, model_cfg, train_cfg = _task_configs(args, SpeechDataConfig, SpeechModelConfig, defaults)
@@ -227,7 +227,7 @@ def _train_speech(args) -> int:
 
 
 def _evaluate_speech(args) -> int:
-    from rnnkit.tasks.speech_run import evaluate_speech
+    from rnnkit.tasks.speech.run import evaluate_speech
 
     r = evaluate_speech(args.run, args.split, args.data, args.checkpoint, args.device)
     print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
@@ -237,7 +237,7 @@ def _evaluate_speech(args) -> int:
 
 
 def _add_tag_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
+    from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig
 
     _train_parser(
         tasks, "tag", TaggingDataConfig, TaggerModelConfig,
@@ -257,7 +257,7 @@ def _add_tag_parsers(sub, tasks) -> None:
 
 def _task_configs(args, data_cls, model_cls, train_defaults: Optional[dict] = None):
     """(data, model, train) configs: the task's train defaults < --config file < flags."""
-    from rnnkit.configs import build, load_config_file, unknown_sections
+    from rnnkit.settings import build, load_config_file, unknown_sections
     from rnnkit.train.config import TrainConfig
 
     file_values = load_config_file(args.config) if args.config else {}
@@ -289,8 +289,8 @@ def _train(args) -> int:
 
 
 def _train_translate(args) -> int:
-    from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig
-    from rnnkit.tasks.translation_run import train_translation
+    from rnnkit.tasks.translate.task import TranslationDataConfig, TranslationModelConfig
+    from rnnkit.tasks.translate.run import train_translation
 
     data_cfg, model_cfg, train_cfg = _task_configs(args, TranslationDataConfig, TranslationModelConfig,
                                                    {"lr": 1e-3, "log_every": 50})
@@ -300,7 +300,7 @@ def _train_translate(args) -> int:
 
 
 def _translate(args) -> int:
-    from rnnkit.tasks.translation_run import translate_text
+    from rnnkit.tasks.translate.run import translate_text
     from rnnkit.train.checkpoint import newest_run
 
     run = args.run or newest_run("runs", "translate", "rnnkit train translate")
@@ -319,8 +319,8 @@ def _translate(args) -> int:
 
 
 def _train_tag(args) -> int:
-    from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig
-    from rnnkit.tasks.tagging_run import train_tagger
+    from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig
+    from rnnkit.tasks.tag.run import train_tagger
 
     data_cfg, model_cfg, train_cfg = _task_configs(args, TaggingDataConfig, TaggerModelConfig,
                                                    {"epochs": 30, "early_stop": 8, "log_every": 50})
@@ -329,7 +329,7 @@ def _train_tag(args) -> int:
 
 
 def _tag(args) -> int:
-    from rnnkit.tasks.tagging_run import tag_text, write_tagged
+    from rnnkit.tasks.tag.run import tag_text, write_tagged
     from rnnkit.train.checkpoint import newest_run
 
     if bool(args.text) == bool(args.file):
@@ -347,8 +347,8 @@ def _tag(args) -> int:
 
 
 def _train_forecast(args) -> int:
-    from rnnkit.tasks.forecasting import ForecastModelConfig
-    from rnnkit.tasks.forecasting_run import ForecastDataConfig, train_forecast
+    from rnnkit.tasks.forecast.task import ForecastModelConfig
+    from rnnkit.tasks.forecast.run import ForecastDataConfig, train_forecast
 
     defaults = {"epochs": 200, "early_stop": 20, "lr": 3e-3, "log_every": 50, "progress": False}
     data_cfg, model_cfg, train_cfg = _task_configs(args, ForecastDataConfig, ForecastModelConfig, defaults)
@@ -358,7 +358,7 @@ def _train_forecast(args) -> int:
 
 
 def _forecast(args) -> int:
-    from rnnkit.tasks.forecasting_run import forecast_future
+    from rnnkit.tasks.forecast.run import forecast_future
 
     rows = forecast_future(args.run, args.horizon, args.plot, args.test, args.checkpoint, args.device,
                            args.samples, args.seed)
@@ -372,8 +372,8 @@ def _forecast(args) -> int:
 
 
 def _train_lm(args) -> int:
-    from rnnkit.tasks.lm import LMDataConfig, LMModelConfig
-    from rnnkit.tasks.lm_run import train_lm
+    from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig
+    from rnnkit.tasks.lm.run import train_lm
 
     data_cfg, model_cfg, train_cfg = _task_configs(args, LMDataConfig, LMModelConfig)
     run = _run_name(args, "lm")
@@ -382,7 +382,7 @@ def _train_lm(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from rnnkit.tasks.forecasting_run import is_forecast_run
+    from rnnkit.tasks.forecast.run import is_forecast_run
     from rnnkit.train.checkpoint import run_task
 
     task = "forecast" if is_forecast_run(args.run) else run_task(args.run)
@@ -394,7 +394,7 @@ def _evaluate(args) -> int:
 
 
 def _evaluate_translation(args) -> int:
-    from rnnkit.tasks.translation_run import evaluate_translation
+    from rnnkit.tasks.translate.run import evaluate_translation
 
     results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
                                    args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk,
@@ -406,7 +406,7 @@ def _evaluate_translation(args) -> int:
 
 
 def _evaluate_tagging(args) -> int:
-    from rnnkit.tasks.tagging_run import evaluate_tagger
+    from rnnkit.tasks.tag.run import evaluate_tagger
 
     r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
     which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
@@ -421,7 +421,7 @@ def _evaluate_tagging(args) -> int:
 
 
 def _evaluate_forecast(args) -> int:
-    from rnnkit.tasks.forecasting_run import evaluate_forecast, format_table
+    from rnnkit.tasks.forecast.run import evaluate_forecast, format_table
 
     table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
     print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
@@ -429,7 +429,7 @@ def _evaluate_forecast(args) -> int:
 
 
 def _evaluate_lm(args) -> int:
-    from rnnkit.tasks.lm_run import evaluate_lm
+    from rnnkit.tasks.lm.run import evaluate_lm
 
     metrics = evaluate_lm(args.run, args.split, args.data, args.checkpoint, args.device)
     print(f"{args.split}: " + ", ".join(f"{k} {v:.4f}" if k != "tokens" else f"{k} {int(v)}"
@@ -438,7 +438,7 @@ def _evaluate_lm(args) -> int:
 
 
 def _sample(args) -> int:
-    from rnnkit.tasks.lm_run import sample_lm
+    from rnnkit.tasks.lm.run import sample_lm
 
     print(sample_lm(args.run, args.prime, args.length, args.temperature, args.top_k, args.top_p,
                     args.seed, args.checkpoint, args.device))

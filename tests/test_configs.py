@@ -2,8 +2,8 @@ import argparse
 
 import pytest
 
-from rnnkit.configs import ConfigError, add_dataclass_flags, build, load_config_file
-from rnnkit.tasks.lm import LMModelConfig
+from rnnkit.settings import ConfigError, add_dataclass_flags, build, load_config_file
+from rnnkit.tasks.lm.task import LMModelConfig
 from rnnkit.train.config import TrainConfig
 
 
@@ -44,7 +44,7 @@ def test_config_errors_name_the_setting(tmp_path):
 def test_flag_help_is_the_comment_after_the_field():
     import dataclasses
 
-    from rnnkit.configs import field_comments
+    from rnnkit.settings import field_comments
 
     @dataclasses.dataclass
     class Base:

@@ -100,7 +100,7 @@ def test_apply_init_specs():
 
 
 def test_language_model_takes_init_and_forget_bias_from_its_config():
-    from rnnkit.tasks.lm import LanguageModel, LMModelConfig
+    from rnnkit.tasks.lm.task import LanguageModel, LMModelConfig
 
     model = LanguageModel(20, LMModelConfig(embed_size=8, hidden_size=8, num_layers=1, init="orthogonal",
                                             forget_bias=1.0))

@@ -58,7 +58,7 @@ from rnnkit.train.checkpoint import (
 from rnnkit.train.callbacks import Callback
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.diagnostics import DiagnosticsCallback
-from rnnkit.train.logging import MetricsLog
+from rnnkit.train.metrics_log import MetricsLog
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

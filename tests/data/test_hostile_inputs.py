@@ -25,8 +25,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from rnnkit.data.pairs import read_pairs
-from rnnkit.data.series import read_series_csv
+from rnnkit.tasks.translate.pairs import read_pairs
+from rnnkit.tasks.forecast.series import read_series_csv
 from rnnkit.data.text import read_lines, read_text
 from rnnkit.errors import DataError
 
@@ -228,7 +228,7 @@ def test_csv_series(folder, case, column, date_column):
 
 # ------------------------------------------------------------------------------- CoNLL-U
 conllu = pytest.importorskip("conllu")
-from rnnkit.data.treebank import read_conllu  # noqa: E402  (needs conllu)
+from rnnkit.tasks.tag.treebank import read_conllu  # noqa: E402  (needs conllu)
 
 CONLLU_FRAGMENTS = [
     "# sent_id = 1", "# text = The dog.", "#", "# = x", "# newdoc", "",
@@ -316,7 +316,7 @@ def wav_files(draw):
 @FUZZ
 @given(wav_files(), st.sampled_from([None, 8000]))
 def test_wav(folder, data, rate):
-    audio = pytest.importorskip("rnnkit.data.audio", reason="the WAV loader (rnnkit.data.audio) is not here yet")
+    audio = pytest.importorskip("rnnkit.tasks.speech.audio", reason="the WAV loader (rnnkit.tasks.speech.audio) is not here yet")
     path = folder / "0_fuzz_0.wav"
     path.write_bytes(data)
     loaded = loads_or_names_the_file(lambda p: audio.read_wav(p, rate), path, data, content=False)
@@ -327,7 +327,7 @@ def test_wav(folder, data, rate):
 
 def test_wav_found_by_the_fuzzer(folder):
     """The two crashes the WAV property test found, kept as plain cases."""
-    audio = pytest.importorskip("rnnkit.data.audio", reason="the WAV loader (rnnkit.data.audio) is not here yet")
+    audio = pytest.importorskip("rnnkit.tasks.speech.audio", reason="the WAV loader (rnnkit.tasks.speech.audio) is not here yet")
     stray = b"RIFF$\x00\x00\x00WAVE\x00fmt \x10\x00\x00\x00\x01\x00\x01\x00@\x1f\x00\x00@\x1f\x00\x00\x01\x00\x08\x00data\x00\x00\x00\x00"
     cut = wav_header(1, 8000, 2, 2) + b"\x00"  # the data chunk ends inside a 16-bit sample
     for data, message in ((stray, "not a readable WAV file"), (cut, "the recording ends inside a sample")):

@@ -50,7 +50,7 @@ from rnnkit.models.decoding import (  # noqa: E402
 )
 from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.seq2seq import Seq2Seq  # noqa: E402
-from rnnkit.tasks.translation import coverage_penalty, max_output_length, translate_ids  # noqa: E402
+from rnnkit.tasks.translate.task import coverage_penalty, max_output_length, translate_ids  # noqa: E402
 
 BOS, EOS = 2, 3
 

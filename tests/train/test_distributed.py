@@ -20,20 +20,21 @@ from safetensors.torch import load_file
 
 from rnnkit.cli import main
 from rnnkit.data import load_splits
-from rnnkit.data.audio import Normalizer, Recording
-from rnnkit.data.pairs import PairVocab, WordTokenizer
-from rnnkit.data.series import make_windows
-from rnnkit.tasks.forecasting import ForecastModelConfig, ForecastTask
-from rnnkit.tasks.lm import LMDataConfig, LMModelConfig, LMTask, encode_splits
-from rnnkit.tasks.speech import SpeechDataConfig, SpeechModelConfig, SpeechTask, split_recordings
-from rnnkit.tasks.tagging import TaggerModelConfig, TaggingDataConfig, TaggingTask, Vocabularies
-from rnnkit.tasks.translation import TranslationDataConfig, TranslationModelConfig, TranslationTask
+from rnnkit.tasks.speech.audio import Normalizer, Recording
+from rnnkit.data.vocab import TokenVocab
+from rnnkit.tasks.translate.pairs import WordTokenizer
+from rnnkit.tasks.forecast.series import make_windows
+from rnnkit.tasks.forecast.task import ForecastModelConfig, ForecastTask
+from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig, LMTask, encode_splits
+from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTask, split_recordings
+from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TaggingTask, Vocabularies
+from rnnkit.tasks.translate.task import TranslationDataConfig, TranslationModelConfig, TranslationTask
 from rnnkit.train import Trainer, TrainConfig, distributed
 from rnnkit.train.checkpoint import read_state
 from tests.audio_fixtures import tone_folder
 from tests.conftest import assert_close
-from tests.tasks.test_tagging import context_corpus, write_treebank
-from tests.tasks.test_translation import PAIRS
+from tests.tasks.tag.test_task import context_corpus, write_treebank
+from tests.tasks.translate.test_task import PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,7 +96,7 @@ def _tagging_task(batch_size=5, crf=True):
 
 def _translation_task(batch_size=5):
     tok = WordTokenizer(lower=True)
-    src, tgt = PairVocab.build(tok.tokenize(s) for s, _ in PAIRS), PairVocab.build(tok.tokenize(t) for _, t in PAIRS)
+    src, tgt = TokenVocab.build(tok.tokenize(s) for s, _ in PAIRS), TokenVocab.build(tok.tokenize(t) for _, t in PAIRS)
     cfg = TranslationModelConfig(embed_size=8, hidden_size=8, dropout=0.0, label_smoothing=0.1)
     return TranslationTask({"train": PAIRS, "valid": PAIRS}, tok, tok, src, tgt,
                            TranslationDataConfig(batch_size=batch_size), cfg)
@@ -165,10 +166,10 @@ def test_translation_shard_cuts_its_padding():
     src, src_len, tgt_in, tgt_out = task.train_batches(0)[0]
     for r in range(3):
         s, sl, ti, to = task.shard((src, src_len, tgt_in, tgt_out), r, 3)
-        assert s.shape[0] == int(sl.max()) and (to[-1] != PairVocab.pad).any()
+        assert s.shape[0] == int(sl.max()) and (to[-1] != TokenVocab.pad).any()
         cols = distributed.shard_slice(8, r, 3)
         assert torch.equal(s, src[: s.shape[0], cols]) and torch.equal(to, tgt_out[: to.shape[0], cols])
-        assert (src[s.shape[0]:, cols] == PairVocab.pad).all() and (tgt_out[to.shape[0]:, cols] == PairVocab.pad).all()
+        assert (src[s.shape[0]:, cols] == TokenVocab.pad).all() and (tgt_out[to.shape[0]:, cols] == TokenVocab.pad).all()
 
 
 # ------------------------------------------------------------------ real runs under torchrun

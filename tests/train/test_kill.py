@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from rnnkit.data import embedded_corpus
-from rnnkit.tasks.lm_run import load_lm
+from rnnkit.tasks.lm.run import load_lm
 from rnnkit.train import read_state, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit
-from rnnkit.data.pairs import PairVocab, pad_batch
-from rnnkit.data.treebank import TaggedSentence
+from rnnkit.data.vocab import TokenVocab, pad_batch
+from rnnkit.tasks.tag.treebank import TaggedSentence
 from rnnkit.models.crf import CRF
 from rnnkit.train.distributed import check_global_batch, shard_slice, unwrap
 
@@ -75,7 +75,7 @@ class TagBatch:
 class Vocabularies:
     """Words (lower-cased when ``lower``), characters and tags of a training set."""
 
-    def __init__(self, words: PairVocab, chars: PairVocab, tags: Sequence[str], lower: bool,
+    def __init__(self, words: TokenVocab, chars: TokenVocab, tags: Sequence[str], lower: bool,
                  counts: Optional[dict[str, int]] = None) -> None:
         self.words, self.chars, self.tags, self.lower = words, chars, list(tags), lower
         self.tag_ids = {t: i for i, t in enumerate(self.tags)}
@@ -85,8 +85,8 @@ class Vocabularies:
     def build(cls, sentences: Sequence[TaggedSentence], lower: bool = True, min_count: int = 1) -> "Vocabularies":
         norm = str.lower if lower else str
         counts = Counter(norm(w) for s in sentences for w in s.words)
-        words = PairVocab.build([[norm(w) for w in s.words] for s in sentences], min_count)
-        chars = PairVocab.build([list(w) for s in sentences for w in s.words])
+        words = TokenVocab.build([[norm(w) for w in s.words] for s in sentences], min_count)
+        chars = TokenVocab.build([list(w) for s in sentences for w in s.words])
         tags = sorted({t for s in sentences for t in s.tags})
         return cls(words, chars, tags, lower, dict(counts))
 
@@ -99,7 +99,7 @@ class Vocabularies:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocabularies":
-        return cls(PairVocab.from_dict(data["words"]), PairVocab.from_dict(data["chars"]), data["tags"],
+        return cls(TokenVocab.from_dict(data["words"]), TokenVocab.from_dict(data["chars"]), data["tags"],
                    data["lower"], data.get("counts"))
 
 
@@ -110,9 +110,9 @@ def make_batch(sentences: Sequence[TaggedSentence], vocab: Vocabularies) -> TagB
         for w in s.words:
             forms.setdefault(w, len(forms))
     words, lengths = pad_batch([vocab.words.encode([vocab.form(w) for w in s.words]) for s in sentences],
-                               PairVocab.pad)
+                               TokenVocab.pad)
     index, _ = pad_batch([[forms[w] for w in s.words] for s in sentences], 0)
-    chars, char_lengths = pad_batch([vocab.chars.encode(list(w)) for w in forms], PairVocab.pad)
+    chars, char_lengths = pad_batch([vocab.chars.encode(list(w)) for w in forms], TokenVocab.pad)
     tags = torch.full(words.shape, IGNORE, dtype=torch.long)
     for b, s in enumerate(sentences):
         if s.tags:
@@ -154,11 +154,11 @@ class Tagger(nn.Module):
         features = 0
         self.word_embedding = None
         if cfg.word_embed > 0:
-            self.word_embedding = nn.Embedding(n_words, cfg.word_embed, padding_idx=PairVocab.pad)
+            self.word_embedding = nn.Embedding(n_words, cfg.word_embed, padding_idx=TokenVocab.pad)
             features += cfg.word_embed
         self.char_embedding = self.char_rnn = None
         if cfg.char_hidden > 0:
-            self.char_embedding = nn.Embedding(n_chars, cfg.char_embed, padding_idx=PairVocab.pad)
+            self.char_embedding = nn.Embedding(n_chars, cfg.char_embed, padding_idx=TokenVocab.pad)
             self.char_rnn = rnnkit.LSTM(cfg.char_embed, cfg.char_hidden, bidirectional=True)
             features += 2 * cfg.char_hidden
         self.rnn = CELLS[cfg.cell](features, cfg.hidden_size, num_layers=cfg.num_layers,
@@ -270,7 +270,7 @@ class TaggingTask:
         words = batch.words
         if self.unk_prob is not None:
             drop = torch.rand(words.shape) < self.unk_prob[words.cpu()]
-            words = words.masked_fill(drop.to(device), PairVocab.unk)
+            words = words.masked_fill(drop.to(device), TokenVocab.unk)
         loss = unwrap(model).loss(model(batch, words), batch)  # model may be DDP-wrapped: forward through it
         return loss, int(batch.lengths.sum()), None
 

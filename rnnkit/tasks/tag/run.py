@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu, split_sentences, write_conllu, write_tsv
+from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu, split_sentences, write_conllu, write_tsv
 from rnnkit.errors import DataError
-from rnnkit.tasks.tagging import (
+from rnnkit.tasks.tag.task import (
     TaggerModelConfig,
     TaggingDataConfig,
     TaggingTask,
@@ -164,7 +164,7 @@ def confusion_plot(table, tags, path: str | Path, title: str = "") -> Path:
 def tag_text(run: str | Path, text: Optional[str] = None, file: Optional[str] = None,
              checkpoint: str = "best", device: str = "auto") -> list[TaggedSentence]:
     """Tag plain text (or a plain-text file, one or more sentences per line), tokenized simply
-    (``rnnkit.data.treebank.split_sentences``)."""
+    (``rnnkit.tasks.tag.treebank.split_sentences``)."""
     if (text is None) == (file is None):
         raise ValueError("give text or a file to tag (one of the two)")
     if file is not None:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from rnnkit.data.pairs import PairVocab, pad_batch
+from rnnkit.data.vocab import TokenVocab, pad_batch
 from rnnkit.errors import RnnkitError
 from rnnkit.models.decoding import beam_search, greedy_search, sample_search
 from rnnkit.models.seq2seq import Seq2Seq, sequence_loss
@@ -60,7 +60,7 @@ class TranslationModelConfig:
 def build_model(src_vocab: int, tgt_vocab: int, cfg: TranslationModelConfig) -> Seq2Seq:
     return Seq2Seq(src_vocab, tgt_vocab, cfg.cell, cfg.embed_size, cfg.hidden_size, cfg.num_layers,
                    cfg.bidirectional, cfg.attention, cfg.input_feeding and cfg.attention != "none",
-                   cfg.dropout, pad=PairVocab.pad)
+                   cfg.dropout, pad=TokenVocab.pad)
 
 
 def make_batches(pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, seed: Optional[int],
@@ -81,9 +81,9 @@ def make_batches(pairs: Sequence[tuple[list[int], list[int]]], batch_size: int, 
     batches = []
     for s in range(0, len(order), batch_size):
         chunk = [pairs[i] for i in order[s:s + batch_size]]
-        src, src_len = pad_batch([p[0] for p in chunk], PairVocab.pad)
-        tgt_in, _ = pad_batch([[PairVocab.bos] + p[1] for p in chunk], PairVocab.pad)
-        tgt_out, _ = pad_batch([p[1] + [PairVocab.eos] for p in chunk], PairVocab.pad)
+        src, src_len = pad_batch([p[0] for p in chunk], TokenVocab.pad)
+        tgt_in, _ = pad_batch([[TokenVocab.bos] + p[1] for p in chunk], TokenVocab.pad)
+        tgt_out, _ = pad_batch([p[1] + [TokenVocab.eos] for p in chunk], TokenVocab.pad)
         batches.append((src, src_len, tgt_in, tgt_out))
     if seed is not None:
         random.Random(seed + 1).shuffle(batches)
@@ -119,7 +119,7 @@ def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "
     results: list = [None] * len(sources)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        src, src_len = pad_batch([sources[i] for i in idx], PairVocab.pad)
+        src, src_len = pad_batch([sources[i] for i in idx], TokenVocab.pad)
         state = model.encode(src.to(device), src_len)
         max_len = max_output_length(int(src_len.max()))
         B = len(idx)
@@ -131,13 +131,13 @@ def translate_ids(model: Seq2Seq, sources: Sequence[list[int]], decoder: str = "
         if decoder == "beam":
             lengths = src_len.tolist()
             rescore = (lambda b, weights: coverage_penalty(weights[:, : lengths[b]], coverage)) if coverage else None
-            out = beam_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, beam, alpha, n_best, device,
+            out = beam_search(step, state, B, TokenVocab.bos, TokenVocab.eos, max_len, beam, alpha, n_best, device,
                               rescore)
         elif decoder in ("greedy", "sample"):
             if decoder == "greedy":
-                hyps = greedy_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, device)
+                hyps = greedy_search(step, state, B, TokenVocab.bos, TokenVocab.eos, max_len, device)
             else:
-                hyps = sample_search(step, state, B, PairVocab.bos, PairVocab.eos, max_len, temperature,
+                hyps = sample_search(step, state, B, TokenVocab.bos, TokenVocab.eos, max_len, temperature,
                                      top_k, top_p, generator, device)
             out = [[h] for h in hyps]
         else:
@@ -171,9 +171,9 @@ def check_unk_mode(unk: str, attention: str) -> None:
                           "(trained with --attention none): use --unk none")
 
 
-def replace_unknowns(ids: Sequence[int], attention, source: Sequence[str], vocab: PairVocab,
+def replace_unknowns(ids: Sequence[int], attention, source: Sequence[str], vocab: TokenVocab,
                      lexicon: Optional[dict[str, str]] = None) -> list[str]:
-    """The output tokens of ``ids`` (as :meth:`PairVocab.decode`) with each ``<unk>``
+    """The output tokens of ``ids`` (as :meth:`TokenVocab.decode`) with each ``<unk>``
     replaced by the source word its attention weighs most (Luong et al. 2015, "Addressing
     the Rare Word Problem in NMT"; Jean et al. 2015): that word's ``lexicon`` translation
     when it has one, else the word itself (names, numbers).
@@ -210,7 +210,7 @@ class TranslationTask:
     ``pairs``: {"train"/"valid"/"test": [(source text, target text)]}; the tokenizers and
     vocabularies are built by the caller (``translation_run``)."""
 
-    def __init__(self, pairs: dict, src_tok, tgt_tok, src_vocab: PairVocab, tgt_vocab: PairVocab,
+    def __init__(self, pairs: dict, src_tok, tgt_tok, src_vocab: TokenVocab, tgt_vocab: TokenVocab,
                  data_cfg: TranslationDataConfig, model_cfg: TranslationModelConfig, seed: int = 0,
                  source: str = "") -> None:
         self.pairs, self.src_tok, self.tgt_tok = pairs, src_tok, tgt_tok
@@ -242,15 +242,15 @@ class TranslationTask:
             return None
         src, src_len, tgt_in, tgt_out = src[:, cols], src_len[cols], tgt_in[:, cols], tgt_out[:, cols]
         n_src = int(src_len.max())
-        n_tgt = int((tgt_out != PairVocab.pad).sum(0).max())
+        n_tgt = int((tgt_out != TokenVocab.pad).sum(0).max())
         return src[:n_src], src_len, tgt_in[:n_tgt], tgt_out[:n_tgt]  # (S', B_r), (B_r,), (T', B_r) x2
 
     def train_step(self, model: Seq2Seq, batch, state):
         device = next(model.parameters()).device
         src, src_len, tgt_in, tgt_out = (t.to(device) for t in batch)
         logits = model(src, src_len, tgt_in, self.model_cfg.teacher_forcing)  # (T, B, V)
-        loss = sequence_loss(logits, tgt_out, PairVocab.pad, self.model_cfg.label_smoothing)
-        return loss, int((tgt_out != PairVocab.pad).sum()), None
+        loss = sequence_loss(logits, tgt_out, TokenVocab.pad, self.model_cfg.label_smoothing)
+        return loss, int((tgt_out != TokenVocab.pad).sum()), None
 
     @torch.no_grad()
     def loss(self, model: Seq2Seq, split: str) -> float:
@@ -265,8 +265,8 @@ class TranslationTask:
         for batch in self._eval_batches[split]:
             src, src_len, tgt_in, tgt_out = (t.to(device) for t in batch)
             logits = model(src, src_len, tgt_in)
-            n = int((tgt_out != PairVocab.pad).sum())
-            total += float(sequence_loss(logits, tgt_out, PairVocab.pad)) * n
+            n = int((tgt_out != TokenVocab.pad).sum())
+            total += float(sequence_loss(logits, tgt_out, TokenVocab.pad)) * n
             count += n
         model.train(was_training)
         return total / max(count, 1)
@@ -275,7 +275,7 @@ class TranslationTask:
         """Source word -> its most probable target word under IBM Model 1 fitted on the
         training pairs (built once per task; a few seconds per 100k pairs)."""
         if self._lexicon is None:
-            from rnnkit.data.lexicon import IBMModel1
+            from rnnkit.tasks.translate.lexicon import IBMModel1
 
             tokenized = ((self.src_tok.tokenize(s), self.tgt_tok.tokenize(t)) for s, t in self.pairs["train"])
             self._lexicon = IBMModel1.fit(tokenized, iterations).best_translations()
@@ -289,7 +289,7 @@ class TranslationTask:
         :meth:`lexicon`)."""
         check_unk_mode(unk, self.model_cfg.attention)
         tokenized = [self.src_tok.tokenize(t) for t in texts]
-        sources = [self.src_vocab.encode(t) or [PairVocab.unk] for t in tokenized]
+        sources = [self.src_vocab.encode(t) or [TokenVocab.unk] for t in tokenized]
         if unk != "none":
             kwargs["with_attention"] = True
             if unk == "lexicon" and lexicon is None:

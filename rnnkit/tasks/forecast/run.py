@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from rnnkit.data.series import (
+from rnnkit.tasks.forecast.series import (
     Series,
     calendar_features,
     chronological_split,
@@ -32,11 +32,11 @@ from rnnkit.data.series import (
     part_size,
     read_series_csv,
 )
-from rnnkit.data.series_transform import SeriesTransform
+from rnnkit.tasks.forecast.transform import SeriesTransform
 from rnnkit.errors import CheckpointError, DataError, RnnkitError
-from rnnkit.tasks.forecast_baselines import run_baselines
-from rnnkit.tasks.forecast_metrics import all_metrics
-from rnnkit.tasks.forecasting import (
+from rnnkit.tasks.forecast.baselines import run_baselines
+from rnnkit.tasks.forecast.metrics import all_metrics
+from rnnkit.tasks.forecast.task import (
     Forecaster,
     ForecastModelConfig,
     ForecastTask,

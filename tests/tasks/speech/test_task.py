@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit.cli import main
-from rnnkit.data.audio import Normalizer, Recording
+from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.errors import DataError
-from rnnkit.tasks.speech import (
+from rnnkit.tasks.speech.task import (
     IGNORE,
     DigitLabeler,
     SpeechDataConfig,
@@ -172,7 +172,7 @@ def test_scores_count_words_and_whole_sequences():
 def test_training_learns_synthetic_tones(tmp_path):
     """Tones whose pitch is the digit: a few epochs reach near-perfect validation labeling."""
     pytest.importorskip("librosa")
-    from rnnkit.tasks.speech_run import make_task
+    from rnnkit.tasks.speech.run import make_task
 
     folder = tone_folder(tmp_path / "wavs", repetitions=5)
     cfg = SpeechDataConfig(data=str(folder), test_indices="0", valid_indices="1", train_sequences=200,
@@ -191,7 +191,7 @@ def test_training_learns_synthetic_tones(tmp_path):
 
 def test_normalizer_comes_from_the_run_not_the_data(tmp_path):
     pytest.importorskip("librosa")
-    from rnnkit.tasks.speech_run import make_task
+    from rnnkit.tasks.speech.run import make_task
 
     folder = tone_folder(tmp_path / "wavs", speakers=["ann"], repetitions=3)
     cfg = SpeechDataConfig(data=str(folder), test_indices="0", valid_indices="1")
@@ -254,7 +254,7 @@ def test_cli_bad_data_is_one_line(tmp_path, capsys):
 def test_short_training_on_real_fsdd_is_well_above_chance(tmp_path):
     """Two speakers, 15 repetitions: a few seconds of training labels most validation words."""
     pytest.importorskip("librosa")
-    from rnnkit.tasks.speech_run import make_task
+    from rnnkit.tasks.speech.run import make_task
 
     folder = fsdd_slice(tmp_path / "recordings", speakers={"jackson", "nicolas"}, max_index=15)
     cfg = SpeechDataConfig(data=str(folder), test_indices="0-2", valid_indices="3-5", train_sequences=300,

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rnnkit.cli import main
-from rnnkit.data.pairs import PairVocab
-from rnnkit.data.treebank import TaggedSentence, find_treebank, read_conllu
-from rnnkit.tasks.tagging import (
+from rnnkit.data.vocab import TokenVocab
+from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu
+from rnnkit.tasks.tag.task import (
     IGNORE,
     TaggerModelConfig,
     TaggingDataConfig,
@@ -78,7 +78,7 @@ def test_make_batch_indexes_distinct_forms_and_pads_tags():
     assert batch.tags[2, 1] == IGNORE
     assert [vocab.tags[int(t)] for t in batch.tags[:, 0]] == ["DET", "NOUN", "VERB"]
     unseen = make_batch([TaggedSentence(["cat"], [])], vocab)
-    assert unseen.words[0, 0] == PairVocab.unk and unseen.tags[0, 0] == IGNORE
+    assert unseen.words[0, 0] == TokenVocab.unk and unseen.tags[0, 0] == IGNORE
 
 
 @pytest.mark.parametrize("bidirectional, crf", [(True, False), (False, True)])
@@ -98,7 +98,7 @@ def test_word_dropout_rate_is_alpha_over_alpha_plus_count():
     ids = task.vocab.words.stoi
     assert task.unk_prob[ids["a"]] == pytest.approx(1 / (1 + 3))
     assert task.unk_prob[ids["b"]] == pytest.approx(1 / (1 + 1))
-    assert task.unk_prob[PairVocab.pad] == 0 and task.unk_prob[PairVocab.unk] == 0
+    assert task.unk_prob[TokenVocab.pad] == 0 and task.unk_prob[TokenVocab.unk] == 0
 
 
 def test_tag_metrics_by_hand():

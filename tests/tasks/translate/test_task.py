@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from rnnkit.cli import main
-from rnnkit.data.pairs import SPECIALS, PairVocab, WordTokenizer
+from rnnkit.data.vocab import SPECIALS, TokenVocab
+from rnnkit.tasks.translate.pairs import WordTokenizer
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.translation import (
+from rnnkit.tasks.translate.task import (
     TranslationDataConfig,
     TranslationModelConfig,
     TranslationTask,
@@ -29,8 +30,8 @@ PAIRS = [
 
 def toy_task(model_cfg: TranslationModelConfig) -> TranslationTask:
     tok = WordTokenizer(lower=True)
-    src_vocab = PairVocab.build(tok.tokenize(s) for s, _ in PAIRS)
-    tgt_vocab = PairVocab.build(tok.tokenize(t) for _, t in PAIRS)
+    src_vocab = TokenVocab.build(tok.tokenize(s) for s, _ in PAIRS)
+    tgt_vocab = TokenVocab.build(tok.tokenize(t) for _, t in PAIRS)
     data_cfg = TranslationDataConfig(batch_size=4, eval_bleu=8)
     return TranslationTask({"train": PAIRS, "valid": PAIRS}, tok, tok, src_vocab, tgt_vocab, data_cfg, model_cfg)
 
@@ -40,10 +41,10 @@ def test_batches_are_padded_time_first_and_cover_every_pair():
     batches = task.train_batches(0)
     assert sum(b[0].shape[1] for b in batches) == len(PAIRS)
     src, src_len, tgt_in, tgt_out = batches[0]
-    assert tgt_in[0].eq(PairVocab.bos).all()
+    assert tgt_in[0].eq(TokenVocab.bos).all()
     for b in range(src.shape[1]):  # tgt_out is tgt_in shifted by one, ending in </s>
         n = int((tgt_out[:, b] != 0).sum())
-        assert tgt_out[n - 1, b] == PairVocab.eos
+        assert tgt_out[n - 1, b] == TokenVocab.eos
         assert tgt_in[1:n, b].tolist() == tgt_out[: n - 1, b].tolist()
         assert (src[int(src_len[b]):, b] == 0).all()
     assert [b[0].tolist() for b in task.train_batches(1)] == [b[0].tolist() for b in make_batches(
@@ -67,9 +68,9 @@ def test_tiny_overfit_reaches_exact_matches(attention):
 
 
 def test_replace_unknowns_takes_the_most_attended_source_word():
-    vocab = PairVocab(list(SPECIALS) + ["la", "casa"])
+    vocab = TokenVocab(list(SPECIALS) + ["la", "casa"])
     source = ["the", "xylophone", "tom"]
-    ids = [4, PairVocab.unk, PairVocab.unk, PairVocab.bos, PairVocab.eos, PairVocab.unk]
+    ids = [4, TokenVocab.unk, TokenVocab.unk, TokenVocab.bos, TokenVocab.eos, TokenVocab.unk]
     attention = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [1, 0, 0], [1, 0, 0], [0, 1, 0]])
     assert replace_unknowns(ids, attention, source, vocab) == ["la", "xylophone", "tom"]  # stops at </s>
     assert replace_unknowns(ids, attention, source, vocab, {"xylophone": "xilófono", "the": "la"}) == \
@@ -84,7 +85,7 @@ def test_translate_replaces_every_unknown_output():
     cfg = TranslationModelConfig(embed_size=32, hidden_size=48, attention="general", dropout=0.0,
                                  label_smoothing=0.0)
     task = toy_task(cfg)
-    task.tgt_vocab = PairVocab([w for w in task.tgt_vocab.itos if w != "tom"])
+    task.tgt_vocab = TokenVocab([w for w in task.tgt_vocab.itos if w != "tom"])
     task.ids = {split: task.encode_pairs(p) for split, p in task.pairs.items()}
     task.train_ids = task.ids["train"]
     model = task.build_model()
@@ -100,7 +101,7 @@ def test_translate_replaces_every_unknown_output():
         words = task.src_tok.tokenize(src)
         want = replace_unknowns(h.tokens, h.extras, words, task.tgt_vocab)
         assert copy == task.tgt_tok.detokenize(want) and "<unk>" not in copy
-        unknown = [t for t, i in enumerate(h.tokens) if i == PairVocab.unk]
+        unknown = [t for t, i in enumerate(h.tokens) if i == TokenVocab.unk]
         assert unknown and all(want[t] in words for t in unknown)
         assert mapping == task.tgt_tok.detokenize([w if w != "tom" else "TOMÁS" for w in want])
     with pytest.raises(ValueError, match="unk must be one of none, copy, lexicon"):
@@ -197,7 +198,7 @@ def test_cli_bad_data_is_one_line(tmp_path, capsys):
 
 def test_subword_tokenizer_runs_end_to_end(tmp_path):
     pytest.importorskip("sentencepiece")
-    from rnnkit.tasks.translation_run import make_task
+    from rnnkit.tasks.translate.run import make_task
 
     data = tmp_path / "pairs.tsv"
     data.write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS * 3), encoding="utf-8")

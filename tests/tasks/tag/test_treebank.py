@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnkit.data.treebank import (
+from rnnkit.tasks.tag.treebank import (
     TaggedSentence,
     find_treebank,
     read_conllu,

@@ -3,12 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from rnnkit.data.pairs import (
-    PairVocab,
+from rnnkit.data.vocab import TokenVocab, pad_batch
+from rnnkit.tasks.translate.pairs import (
     SubwordTokenizer,
     WordTokenizer,
     grouped_split,
-    pad_batch,
     read_pairs,
     tokenizer_from_dict,
 )
@@ -98,11 +97,11 @@ def test_word_tokenizer_splits_punctuation_and_lower_cases():
 
 
 def test_pair_vocab_specials_min_count_and_decode():
-    vocab = PairVocab.build([["a", "b", "a"], ["a", "c"]], min_count=2)
+    vocab = TokenVocab.build([["a", "b", "a"], ["a", "c"]], min_count=2)
     assert vocab.itos == ["<pad>", "<unk>", "<s>", "</s>", "a"]
     assert vocab.encode(["a", "zzz"], bos=True, eos=True) == [2, 4, 1, 3]
     assert vocab.decode([2, 4, 1, 3, 4]) == ["a", "<unk>"]
-    assert PairVocab.from_dict(vocab.to_dict()).itos == vocab.itos
+    assert TokenVocab.from_dict(vocab.to_dict()).itos == vocab.itos
     ids, lengths = pad_batch([[5, 6, 7], [8]])
     assert ids.tolist() == [[5, 8], [6, 0], [7, 0]] and lengths.tolist() == [3, 1]
 

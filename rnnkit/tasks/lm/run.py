@@ -9,7 +9,7 @@ from typing import Optional
 from rnnkit.data.corpus import load_splits, parse_fractions
 from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
-from rnnkit.tasks.lm import (
+from rnnkit.tasks.lm.task import (
     LanguageModel,
     LMDataConfig,
     LMModelConfig,

@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from rnnkit.data.pairs import (
-    PairVocab,
+from rnnkit.data.vocab import TokenVocab
+from rnnkit.tasks.translate.pairs import (
     SubwordTokenizer,
     WordTokenizer,
     grouped_split,
     read_pairs,
     tokenizer_from_dict,
 )
-from rnnkit.data.lexicon import load_lexicon, save_lexicon
+from rnnkit.tasks.translate.lexicon import load_lexicon, save_lexicon
 from rnnkit.errors import DataError, RnnkitError
-from rnnkit.tasks.translation import (
+from rnnkit.tasks.translate.task import (
     TranslationDataConfig,
     TranslationModelConfig,
     TranslationTask,
@@ -73,12 +73,12 @@ def make_task(data_cfg, model_cfg, seed: int, meta: Optional[dict] = None) -> Tr
     parts = load_split(data_cfg)
     if meta is not None:
         src_tok, tgt_tok = tokenizer_from_dict(meta["src_tokenizer"]), tokenizer_from_dict(meta["tgt_tokenizer"])
-        src_vocab, tgt_vocab = PairVocab.from_dict(meta["src_vocab"]), PairVocab.from_dict(meta["tgt_vocab"])
+        src_vocab, tgt_vocab = TokenVocab.from_dict(meta["src_vocab"]), TokenVocab.from_dict(meta["tgt_vocab"])
     else:
         src_tok, tgt_tok = build_tokenizers(data_cfg, parts["train"])
         min_count = data_cfg.min_count if data_cfg.tokenizer == "word" else 1
-        src_vocab = PairVocab.build((src_tok.tokenize(s) for s, _ in parts["train"]), min_count, data_cfg.max_vocab)
-        tgt_vocab = PairVocab.build((tgt_tok.tokenize(t) for _, t in parts["train"]), min_count, data_cfg.max_vocab)
+        src_vocab = TokenVocab.build((src_tok.tokenize(s) for s, _ in parts["train"]), min_count, data_cfg.max_vocab)
+        tgt_vocab = TokenVocab.build((tgt_tok.tokenize(t) for _, t in parts["train"]), min_count, data_cfg.max_vocab)
     return TranslationTask(parts, src_tok, tgt_tok, src_vocab, tgt_vocab, data_cfg, model_cfg, seed, str(data_cfg.data))
 
 
@@ -122,8 +122,8 @@ def load_translation(run: str | Path, checkpoint: str = "best", device: str = "a
 def _task_without_data(meta: dict) -> TranslationTask:
     data_cfg = TranslationDataConfig(**meta["data"])
     return TranslationTask({"train": []}, tokenizer_from_dict(meta["src_tokenizer"]),
-                           tokenizer_from_dict(meta["tgt_tokenizer"]), PairVocab.from_dict(meta["src_vocab"]),
-                           PairVocab.from_dict(meta["tgt_vocab"]), data_cfg,
+                           tokenizer_from_dict(meta["tgt_tokenizer"]), TokenVocab.from_dict(meta["src_vocab"]),
+                           TokenVocab.from_dict(meta["tgt_vocab"]), data_cfg,
                            TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta.get("source", ""))
 
 

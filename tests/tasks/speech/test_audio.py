@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from rnnkit.data.audio import (
+from rnnkit.tasks.speech.audio import (
     Normalizer,
     acoustic_vector,
     feature_size,
@@ -131,7 +131,7 @@ def test_features_are_deterministic_and_cached(tmp_path, monkeypatch):
     assert first.shape == (10, 79) and cache.is_file()
     np.testing.assert_array_equal(first, load_features(recs))  # recomputed: bit for bit the same
 
-    import rnnkit.data.audio as audio
+    import rnnkit.tasks.speech.audio as audio
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed although the cache is valid")
@@ -161,7 +161,7 @@ def test_normalizer_uses_the_given_statistics_only():
 
 
 def test_import_stays_light_and_missing_librosa_is_explained(monkeypatch):
-    code = ("import sys, rnnkit, rnnkit.cli, rnnkit.tasks.speech_run; "
+    code = ("import sys, rnnkit, rnnkit.cli, rnnkit.tasks.speech.run; "
             "print('librosa' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

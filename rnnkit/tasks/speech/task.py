@@ -1,7 +1,7 @@
 """Spoken numbers: label each word of a sequence of fixed-size word vectors.
 
 A "spoken number" is 3 to 10 recordings of one speaker in a row, each a spoken digit turned
-into one acoustic vector (``rnnkit.data.audio``); the model reads the (T, B, D) vectors and
+into one acoustic vector (``rnnkit.tasks.speech.audio``); the model reads the (T, B, D) vectors and
 labels every word with its digit.  It is a recurrent layer (``rnnkit.LSTM``/``GRU``/``RNN``,
 uni- or bidirectional, Schuster & Paliwal 1997) run with ``lengths=`` over the padded batch,
 then a linear layer per step (the sequence-labeling set-up of Graves 2012, *Supervised
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.data.audio import Normalizer, Recording
+from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.errors import DataError
 from rnnkit.models import GRU, LSTM, RNN
 from rnnkit.train.distributed import check_global_batch, shard_slice

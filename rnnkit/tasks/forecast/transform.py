@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from rnnkit.data.series import Scaler
+from rnnkit.tasks.forecast.series import Scaler
 from rnnkit.errors import DataError
 
 

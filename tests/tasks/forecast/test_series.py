@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit.data.series import (
+from rnnkit.tasks.forecast.series import (
     Scaler,
     calendar_features,
     chronological_split,
@@ -16,7 +16,7 @@ from rnnkit.data.series import (
     part_size,
     read_series_csv,
 )
-from rnnkit.data.series_transform import SeriesTransform
+from rnnkit.tasks.forecast.transform import SeriesTransform
 from rnnkit.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "timeseries"

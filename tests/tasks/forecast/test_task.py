@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.data.series import make_windows
+from rnnkit.tasks.forecast.series import make_windows
 from rnnkit.errors import DataError
-from rnnkit.tasks.forecast_baselines import naive, seasonal_naive
-from rnnkit.tasks.forecast_metrics import all_metrics, mae, mase, mase_scale, rmse, smape
-from rnnkit.tasks.forecasting import (
+from rnnkit.tasks.forecast.baselines import naive, seasonal_naive
+from rnnkit.tasks.forecast.metrics import all_metrics, mae, mase, mase_scale, rmse, smape
+from rnnkit.tasks.forecast.task import (
     Forecaster,
     ForecastModelConfig,
     ForecastTask,
@@ -50,7 +50,7 @@ def test_naive_and_seasonal_naive_exact_on_a_seasonal_series():
 
 
 def test_arima_and_ets_follow_a_linear_trend():
-    from rnnkit.tasks.forecast_baselines import arima, ets
+    from rnnkit.tasks.forecast.baselines import arima, ets
 
     rng = np.random.default_rng(0)
     t = np.arange(80, dtype=float)
@@ -62,7 +62,7 @@ def test_arima_and_ets_follow_a_linear_trend():
 
 
 def test_ets_and_arima_on_a_seasonal_series_beat_naive():
-    from rnnkit.tasks.forecast_baselines import arima, ets
+    from rnnkit.tasks.forecast.baselines import arima, ets
 
     t = np.arange(96)
     y = 50 + 0.3 * t + 5 * np.sin(2 * np.pi * t / 12) + 0.1 * np.random.default_rng(1).normal(size=96)
@@ -73,7 +73,7 @@ def test_ets_and_arima_on_a_seasonal_series_beat_naive():
 
 @pytest.mark.slow
 def test_arima_full_grid_on_a_seasonal_series():
-    from rnnkit.tasks.forecast_baselines import arima
+    from rnnkit.tasks.forecast.baselines import arima
 
     t = np.arange(96)
     y = 50 + 0.3 * t + 5 * np.sin(2 * np.pi * t / 12) + 0.1 * np.random.default_rng(1).normal(size=96)
@@ -202,7 +202,7 @@ def test_cli_train_forecast_evaluate_round_trip(tmp_path, capsys):
 
 def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_path, capsys):
     from rnnkit.cli import main
-    from rnnkit.tasks.forecasting_run import evaluate_forecast
+    from rnnkit.tasks.forecast.run import evaluate_forecast
 
     t = np.arange(96)
     values = np.exp(4 + 0.01 * t + 0.2 * np.sin(2 * np.pi * t / 12))
@@ -227,7 +227,7 @@ def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_pat
 
 
 def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(tmp_path):
-    from rnnkit.tasks.forecasting_run import ForecastDataConfig, train_forecast
+    from rnnkit.tasks.forecast.run import ForecastDataConfig, train_forecast
 
     t = np.arange(96)
     values = 50 + 0.5 * t + 8 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(0).normal(0, 1, 96)
@@ -243,7 +243,7 @@ def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(t
     assert info["members"] == [f"members/{i}" for i in best_two]
     assert len(info["best_epochs"]) == 2
     # the ensemble's validation rollout is the mean of the two kept models' rollouts
-    from rnnkit.tasks.forecasting_run import forecast_from, make_transform, prepare
+    from rnnkit.tasks.forecast.run import forecast_from, make_transform, prepare
     from rnnkit.train import load_weights
 
     p = prepare(data)
@@ -262,7 +262,7 @@ def test_ensemble_selection_keeps_the_models_with_the_best_validation_rollouts(t
 
 
 def test_drop_last_cuts_the_series_as_if_it_ended_earlier(tmp_path):
-    from rnnkit.tasks.forecasting_run import ForecastDataConfig, prepare
+    from rnnkit.tasks.forecast.run import ForecastDataConfig, prepare
 
     csv = tmp_path / "series.csv"
     csv.write_text("Month,Sales\n" + "".join(f"{1990 + i // 12}-{i % 12 + 1:02d},{10 + i}\n" for i in range(72)))

@@ -4,7 +4,7 @@ from collections import defaultdict
 
 import pytest
 
-from rnnkit.data.lexicon import NULL, IBMModel1, load_lexicon, save_lexicon
+from rnnkit.tasks.translate.lexicon import NULL, IBMModel1, load_lexicon, save_lexicon
 from rnnkit.errors import DataError
 
 

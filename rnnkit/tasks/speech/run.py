@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from rnnkit.data.audio import Normalizer, list_recordings, load_features
+from rnnkit.tasks.speech.audio import Normalizer, list_recordings, load_features
 from rnnkit.errors import CheckpointError, DataError
-from rnnkit.tasks.speech import (
+from rnnkit.tasks.speech.task import (
     SpeechDataConfig,
     SpeechModelConfig,
     SpeechTask,
