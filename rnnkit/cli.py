@@ -386,9 +386,9 @@ def _evaluate(args) -> int:
     from rnnkit.train.checkpoint import run_task
 
     task = "forecast" if is_forecast_run(args.run) else run_task(args.run)
-    if args.ensemble and task != "tagging":
+    if args.ensemble and task != "tag":
         raise ValueError("--ensemble averages tagging runs; this run is not one")
-    evaluators = {"speech": _evaluate_speech, "translation": _evaluate_translation, "tagging": _evaluate_tagging,
+    evaluators = {"speech": _evaluate_speech, "translate": _evaluate_translation, "tag": _evaluate_tagging,
                   "forecast": _evaluate_forecast}
     return evaluators.get(task, _evaluate_lm)(args)
 

@@ -387,6 +387,16 @@ def _named_checkpoint(root: Path, name: str) -> Path:
     return where
 
 
+# Task names that checkpoints written before the task packages carry, and the name of each now.
+OLD_TASK_NAMES = {"tagging": "tag", "translation": "translate"}
+
+
+def task_name(meta: dict) -> Optional[str]:
+    """The task a checkpoint's task metadata names, old names mapped to today's."""
+    name = meta.get("task")
+    return OLD_TASK_NAMES.get(name, name)
+
+
 def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
                     label: Optional[str] = None) -> tuple[Path, dict]:
     """The checkpoint folder of a trained run and its task metadata, refusing a run of another
@@ -403,7 +413,7 @@ def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
     if where is None or not where.is_dir():
         where = resolve_checkpoint(run)
     meta = read_state(where).get("task", {})
-    if meta.get("task") != task:
+    if task_name(meta) != task:
         raise CheckpointError(f"{where}: not a {label or task} checkpoint (task {meta.get('task')!r})")
     return where, meta
 
@@ -421,7 +431,7 @@ def run_task(run: str | Path) -> Optional[str]:
     """The task a run folder was trained for (its last checkpoint's ``task`` name), or None
     when it holds no readable checkpoint."""
     try:
-        return read_state(run).get("task", {}).get("task")
+        return task_name(read_state(run).get("task", {}))
     except (CheckpointError, OSError):
         return None
 

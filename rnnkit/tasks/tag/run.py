@@ -65,7 +65,7 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
 
 def load_tagger(run: str | Path, checkpoint: str = "best", device: str = "auto") -> tuple:
     """(model, task without data) of a trained tagging run."""
-    where, meta = task_checkpoint(run, "tagging", checkpoint)
+    where, meta = task_checkpoint(run, "tag", checkpoint, "tagging")
     vocab = Vocabularies.from_dict(meta["vocab"])
     model_cfg = TaggerModelConfig(**meta["model"])
     model = build_model(vocab, model_cfg)

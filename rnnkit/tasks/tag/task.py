@@ -330,5 +330,5 @@ class TaggingTask:
         return {"loss": total / max(count, 1), "acc": metrics["acc"], "oov_acc": metrics["oov_acc"]}
 
     def meta(self) -> dict:
-        return {"task": "tagging", "vocab": self.vocab.to_dict(), "model": asdict(self.model_cfg),
+        return {"task": "tag", "vocab": self.vocab.to_dict(), "model": asdict(self.model_cfg),
                 "data": asdict(self.data_cfg), "seed": self.seed, "source": self.source}

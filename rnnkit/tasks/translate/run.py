@@ -111,7 +111,7 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
 
 def load_translation(run: str | Path, checkpoint: str = "best", device: str = "auto"):
     """(model, meta) of a trained translation run; ``checkpoint`` as in :func:`task_checkpoint`."""
-    where, meta = task_checkpoint(run, "translation", checkpoint)
+    where, meta = task_checkpoint(run, "translate", checkpoint, "translation")
     model = build_model(len(meta["src_vocab"]["itos"]), len(meta["tgt_vocab"]["itos"]),
                         TranslationModelConfig(**meta["model"]))
     dev = pick_device(device)

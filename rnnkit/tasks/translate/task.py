@@ -322,7 +322,7 @@ class TranslationTask:
         return metrics
 
     def meta(self) -> dict:
-        return {"task": "translation", "src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict(),
+        return {"task": "translate", "src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict(),
                 "src_tokenizer": self.src_tok.to_dict(), "tgt_tokenizer": self.tgt_tok.to_dict(),
                 "model": asdict(self.model_cfg), "data": asdict(self.data_cfg), "seed": self.seed,
                 "source": self.source}
