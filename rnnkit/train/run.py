@@ -26,7 +26,7 @@ def open_run(run_dir: str | Path, resume: bool, train_cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def run_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig, run_dir: Path,
+def build_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig, run_dir: Path,
                 resume: bool) -> Trainer:
     """A Trainer for ``task`` in ``run_dir``: the three configs written to ``config.json``
     (rank 0), the fused CPU kernels built, and on ``resume`` the last checkpoint loaded."""

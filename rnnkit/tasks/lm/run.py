@@ -19,7 +19,7 @@ from rnnkit.tasks.lm.task import (
     sample,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
-from rnnkit.train.run import open_run, run_trainer
+from rnnkit.train.run import open_run, build_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -34,7 +34,7 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
     ids, vocab = encode_splits(texts, data_cfg.level, vocab=vocab, max_vocab=data_cfg.max_vocab)
     task = LMTask(ids, vocab, data_cfg, model_cfg, source)
     model = task.build_model()
-    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
+    trainer = build_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"data: {source}; {vocab.level} level, vocabulary {len(vocab)}, "
           f"{ids['train'].numel():,} training tokens; model: {model_cfg.num_layers}x{model_cfg.hidden_size} "

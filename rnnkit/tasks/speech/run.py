@@ -16,7 +16,7 @@ from rnnkit.tasks.speech.task import (
     split_recordings,
 )
 from rnnkit.train import TrainConfig, distributed, load_weights, read_state
-from rnnkit.train.run import fit_and_report, open_run, run_trainer
+from rnnkit.train.run import fit_and_report, open_run, build_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -62,7 +62,7 @@ def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train
         task = make_task(data_cfg, model_cfg, train_cfg.seed, run_dir, meta)
     feature_seconds = time.perf_counter() - start
     model = task.build_model()
-    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
+    trainer = build_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"data: {task.source}: {len(task.recordings):,} recordings of {len(set(task.speakers))} speakers, "
           f"word vectors of {task.input_size} numbers ({feature_seconds:.1f} s); {describe_split(task)}; "

@@ -21,7 +21,7 @@ from rnnkit.tasks.tag.task import (
     tag_metrics,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
-from rnnkit.train.run import fit_and_report, open_run, run_trainer
+from rnnkit.train.run import fit_and_report, open_run, build_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -50,7 +50,7 @@ def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, trai
         vocab = Vocabularies.build(sentences["train"], data_cfg.lower, data_cfg.min_count)
     task = TaggingTask(sentences, vocab, data_cfg, model_cfg, train_cfg.seed, str(data_cfg.data))
     model = task.build_model()
-    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
+    trainer = build_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
     words = sum(len(s) for s in sentences["train"])
     print(f"data: {data_cfg.data}; {len(sentences['train']):,} training sentences ({words:,} words), "

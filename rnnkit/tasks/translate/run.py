@@ -26,7 +26,7 @@ from rnnkit.tasks.translate.task import (
     translate_ids,
 )
 from rnnkit.train import TrainConfig, load_weights, read_state
-from rnnkit.train.run import fit_and_report, open_run, run_trainer
+from rnnkit.train.run import fit_and_report, open_run, build_trainer
 from rnnkit.train.checkpoint import task_checkpoint
 from rnnkit.train.trainer import pick_device
 
@@ -89,7 +89,7 @@ def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationMod
     meta = read_state(run_dir)["task"] if resume else None
     task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
     model = task.build_model()
-    trainer = run_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
+    trainer = build_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     if trainer.is_main and task.pairs["train"] and data_cfg.tokenizer == "word":
         run_lexicon(run_dir, task)  # for --unk lexicon of evaluate and translate (subword models rarely write <unk>)
     n_params = sum(p.numel() for p in model.parameters())
