@@ -3,17 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 
-def _add_model_options(parser) -> None:
-    """--checkpoint and --device of the commands that load a trained run's model."""
-    parser.add_argument("--checkpoint", default="best",
-                        help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+class _Console(logging.Handler):
+    """The CLI's handler of the ``rnnkit`` logger: messages as they are, on standard output
+    (warnings and errors on standard error), looking the streams up at each message so that
+    redirections made later (a rank's silenced output, a test's capture) apply."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        try:
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _console_logging():
+    """The library's log messages on the console while a command runs."""
+    logger = logging.getLogger("rnnkit")
+    handler = _Console()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # printed once, whatever the root logger has
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def info() -> str:
@@ -40,9 +66,11 @@ def info() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The parser of every command, and the handler of each top-level command.  Each task
+    (``rnnkit.tasks.base.TASK_NAMES``) adds ``train NAME`` and its own commands."""
     import rnnkit
-    from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig
+    from rnnkit.tasks.base import all_tasks
 
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent sequence models with explicit BPTT."
@@ -50,36 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnnkit {rnnkit.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("info", help="show versions, threads and backends")
+    handlers = {"train": _train, "evaluate": _evaluate, "average": _average, "lab": _lab}
 
     train = sub.add_parser("train", help="train a model for a task")
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
-    lm = _train_parser(
-        tasks, "lm", LMDataConfig, LMModelConfig,
-        help="language model (character or word level)",
-        description="Train a language model. Settings: defaults < --config file < flags. "
-        "Without --data it trains on the corpus that ships with Python.")
-    lm.add_argument("--sample-length", type=int, default=300, help="characters/words to sample at the end")
-    _add_forecast_parsers(sub, tasks)
-    _add_translate_parsers(sub, tasks)
-    _add_speech_parsers(sub, tasks)
-    _add_tag_parsers(sub, tasks)
+    for task in all_tasks():
+        task.add_train_flags(_train_parser(tasks, task))
+        handlers.update(task.add_commands(sub))
 
-    ev = sub.add_parser("evaluate", help="evaluate a trained run on a split")
+    ev = sub.add_parser("evaluate", help="evaluate a trained run on a split",
+                        description="Evaluate a trained run on a split of its data. The options depend on "
+                        "the run's task: `rnnkit evaluate RUN --help` lists them.")
     ev.add_argument("run", help="run folder")
-    ev.add_argument("--split", default="test", choices=["valid", "test"])
-    ev.add_argument("--data", help="evaluate on this data instead of the run's")
-    _add_model_options(ev)
-    ev.add_argument("--beam", type=int, default=None, help="translation runs: beam width (default: the run's)")
-    ev.add_argument("--length-penalty", type=float, default=None,
-                    help="translation runs: beam length penalty alpha (default: the run's)")
-    ev.add_argument("--coverage", type=float, default=None,
-                    help="translation runs: beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
-    ev.add_argument("--limit", type=int, default=None, help="translation runs: only the first N pairs of the split")
-    ev.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
-                    help="translation runs: replace <unk> outputs by the most attended source word (copy) or its "
-                    "IBM Model 1 translation from the training pairs (lexicon)")
-    ev.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
-                    help="tagging runs: average the per-word tag probabilities with these runs'")
+    ev.add_argument("options", nargs=argparse.REMAINDER, help="options of the run's task (see RUN --help)")
 
     av = sub.add_parser("average", help="average the weights of checkpoints of one run into a new checkpoint",
                         description="Checkpoint averaging (Vaswani et al. 2017): the element-wise mean of the "
@@ -89,15 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="names in RUN/checkpoints (step_*, best)")
     av.add_argument("--name", default="average", help="name of the averaged checkpoint (default: average)")
 
-    sa = sub.add_parser("sample", help="generate text from a trained language model")
-    sa.add_argument("run", help="run folder")
-    sa.add_argument("--prime", default="", help="text to start from")
-    sa.add_argument("--length", type=int, default=300)
-    sa.add_argument("--temperature", type=float, default=0.8)
-    sa.add_argument("--top-k", type=int, default=None)
-    sa.add_argument("--top-p", type=float, default=None)
-    sa.add_argument("--seed", type=int, default=None)
-    _add_model_options(sa)
     from rnnkit.lab import EXPERIMENTS
 
     lab = sub.add_parser(
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--threads", type=int, default=1,
                      help="PyTorch CPU threads (default 1: fastest for these small models)")
     lab.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="long-range tasks' device")
-    return parser
+    return parser, handlers
 
 
 def _lab(args) -> int:
@@ -136,312 +138,68 @@ def _lab(args) -> int:
     return 0
 
 
-def _train_parser(tasks, name: str, data_cls, model_cls, resume: bool = True, **kwargs):
-    """``rnnkit train NAME``: --config, --run (default runs/NAME-<time>), --resume, then
-    one flag per field of the data, model and training configs."""
+def _train_parser(tasks, task):
+    """``rnnkit train NAME``: --config, --run (default runs/NAME-<time>), --resume, then one
+    flag per field of the task's data, model and training configs."""
     from rnnkit.settings import add_dataclass_flags
-    from rnnkit.train.config import TrainConfig
 
-    parser = tasks.add_parser(name, **kwargs)
+    parser = tasks.add_parser(task.NAME, help=task.HELP, description=task.DESCRIPTION)
     parser.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
-    parser.add_argument("--run", help=f"run folder (default: runs/{name}-<time>)")
-    if resume:
+    parser.add_argument("--run", help=f"run folder (default: runs/{task.NAME}-<time>)")
+    if task.RESUMABLE:
         parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    add_dataclass_flags(parser, data_cls, "data")
-    add_dataclass_flags(parser, model_cls, "model")
-    add_dataclass_flags(parser, TrainConfig, "training")
+    for cls, title in zip(task.CONFIGS, ("data", "model", "training")):
+        add_dataclass_flags(parser, cls, title)
     return parser
 
 
-def _add_forecast_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.forecast.task import ForecastModelConfig
-    from rnnkit.tasks.forecast.run import ForecastDataConfig
-
-    _train_parser(
-        tasks, "forecast", ForecastDataConfig, ForecastModelConfig, resume=False,
-        help="time-series forecaster (autoregressive RNN/LSTM/GRU) against classical baselines",
-        description="Train a forecaster on a CSV series (or a statsmodels series) and compare it on the "
-        "test part (the last --horizon points unless --test says otherwise) with naive, seasonal naive, "
-        "ARIMA and ETS. Settings: defaults < --config file < flags.")
-
-    fo = sub.add_parser("forecast", help="forecast past the end of the data with a trained forecast run")
-    fo.add_argument("run", help="run folder of rnnkit train forecast")
-    fo.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the run's)")
-    fo.add_argument("--test", action="store_true", help="forecast the run's test part instead, next to the truth")
-    fo.add_argument("--plot", help="write a PNG plot here")
-    fo.add_argument("--samples", type=int, default=None, help="sample paths for the intervals (default: the run's)")
-    fo.add_argument("--seed", type=int, default=0)
-    fo.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    fo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-
-
-def _add_translate_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.translate.task import TranslationDataConfig, TranslationModelConfig
-
-    _train_parser(
-        tasks, "translate", TranslationDataConfig, TranslationModelConfig,
-        help="encoder-decoder translation (attention, beam search) on TSV sentence pairs",
-        description="Train an encoder-decoder on source<TAB>target pairs (--data, .gz too), split by a "
-        "seeded shuffle grouped by source sentence. Settings: defaults < --config file < flags.")
-
-    tl = sub.add_parser("translate", help="translate sentences with a trained translation run")
-    tl.add_argument("text", nargs="+", help="sentences to translate (each argument one sentence)")
-    tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
-    tl.add_argument("--beam", type=int, default=5, help="beam width (0: greedy)")
-    tl.add_argument("--n-best", type=int, default=1, help="print this many beam outputs per sentence")
-    tl.add_argument("--length-penalty", type=float, default=None,
-                    help="beam length penalty alpha, Wu et al. 2016 (default: the run's)")
-    tl.add_argument("--coverage", type=float, default=None,
-                    help="beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
-    tl.add_argument("--temperature", type=float, default=None, help="sample instead, at this temperature")
-    tl.add_argument("--top-k", type=int, default=None)
-    tl.add_argument("--top-p", type=float, default=None)
-    tl.add_argument("--seed", type=int, default=None)
-    tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
-    tl.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
-                    help="replace <unk> outputs by the most attended source word (copy) or its translation in the "
-                    "run's lexicon (lexicon)")
-    _add_model_options(tl)
-
-
-def _add_speech_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig
-
-    _train_parser(
-        tasks, "speech", SpeechDataConfig, SpeechModelConfig,
-        help="label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)",
-        description="Train a recurrent labeler on spoken numbers: 3-10 recordings of one speaker from a folder "
-        "of {digit}_{speaker}_{index}.wav files (--data, e.g. the Free Spoken Digit Dataset's recordings/), "
-        "each turned into one acoustic vector. Test: the official split (repetitions 0-4) or "
-        "--holdout-speaker NAME. Settings: defaults < --config file < flags.")
-
-
-def _train_speech(args) -> int:
-    from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig
-    from rnnkit.tasks.speech.run import train_speech
-
-    defaults = {"epochs": 30, "early_stop": 8, "lr": 3e-3, "log_every": 20, "progress": False}
-    data_cfg, model_cfg, train_cfg = _task_configs(args, SpeechDataConfig, SpeechModelConfig, defaults)
-    summary = train_speech(data_cfg, model_cfg, train_cfg, _run_name(args, "speech"), args.resume)
-    return 130 if summary["status"] == "interrupted" else 0
-
-
-def _evaluate_speech(args) -> int:
-    from rnnkit.tasks.speech.run import evaluate_speech
-
-    r = evaluate_speech(args.run, args.split, args.data, args.checkpoint, args.device)
-    print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
-          f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); loss {r['loss']:.4f}; "
-          f"{int(r['sequences'])} spoken numbers, {int(r['words'])} words")
-    return 0
-
-
-def _add_tag_parsers(sub, tasks) -> None:
-    from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig
-
-    _train_parser(
-        tasks, "tag", TaggingDataConfig, TaggerModelConfig,
-        help="part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank",
-        description="Train a tagger on a UD treebank folder (--data DIR with *-ud-train.conllu and "
-        "*-ud-dev.conllu, .gz too); the best checkpoint is the one with the highest validation accuracy. "
-        "Settings: defaults < --config file < flags.")
-
-    tg = sub.add_parser("tag", help="tag plain text with a trained tagging run (CoNLL-U or TSV out)")
-    tg.add_argument("text", nargs="*", help="text to tag (default: --file)")
-    tg.add_argument("--file", help="plain-text file to tag (one or more sentences per line)")
-    tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
-    tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
-    tg.add_argument("--out", help="write here instead of standard output")
-    _add_model_options(tg)
-
-
-def _task_configs(args, data_cls, model_cls, train_defaults: Optional[dict] = None):
-    """(data, model, train) configs: the task's train defaults < --config file < flags."""
+def _task_configs(args, configs):
+    """(data, model, train) configs: each class's defaults < --config file < flags."""
     from rnnkit.settings import build, load_config_file, unknown_sections
-    from rnnkit.train.config import TrainConfig
 
     file_values = load_config_file(args.config) if args.config else {}
     source = args.config or "flags"
     unknown_sections(file_values, {"data", "model", "train"}, source)
-    train_values = {**file_values, "train": {**(train_defaults or {}), **file_values.get("train", {})}}
+    data_cls, model_cls, train_cls = configs
     return (build(data_cls, file_values, args, "data", source),
             build(model_cls, file_values, args, "model", source),
-            build(TrainConfig, train_values, args, "train", source).validate())
-
-
-def _run_name(args, prefix: str) -> str:
-    import time
-
-    return args.run or f"runs/{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+            build(train_cls, file_values, args, "train", source).validate())
 
 
 def _train(args) -> int:
+    import time
+
+    from rnnkit.tasks.base import get_task
     from rnnkit.train import distributed
 
-    trainers = {"lm": _train_lm, "forecast": _train_forecast, "translate": _train_translate,
-                "tag": _train_tag, "speech": _train_speech}
+    task = get_task(args.task)
+    run = args.run or f"runs/{task.NAME}-{time.strftime('%Y%m%d-%H%M%S')}"
     # under torchrun every process runs this; rank 0 prints, the Trainer joins the process group
     with distributed.main_process_output():
         try:
-            return trainers[args.task](args)
+            configs = _task_configs(args, task.CONFIGS)
+            summary = task.train(*configs, run, getattr(args, "resume", False), args)
+            return 130 if summary.get("status") == "interrupted" else 0
         finally:
             distributed.destroy()
 
 
-def _train_translate(args) -> int:
-    from rnnkit.tasks.translate.task import TranslationDataConfig, TranslationModelConfig
-    from rnnkit.tasks.translate.run import train_translation
-
-    data_cfg, model_cfg, train_cfg = _task_configs(args, TranslationDataConfig, TranslationModelConfig,
-                                                   {"lr": 1e-3, "log_every": 50})
-    run = _run_name(args, "translate")
-    summary = train_translation(data_cfg, model_cfg, train_cfg, run, args.resume)
-    return 130 if summary["status"] == "interrupted" else 0
-
-
-def _translate(args) -> int:
-    from rnnkit.tasks.translate.run import translate_text
-    from rnnkit.train.checkpoint import newest_run
-
-    run = args.run or newest_run("runs", "translate", "rnnkit train translate")
-    results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
-                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk,
-                             args.coverage, args.length_penalty)
-    for outputs in results:
-        if args.n_best > 1:
-            for rank, (text, log_prob) in enumerate(outputs, 1):
-                print(f"{rank}\t{log_prob:.3f}\t{text}")
-        else:
-            print(outputs[0][0])
-    if args.attention_png:
-        print(f"attention: {args.attention_png}")
-    return 0
-
-
-def _train_tag(args) -> int:
-    from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig
-    from rnnkit.tasks.tag.run import train_tagger
-
-    data_cfg, model_cfg, train_cfg = _task_configs(args, TaggingDataConfig, TaggerModelConfig,
-                                                   {"epochs": 30, "early_stop": 8, "log_every": 50})
-    summary = train_tagger(data_cfg, model_cfg, train_cfg, _run_name(args, "tag"), args.resume)
-    return 130 if summary["status"] == "interrupted" else 0
-
-
-def _tag(args) -> int:
-    from rnnkit.tasks.tag.run import tag_text, write_tagged
-    from rnnkit.train.checkpoint import newest_run
-
-    if bool(args.text) == bool(args.file):
-        raise ValueError("give the text to tag as arguments or --file FILE (one of the two)")
-    run = args.run or newest_run("runs", "tag", "rnnkit train tag")
-    sentences = tag_text(run, " ".join(args.text) if args.text else None, args.file, args.checkpoint, args.device)
-    column = "upos"
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            write_tagged(sentences, f, args.format, column)
-        print(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
-    else:
-        write_tagged(sentences, sys.stdout, args.format, column)
-    return 0
-
-
-def _train_forecast(args) -> int:
-    from rnnkit.tasks.forecast.task import ForecastModelConfig
-    from rnnkit.tasks.forecast.run import ForecastDataConfig, train_forecast
-
-    defaults = {"epochs": 200, "early_stop": 20, "lr": 3e-3, "log_every": 50, "progress": False}
-    data_cfg, model_cfg, train_cfg = _task_configs(args, ForecastDataConfig, ForecastModelConfig, defaults)
-    run = _run_name(args, "forecast")
-    train_forecast(data_cfg, model_cfg, train_cfg, run)
-    return 0
-
-
-def _forecast(args) -> int:
-    from rnnkit.tasks.forecast.run import forecast_future
-
-    rows = forecast_future(args.run, args.horizon, args.plot, args.test, args.checkpoint, args.device,
-                           args.samples, args.seed)
-    keys = list(rows[0]) if rows else []
-    print("\t".join(keys))
-    for row in rows:
-        print("\t".join(row[k] if k == "date" else f"{row[k]:.6g}" for k in keys))
-    if args.plot:
-        print(f"plot: {args.plot}")
-    return 0
-
-
-def _train_lm(args) -> int:
-    from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig
-    from rnnkit.tasks.lm.run import train_lm
-
-    data_cfg, model_cfg, train_cfg = _task_configs(args, LMDataConfig, LMModelConfig)
-    run = _run_name(args, "lm")
-    summary = train_lm(data_cfg, model_cfg, train_cfg, run, args.resume, args.sample_length)
-    return 130 if summary["status"] == "interrupted" else 0
-
-
 def _evaluate(args) -> int:
-    from rnnkit.tasks.forecast.run import is_forecast_run
-    from rnnkit.train.checkpoint import run_task
+    """``rnnkit evaluate RUN [options]``: the options are those of the run's task."""
+    from rnnkit.tasks.base import add_model_options, task_of_run
 
-    task = "forecast" if is_forecast_run(args.run) else run_task(args.run)
-    if args.ensemble and task != "tag":
-        raise ValueError("--ensemble averages tagging runs; this run is not one")
-    evaluators = {"speech": _evaluate_speech, "translate": _evaluate_translation, "tag": _evaluate_tagging,
-                  "forecast": _evaluate_forecast}
-    return evaluators.get(task, _evaluate_lm)(args)
-
-
-def _evaluate_translation(args) -> int:
-    from rnnkit.tasks.translate.run import evaluate_translation
-
-    results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
-                                   args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk,
-                                   coverage=args.coverage)
-    print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
-    for name, r in results.items():
-        print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
-    return 0
-
-
-def _evaluate_tagging(args) -> int:
-    from rnnkit.tasks.tag.run import evaluate_tagger
-
-    r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
-    which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
-    print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
-          f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
-    print("tag\tsupport\tprecision\trecall")
-    for tag, t in r["per_tag"].items():
-        print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
-    if r.get("plot"):
-        print(f"confusion matrix: {r['plot']}")
-    return 0
-
-
-def _evaluate_forecast(args) -> int:
-    from rnnkit.tasks.forecast.run import evaluate_forecast, format_table
-
-    table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
-    print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
-    return 0
-
-
-def _evaluate_lm(args) -> int:
-    from rnnkit.tasks.lm.run import evaluate_lm
-
-    metrics = evaluate_lm(args.run, args.split, args.data, args.checkpoint, args.device)
-    print(f"{args.split}: " + ", ".join(f"{k} {v:.4f}" if k != "tokens" else f"{k} {int(v)}"
-                                         for k, v in metrics.items()))
-    return 0
-
-
-def _sample(args) -> int:
-    from rnnkit.tasks.lm.run import sample_lm
-
-    print(sample_lm(args.run, args.prime, args.length, args.temperature, args.top_k, args.top_p,
-                    args.seed, args.checkpoint, args.device))
+    wants_help = any(option in ("-h", "--help") for option in args.options)
+    task = task_of_run(args.run)
+    parser = argparse.ArgumentParser(prog=f"rnnkit evaluate {args.run}",
+                                     description=f"Evaluate a {task.NAME} run on a split of its data.")
+    parser.add_argument("--split", default="test", choices=["valid", "test"])
+    add_model_options(parser)
+    task.add_evaluate_flags(parser)
+    if wants_help:
+        parser.print_help()
+        return 0
+    options = parser.parse_args(args.options, namespace=argparse.Namespace(run=args.run))
+    task.evaluate(options)
     return 0
 
 
@@ -456,16 +214,15 @@ def _average(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from rnnkit.errors import RnnkitError
 
-    parser = build_parser()
+    parser, commands = build_parser()
     args = parser.parse_args(argv)
-    commands = {"train": _train, "evaluate": _evaluate, "sample": _sample, "forecast": _forecast, "lab": _lab,
-                "translate": _translate, "tag": _tag, "average": _average}
     if args.command == "info":
         print(info())
         return 0
     try:
         if args.command in commands:
-            return commands[args.command](args)
+            with _console_logging():
+                return commands[args.command](args)
     except BrokenPipeError:  # the reader went away (e.g. `rnnkit tag ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

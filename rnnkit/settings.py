@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import inspect
 import re
 import sys
 import typing
@@ -26,38 +24,42 @@ def _field_type(cls, field: dataclasses.Field):
     return args[0] if args else hint
 
 
-_FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
+def setting(default: Any, help: str) -> Any:
+    """A config field: its default, and the help text of its ``--flag``."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
-@functools.lru_cache(maxsize=None)
-def field_comments(cls) -> dict[str, str]:
-    """The comment written after each field of a dataclass (``name: type = default  # text``),
-    read from its source; empty when the source is not available."""
-    comments: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):  # a subclass's comment wins over its base's
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
-            continue
-        for line in lines:
-            match = _FIELD_COMMENT.match(line)
-            if match:
-                comments[match.group(1)] = match.group(2).replace("%", "%%")  # argparse formats help with %
-    return comments
+def field_help(cls, name: str) -> str:
+    """The help of field ``name`` of dataclass ``cls``: from the nearest class in its MRO
+    that gives one, so a subclass that only changes a default keeps its base's help."""
+    for klass in cls.__mro__:
+        field = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if field is not None and field.metadata.get("help"):
+            return field.metadata["help"]
+    return ""
+
+
+_STATES_DEFAULT = re.compile(r"\bdefault:", re.IGNORECASE)
+
+
+def flag_help(cls, field: dataclasses.Field) -> str:
+    """The field's help, then ``(default: X)`` unless the help already states the default or
+    the default is None (no value); escaped for argparse, which formats help with ``%``."""
+    text = field_help(cls, field.name)
+    default = field.default
+    if default is not dataclasses.MISSING and default is not None and not _STATES_DEFAULT.search(text):
+        text = f"{text} (default: {default})" if text else f"(default: {default})"
+    return text.replace("%", "%%")
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> None:
     """One ``--field-name`` flag per field of ``cls``, default None (meaning: not given); the
-    help is the comment written after the field in its dataclass, and the default."""
+    help is the field's ``setting(..., help)`` text and its default."""
     group = parser.add_argument_group(title)
-    comments = field_comments(cls)
     for field in dataclasses.fields(cls):
         kind = _field_type(cls, field)
         flag = "--" + field.name.replace("_", "-")
-        text = f"{comments[field.name]} " if field.name in comments else ""
-        help_text = f"{text}(default: {field.default})"
+        help_text = flag_help(cls, field)
         if kind is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)

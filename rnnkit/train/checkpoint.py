@@ -393,8 +393,8 @@ OLD_TASK_NAMES = {"tagging": "tag", "translation": "translate"}
 
 def task_name(meta: dict) -> Optional[str]:
     """The task a checkpoint's task metadata names, old names mapped to today's."""
-    name = meta.get("task")
-    return OLD_TASK_NAMES.get(name, name)
+    name = meta.get("task") if isinstance(meta, dict) else None
+    return OLD_TASK_NAMES.get(name, name) if isinstance(name, str) else None
 
 
 def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rnnkit.settings import setting
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "plateau", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -11,26 +13,26 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    optimizer: str = "adam"  # sgd | adam | adamw
-    lr: float = 2e-3
-    momentum: float = 0.0  # sgd
-    weight_decay: float = 0.0
-    schedule: str = "none"  # none | step | plateau | cosine
-    lr_decay: float = 0.5  # factor of "step" and "plateau"
-    decay_start: int = 4  # "step": the lr is multiplied by lr_decay after each epoch > decay_start
-    plateau_patience: int = 0  # "plateau": epochs without improvement before decaying
-    early_stop: int = 0  # stop after this many epochs without validation improvement (0: never)
-    clip: float = 5.0  # global gradient-norm clip (0: none)
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"  # auto | cpu | cuda
-    bf16: bool = True  # autocast to bfloat16 on CUDA
-    max_steps: int = 0  # stop after this many optimizer steps in total (0: no limit)
-    log_every: int = 20  # steps between metric rows
-    checkpoint_every: int = 0  # steps between checkpoints (0: end of each epoch only)
-    progress: bool = True  # progress bar
-    diagnostics: int = 0  # probe gradient dynamics every this many steps (0: off); see train.diagnostics
+    epochs: int = setting(10, "passes over the training data")
+    optimizer: str = setting("adam", "sgd | adam | adamw")
+    lr: float = setting(2e-3, "learning rate")
+    momentum: float = setting(0.0, "sgd")
+    weight_decay: float = setting(0.0, "weight decay of the optimizer (decoupled in adamw)")
+    schedule: str = setting("none", "none | step | plateau | cosine")
+    lr_decay: float = setting(0.5, 'factor of "step" and "plateau"')
+    decay_start: int = setting(4, '"step": the lr is multiplied by lr_decay after each epoch > decay_start')
+    plateau_patience: int = setting(0, '"plateau": epochs without improvement before decaying')
+    early_stop: int = setting(0, "stop after this many epochs without validation improvement (0: never)")
+    clip: float = setting(5.0, "global gradient-norm clip (0: none)")
+    seed: int = setting(0, "random seed of Python, NumPy and PyTorch")
+    deterministic: bool = setting(False, "make PyTorch refuse nondeterministic ops")
+    device: str = setting("auto", "auto | cpu | cuda")
+    bf16: bool = setting(True, "autocast to bfloat16 on CUDA")
+    max_steps: int = setting(0, "stop after this many optimizer steps in total (0: no limit)")
+    log_every: int = setting(20, "steps between metric rows")
+    checkpoint_every: int = setting(0, "steps between checkpoints (0: end of each epoch only)")
+    progress: bool = setting(True, "progress bar")
+    diagnostics: int = setting(0, "probe gradient dynamics every this many steps (0: off); see train.diagnostics")
 
     def validate(self) -> "TrainConfig":
         checks = [

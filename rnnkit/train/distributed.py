@@ -16,6 +16,7 @@ blocks and put back together).
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import os
 from datetime import timedelta
@@ -25,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+logger = logging.getLogger(__name__)
 
 # Rank 0 evaluates while the others wait in a collective: allow long validations.
 TIMEOUT = timedelta(minutes=60)
@@ -73,8 +76,7 @@ def init(device: torch.device) -> torch.device:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)  # env:// rendezvous set up by torchrun
         if dist.get_rank() == 0:
-            print(f"{dist.get_world_size()} processes ({backend}): each global batch is split across them",
-                  flush=True)
+            logger.info(f"{dist.get_world_size()} processes ({backend}): each global batch is split across them")
     return device
 
 

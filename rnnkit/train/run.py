@@ -3,6 +3,7 @@ record the settings, build the Trainer (and the CPU kernels before the clock sta
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import time
@@ -14,6 +15,8 @@ from rnnkit.errors import RnnkitError
 from rnnkit.train import distributed
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.trainer import Trainer, seed_everything
+
+logger = logging.getLogger(__name__)
 
 
 def open_run(run_dir: str | Path, resume: bool, train_cfg: TrainConfig) -> Path:
@@ -40,7 +43,7 @@ def build_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig,
 
         fused_cpu_available()  # build the CPU kernels (once per machine) before the clock starts
     if resume:
-        print(f"resuming from {trainer.resume()} (step {trainer.step})", flush=True)
+        logger.info(f"resuming from {trainer.resume()} (step {trainer.step})")
     return trainer
 
 
@@ -56,6 +59,6 @@ def fit_and_report(trainer: Trainer, task: Any, run_dir: Path) -> dict:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in summary["valid"].items())
     key, _ = getattr(task, "monitor", ("loss", "min"))
     best = f"; best {key} {summary['best']:.4f}" if summary["best"] is not None else ""
-    print(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
-          f"validation {shown}{best} (checkpoints/best keeps the best); run folder {run_dir}", flush=True)
+    logger.info(f"{summary['status']} at step {summary['step']} after {time.perf_counter() - start:.0f} s: "
+          f"validation {shown}{best} (checkpoints/best keeps the best); run folder {run_dir}")
     return summary

@@ -32,6 +32,7 @@ progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import math
@@ -59,6 +60,8 @@ from rnnkit.train.callbacks import Callback
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.diagnostics import DiagnosticsCallback
 from rnnkit.train.metrics_log import MetricsLog
+
+logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -390,7 +393,7 @@ class Trainer:
                 self.should_stop = distributed.broadcast(self.should_stop)  # rank 0's callbacks decide
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
                 if cfg.progress and self.is_main:
-                    print(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}", flush=True)
+                    logger.info(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}")
                 self.epoch += 1
                 self.batch_index = 0
                 score = self._monitored(valid)
@@ -416,7 +419,7 @@ class Trainer:
         except KeyboardInterrupt:
             status = "interrupted"
             if cfg.progress and self.is_main:
-                print(f"\ninterrupted at step {self.step}; saving a checkpoint ...", flush=True)
+                logger.info(f"\ninterrupted at step {self.step}; saving a checkpoint ...")
             self.save(gather=False)  # no collectives: the other ranks may be anywhere
         finally:
             if log is not None:

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from rnnkit.data import embedded_corpus
-from rnnkit.tasks.lm.run import load_lm
+from rnnkit.tasks.lm.predictor import LMPredictor
 from rnnkit.train import read_state, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,8 @@ def _final_weights(run: Path) -> dict:
 
 def _check_loadable(run: Path) -> int:
     """The last checkpoint passes its checksums and loads into a model; returns its step."""
-    model, vocab, meta = load_lm(run, checkpoint="last", device="cpu")
+    lm = LMPredictor.load(run, checkpoint="last", device="cpu")
+    vocab, meta = lm.vocab, lm.meta
     assert meta["task"] == "lm" and len(vocab) > 0
     return read_state(run)["step"]
 

@@ -8,6 +8,7 @@ raises :class:`KernelUnavailable` with the compiler's complaint.
 
 from __future__ import annotations
 
+import logging
 import functools
 import hashlib
 import os
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 _cache: dict[str, object] = {}
@@ -98,8 +101,7 @@ def fused_cpu():
     _, flags = _arch_flags()
     name = fused_cpu_name()
     if not _is_built(name):
-        print(f"rnnkit: compiling the fused CPU kernels ({name}); once per machine, about 30 s",
-              file=sys.stderr, flush=True)
+        logger.warning(f"rnnkit: compiling the fused CPU kernels ({name}); once per machine, about 30 s")
     try:
         from torch.utils.cpp_extension import load
 

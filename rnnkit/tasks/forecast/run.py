@@ -34,6 +34,7 @@ from rnnkit.tasks.forecast.series import (
 )
 from rnnkit.tasks.forecast.transform import SeriesTransform
 from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.settings import setting
 from rnnkit.tasks.forecast.baselines import run_baselines
 from rnnkit.tasks.forecast.metrics import all_metrics
 from rnnkit.tasks.forecast.task import (
@@ -51,28 +52,28 @@ BASELINES = "naive,seasonal_naive,arima,ets"
 
 @dataclass
 class ForecastDataConfig:
-    csv: Optional[str] = None  # CSV file (.gz too) with a date column and value columns
-    dataset: Optional[str] = None  # or a series bundled with statsmodels: sunspots | co2
-    column: Optional[str] = None  # value column to forecast (default: the only one)
-    drop_last: int = 0  # ignore the last N points, as if the data ended there (a backtest)
-    date_column: Optional[str] = None  # default: the first column
-    horizon: int = 12  # steps to forecast
-    test: Optional[str] = None  # test part: count, fraction or percentage (default: horizon)
-    valid: Optional[str] = None  # validation part before it (default: the test size)
-    season: int = 0  # seasonal period m (0: 12 monthly, 4 quarterly, 52 weekly, 7 daily, else 1)
-    window: int = 0  # input window (0: two seasons, at least 12, at most 104)
-    log: bool = False  # model log y (positive series whose variation grows with the level)
-    difference: int = 0  # 1: model first differences
-    seasonal_difference: bool = False  # model y_t - y_{t-m}
-    deseasonalize: bool = False  # remove the STL seasonal profile of period m first (needs statsmodels)
-    harmonics: int = 0  # with deseasonalize: smooth the profile to K Fourier harmonics (0: none)
-    calendar: bool = True  # calendar covariates (month one-hot; year phase and weekday for daily)
-    batch_size: int = 32
-    samples: int = 200  # sample paths for the prediction intervals (0: none)
-    ensemble: int = 1  # models trained with seeds seed .. seed+ensemble-1, averaged
-    select: int = 0  # keep the models with the `select` best validation rollouts (0: all)
-    refit: bool = False  # retrain on train+valid for the best number of epochs
-    baselines: str = BASELINES  # comma-separated; "" for none
+    csv: Optional[str] = setting(None, "CSV file (.gz too) with a date column and value columns")
+    dataset: Optional[str] = setting(None, "or a series bundled with statsmodels: sunspots | co2")
+    column: Optional[str] = setting(None, "value column to forecast (default: the only one)")
+    drop_last: int = setting(0, "ignore the last N points, as if the data ended there (a backtest)")
+    date_column: Optional[str] = setting(None, "default: the first column")
+    horizon: int = setting(12, "steps to forecast")
+    test: Optional[str] = setting(None, "test part: count, fraction or percentage (default: horizon)")
+    valid: Optional[str] = setting(None, "validation part before it (default: the test size)")
+    season: int = setting(0, "seasonal period m (0: 12 monthly, 4 quarterly, 52 weekly, 7 daily, else 1)")
+    window: int = setting(0, "input window (0: two seasons, at least 12, at most 104)")
+    log: bool = setting(False, "model log y (positive series whose variation grows with the level)")
+    difference: int = setting(0, "1: model first differences")
+    seasonal_difference: bool = setting(False, "model y_t - y_{t-m}")
+    deseasonalize: bool = setting(False, "remove the STL seasonal profile of period m first (needs statsmodels)")
+    harmonics: int = setting(0, "with deseasonalize: smooth the profile to K Fourier harmonics (0: none)")
+    calendar: bool = setting(True, "calendar covariates (month one-hot; year phase and weekday for daily)")
+    batch_size: int = setting(32, "windows per batch")
+    samples: int = setting(200, "sample paths for the prediction intervals (0: none)")
+    ensemble: int = setting(1, "models trained with seeds seed .. seed+ensemble-1, averaged")
+    select: int = setting(0, "keep the models with the `select` best validation rollouts (0: all)")
+    refit: bool = setting(False, "retrain on train+valid for the best number of epochs")
+    baselines: str = setting(BASELINES, 'comma-separated; "" for none')
 
 
 # --------------------------------------------------------------------------------- data

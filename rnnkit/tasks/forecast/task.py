@@ -32,6 +32,8 @@ import torch
 from torch import Tensor, nn
 
 import rnnkit
+from rnnkit.settings import setting
+from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
 CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
@@ -40,13 +42,23 @@ HEADS = ("gaussian", "point")
 
 @dataclass
 class ForecastModelConfig:
-    cell: str = "lstm"  # lstm | gru | rnn
-    hidden_size: int = 32
-    num_layers: int = 1
-    dropout: float = 0.0  # between stacked layers
-    head: str = "gaussian"  # gaussian (mean + log-variance, NLL loss) | point (mean, MSE loss)
-    direct: bool = False  # predict all horizon steps at once instead of one step
-    local_level: bool = False  # read each window relative to its own mean value (added back to the output)
+    cell: str = setting("lstm", "lstm | gru | rnn")
+    hidden_size: int = setting(32, "hidden units per layer")
+    num_layers: int = setting(1, "stacked recurrent layers")
+    dropout: float = setting(0.0, "between stacked layers")
+    head: str = setting("gaussian", "gaussian (mean + log-variance, NLL loss) | point (mean, MSE loss)")
+    direct: bool = setting(False, "predict all horizon steps at once instead of one step")
+    local_level: bool = setting(False, "read each window relative to its own mean value (added back to the output)")
+
+
+@dataclass
+class ForecastTrainConfig(TrainConfig):
+    """TrainConfig with the forecasting task's defaults (the helps are TrainConfig's)."""
+    epochs: int = 200
+    early_stop: int = 20
+    lr: float = 3e-3
+    log_every: int = 50
+    progress: bool = False
 
 
 class Forecaster(nn.Module):

@@ -20,6 +20,7 @@ import rnnkit
 from rnnkit import init as rnn_init
 from rnnkit.data.text import Vocab, batchify, tokenize, windows
 from rnnkit.models.decoding import sample_next
+from rnnkit.settings import setting
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
 CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
@@ -27,15 +28,16 @@ CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 
 @dataclass
 class LMModelConfig:
-    cell: str = "lstm"
-    embed_size: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
-    tie_weights: bool = False
-    init_range: Optional[float] = None  # uniform(-a, a) for every weight (Zaremba: 0.1)
-    init: str = "default"  # recurrent weights: default | normal:S | orthogonal | identity | uniform:A (rnnkit.init)
-    forget_bias: Optional[float] = None  # LSTM forget-gate bias (e.g. 1.0)
+    cell: str = setting("lstm", "lstm | gru | rnn")
+    embed_size: int = setting(128, "size of the token embeddings")
+    hidden_size: int = setting(256, "hidden units per layer")
+    num_layers: int = setting(2, "stacked recurrent layers")
+    dropout: float = setting(0.0, "on the embeddings, between layers and before the decoder")
+    tie_weights: bool = setting(False, "share the embedding and decoder weights (needs embed_size == hidden_size)")
+    init_range: Optional[float] = setting(None, "uniform(-a, a) for every weight (Zaremba: 0.1)")
+    init: str = setting(
+        "default", "recurrent weights: default | normal:S | orthogonal | identity | uniform:A (rnnkit.init)")
+    forget_bias: Optional[float] = setting(None, "LSTM forget-gate bias (e.g. 1.0)")
 
 
 class LanguageModel(nn.Module):
@@ -162,13 +164,13 @@ def sample(
 
 @dataclass
 class LMDataConfig:
-    data: Optional[str] = None  # a text file, a folder with train/valid/test, or None (embedded)
-    level: str = "char"  # char | word
-    bptt: int = 100  # steps per truncated-BPTT window
-    batch_size: int = 32  # parallel streams
-    eval_batch_size: int = 10
-    max_vocab: Optional[int] = None
-    split: str = "0.9,0.05,0.05"  # train,valid,test fractions of a single text file
+    data: Optional[str] = setting(None, "a text file, a folder with train/valid/test, or None (embedded)")
+    level: str = setting("char", "char | word")
+    bptt: int = setting(100, "steps per truncated-BPTT window")
+    batch_size: int = setting(32, "parallel streams")
+    eval_batch_size: int = setting(10, "parallel streams of the validation and test text")
+    max_vocab: Optional[int] = setting(None, "keep the most frequent tokens, specials included (default: all)")
+    split: str = setting("0.9,0.05,0.05", "train,valid,test fractions of a single text file")
 
 
 class LMTask:

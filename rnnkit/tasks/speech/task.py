@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.errors import DataError
 from rnnkit.models import GRU, LSTM, RNN
+from rnnkit.settings import setting
+from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
 NUM_DIGITS = 10
@@ -36,27 +38,38 @@ IGNORE = -100  # label of padding positions (cross_entropy's ignore_index)
 
 @dataclass
 class SpeechDataConfig:
-    data: Optional[str] = None  # folder of {digit}_{speaker}_{index}.wav recordings (FSDD's recordings/)
-    holdout_speaker: Optional[str] = None  # test on all of this speaker's recordings instead of the official split
-    test_indices: str = "0-4"  # official split: repetition indices of the test part
-    valid_indices: str = "5-9"  # repetition indices of the training part kept for validation
-    min_words: int = 3  # words per spoken number, at least
-    max_words: int = 10  # and at most
-    train_sequences: int = 2000  # fresh spoken numbers drawn each epoch
-    eval_sequences: int = 1000  # fixed spoken numbers of the validation and the test part
-    split_seed: int = 1234  # seed of the validation and test spoken numbers
-    batch_size: int = 32
-    n_mfcc: int = 13  # MFCCs per frame; the word vector has 6 * n_mfcc + 1 numbers
-    feature_cache: Optional[str] = None  # .npz of the recordings' vectors (default: <run>/features.npz)
+    data: Optional[str] = setting(None, "folder of {digit}_{speaker}_{index}.wav recordings (FSDD's recordings/)")
+    holdout_speaker: Optional[str] = setting(
+        None, "test on all of this speaker's recordings instead of the official split")
+    test_indices: str = setting("0-4", "official split: repetition indices of the test part")
+    valid_indices: str = setting("5-9", "repetition indices of the training part kept for validation")
+    min_words: int = setting(3, "words per spoken number, at least")
+    max_words: int = setting(10, "and at most")
+    train_sequences: int = setting(2000, "fresh spoken numbers drawn each epoch")
+    eval_sequences: int = setting(1000, "fixed spoken numbers of the validation and the test part")
+    split_seed: int = setting(1234, "seed of the validation and test spoken numbers")
+    batch_size: int = setting(32, "spoken numbers per batch")
+    n_mfcc: int = setting(13, "MFCCs per frame; the word vector has 6 * n_mfcc + 1 numbers")
+    feature_cache: Optional[str] = setting(None, ".npz of the recordings' vectors (default: <run>/features.npz)")
 
 
 @dataclass
 class SpeechModelConfig:
-    cell: str = "lstm"  # lstm | gru | rnn
-    hidden_size: int = 64
-    num_layers: int = 1
-    bidirectional: bool = True
-    dropout: float = 0.2  # on the word vectors, between layers and before the output layer
+    cell: str = setting("lstm", "lstm | gru | rnn")
+    hidden_size: int = setting(64, "hidden units per layer and direction")
+    num_layers: int = setting(1, "stacked recurrent layers")
+    bidirectional: bool = setting(True, "label each word from the whole spoken number, not only the words up to it")
+    dropout: float = setting(0.2, "on the word vectors, between layers and before the output layer")
+
+
+@dataclass
+class SpeechTrainConfig(TrainConfig):
+    """TrainConfig with the speech task's defaults (the helps are TrainConfig's)."""
+    epochs: int = 30
+    early_stop: int = 8
+    lr: float = 3e-3
+    log_every: int = 20
+    progress: bool = False
 
 
 def parse_indices(text: str) -> set[int]:

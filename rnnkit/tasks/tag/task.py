@@ -25,6 +25,8 @@ import rnnkit
 from rnnkit.data.vocab import TokenVocab, pad_batch
 from rnnkit.tasks.tag.treebank import TaggedSentence
 from rnnkit.models.crf import CRF
+from rnnkit.settings import setting
+from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice, unwrap
 
 CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
@@ -33,26 +35,34 @@ IGNORE = -100  # tag id of padding positions
 
 @dataclass
 class TaggingDataConfig:
-    data: Optional[str] = None  # UD treebank folder with *-ud-{train,dev,test}.conllu[.gz]
-    column: str = "upos"  # upos | xpos
-    lower: bool = True  # word embeddings of lower-cased forms (characters keep the case)
-    min_count: int = 1  # training words seen fewer times are <unk> for the word embedding
-    word_dropout: float = 0.25  # alpha; 0: off
-    batch_size: int = 32  # sentences per batch
-    limit: int = 0  # use only the first N training sentences (0: all)
+    data: Optional[str] = setting(None, "UD treebank folder with *-ud-{train,dev,test}.conllu[.gz]")
+    column: str = setting("upos", "upos | xpos")
+    lower: bool = setting(True, "word embeddings of lower-cased forms (characters keep the case)")
+    min_count: int = setting(1, "training words seen fewer times are <unk> for the word embedding")
+    word_dropout: float = setting(0.25, "alpha; 0: off")
+    batch_size: int = setting(32, "sentences per batch")
+    limit: int = setting(0, "use only the first N training sentences (0: all)")
 
 
 @dataclass
 class TaggerModelConfig:
-    cell: str = "lstm"  # lstm | gru | rnn
-    word_embed: int = 128
-    char_embed: int = 64
-    char_hidden: int = 128  # per direction of the character BiLSTM; 0: no character features
-    hidden_size: int = 256  # per direction
-    num_layers: int = 2
-    bidirectional: bool = True
-    dropout: float = 0.33
-    crf: bool = False
+    cell: str = setting("lstm", "lstm | gru | rnn")
+    word_embed: int = setting(128, "size of the word embeddings; 0: no word embeddings")
+    char_embed: int = setting(64, "size of the character embeddings")
+    char_hidden: int = setting(128, "per direction of the character BiLSTM; 0: no character features")
+    hidden_size: int = setting(256, "per direction")
+    num_layers: int = setting(2, "stacked recurrent layers")
+    bidirectional: bool = setting(True, "read each sentence in both directions")
+    dropout: float = setting(0.33, "on the word features, between layers and before the output layer")
+    crf: bool = setting(False, "a CRF over the tag scores (Viterbi decoding) instead of a per-word softmax")
+
+
+@dataclass
+class TagTrainConfig(TrainConfig):
+    """TrainConfig with the tagging task's defaults (the helps are TrainConfig's)."""
+    epochs: int = 30
+    early_stop: int = 8
+    log_every: int = 50
 
 
 @dataclass

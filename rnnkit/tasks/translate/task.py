@@ -20,41 +20,50 @@ from rnnkit.data.vocab import TokenVocab, pad_batch
 from rnnkit.errors import RnnkitError
 from rnnkit.models.decoding import beam_search, greedy_search, sample_search
 from rnnkit.models.seq2seq import Seq2Seq, sequence_loss
+from rnnkit.settings import setting
+from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
 
 @dataclass
 class TranslationDataConfig:
-    data: Optional[str] = None  # TSV file of source<TAB>target pairs (.gz too)
-    reverse: bool = False  # translate the second column into the first
-    tokenizer: str = "word"  # word | subword (sentencepiece)
-    lower: bool = True  # lower-case both sides
-    subword_vocab: int = 8000  # sentencepiece pieces per side
-    min_count: int = 2  # word level: rarer words become <unk>
-    max_vocab: int = 15000  # per side, specials included
-    max_length: int = 20  # training pairs with a side longer than this (tokens) are left out
-    valid: str = "3000"  # validation pairs: count or fraction
-    test: str = "6000"  # test pairs: count or fraction
-    split_seed: int = 1234  # seed of the grouped split (keep it fixed across runs)
-    batch_size: int = 64
-    eval_bleu: int = 1000  # validation pairs translated (greedy) for BLEU each epoch (0: none)
-    beam: int = 5  # beam width of `rnnkit evaluate` / `rnnkit translate`
-    length_penalty: float = 0.6  # alpha of Wu et al. (2016)
-    coverage: float = 0.0  # beta of the coverage penalty of Wu et al. (2016) in beam search
+    data: Optional[str] = setting(None, "TSV file of source<TAB>target pairs (.gz too)")
+    reverse: bool = setting(False, "translate the second column into the first")
+    tokenizer: str = setting("word", "word | subword (sentencepiece)")
+    lower: bool = setting(True, "lower-case both sides")
+    subword_vocab: int = setting(8000, "sentencepiece pieces per side")
+    min_count: int = setting(2, "word level: rarer words become <unk>")
+    max_vocab: int = setting(15000, "per side, specials included")
+    max_length: int = setting(20, "training pairs with a side longer than this (tokens) are left out")
+    valid: str = setting("3000", "validation pairs: count or fraction")
+    test: str = setting("6000", "test pairs: count or fraction")
+    split_seed: int = setting(1234, "seed of the grouped split (keep it fixed across runs)")
+    batch_size: int = setting(64, "sentence pairs per batch")
+    eval_bleu: int = setting(1000, "validation pairs translated (greedy) for BLEU each epoch (0: none)")
+    beam: int = setting(5, "beam width of `rnnkit evaluate` / `rnnkit translate`")
+    length_penalty: float = setting(0.6, "alpha of Wu et al. (2016)")
+    coverage: float = setting(0.0, "beta of the coverage penalty of Wu et al. (2016) in beam search")
 
 
 @dataclass
 class TranslationModelConfig:
-    cell: str = "gru"  # lstm | gru | rnn
-    embed_size: int = 256
-    hidden_size: int = 256
-    num_layers: int = 1
-    bidirectional: bool = True
-    attention: str = "general"  # none | dot | general | additive
-    input_feeding: bool = True
-    dropout: float = 0.2
-    teacher_forcing: float = 1.0  # probability of feeding the true previous token
-    label_smoothing: float = 0.1
+    cell: str = setting("gru", "lstm | gru | rnn")
+    embed_size: int = setting(256, "size of the source and target embeddings")
+    hidden_size: int = setting(256, "hidden units per layer (per direction in the encoder)")
+    num_layers: int = setting(1, "stacked layers of the encoder and of the decoder")
+    bidirectional: bool = setting(True, "bidirectional encoder (its final states bridged to the decoder)")
+    attention: str = setting("general", "none | dot | general | additive")
+    input_feeding: bool = setting(True, "feed the previous attentional state with the next input (needs attention)")
+    dropout: float = setting(0.2, "on the embeddings, between layers and before the output layer")
+    teacher_forcing: float = setting(1.0, "probability of feeding the true previous token")
+    label_smoothing: float = setting(0.1, "of the training cross-entropy (0: none)")
+
+
+@dataclass
+class TranslateTrainConfig(TrainConfig):
+    """TrainConfig with the translation task's defaults (the helps are TrainConfig's)."""
+    lr: float = 1e-3
+    log_every: int = 50
 
 
 def build_model(src_vocab: int, tgt_vocab: int, cfg: TranslationModelConfig) -> Seq2Seq:

@@ -1,0 +1,73 @@
+"""The forecasting commands: ``rnnkit train forecast``, ``rnnkit evaluate`` of a forecast run,
+``rnnkit forecast``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rnnkit.tasks.forecast.run import ForecastDataConfig
+from rnnkit.tasks.forecast.task import ForecastModelConfig, ForecastTrainConfig
+
+NAME = "forecast"
+HELP = "time-series forecaster (autoregressive RNN/LSTM/GRU) against classical baselines"
+DESCRIPTION = ("Train a forecaster on a CSV series (or a statsmodels series) and compare it on the "
+               "test part (the last --horizon points unless --test says otherwise) with naive, seasonal naive, "
+               "ARIMA and ETS. Settings: defaults < --config file < flags.")
+CONFIGS = (ForecastDataConfig, ForecastModelConfig, ForecastTrainConfig)
+RESUMABLE = False
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
+    from rnnkit.tasks.forecast.run import train_forecast
+
+    train_forecast(data_cfg, model_cfg, train_cfg, run)
+    return {"status": "finished"}
+
+
+def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    from rnnkit.tasks.forecast.predictor import ForecastPredictor
+
+    return ForecastPredictor.load(run, checkpoint, device)
+
+
+def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from rnnkit.tasks.forecast.run import evaluate_forecast, format_table
+
+    table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
+    print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
+
+
+def add_commands(sub) -> dict:
+    fo = sub.add_parser("forecast", help="forecast past the end of the data with a trained forecast run")
+    fo.add_argument("run", help="run folder of rnnkit train forecast")
+    fo.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the run's)")
+    fo.add_argument("--test", action="store_true", help="forecast the run's test part instead, next to the truth")
+    fo.add_argument("--plot", help="write a PNG plot here")
+    fo.add_argument("--samples", type=int, default=None, help="sample paths for the intervals (default: the run's)")
+    fo.add_argument("--seed", type=int, default=0)
+    fo.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    fo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return {"forecast": _forecast}
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.forecast.run import forecast_future
+
+    rows = forecast_future(args.run, args.horizon, args.plot, args.test, args.checkpoint, args.device,
+                           args.samples, args.seed)
+    keys = list(rows[0]) if rows else []
+    print("\t".join(keys))
+    for row in rows:
+        print("\t".join(row[k] if k == "date" else f"{row[k]:.6g}" for k in keys))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0

@@ -1,0 +1,51 @@
+"""The spoken-number commands: ``rnnkit train speech`` and ``rnnkit evaluate`` of a speech run.
+Satisfies :class:`rnnkit.tasks.base.Task`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTrainConfig
+
+NAME = "speech"
+HELP = "label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)"
+DESCRIPTION = ("Train a recurrent labeler on spoken numbers: 3-10 recordings of one speaker from a folder "
+               "of {digit}_{speaker}_{index}.wav files (--data, e.g. the Free Spoken Digit Dataset's recordings/), "
+               "each turned into one acoustic vector. Test: the official split (repetitions 0-4) or "
+               "--holdout-speaker NAME. Settings: defaults < --config file < flags.")
+CONFIGS = (SpeechDataConfig, SpeechModelConfig, SpeechTrainConfig)
+RESUMABLE = True
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
+    from rnnkit.tasks.speech.run import train_speech
+
+    return train_speech(data_cfg, model_cfg, train_cfg, run, resume)
+
+
+def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    from rnnkit.tasks.speech.predictor import SpeechPredictor
+
+    return SpeechPredictor.load(run, checkpoint, device)
+
+
+def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="evaluate on this folder of recordings instead of the run's")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from rnnkit.tasks.speech.run import evaluate_speech
+
+    r = evaluate_speech(args.run, args.split, args.data, args.checkpoint, args.device)
+    print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
+          f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); loss {r['loss']:.4f}; "
+          f"{int(r['sequences'])} spoken numbers, {int(r['words'])} words")
+
+
+def add_commands(sub) -> dict:
+    return {}

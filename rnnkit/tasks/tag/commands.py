@@ -1,0 +1,84 @@
+"""The tagging commands: ``rnnkit train tag``, ``rnnkit evaluate`` of a tagging run,
+``rnnkit tag``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rnnkit.tasks.base import add_model_options
+from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TagTrainConfig
+
+NAME = "tag"
+HELP = "part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank"
+DESCRIPTION = ("Train a tagger on a UD treebank folder (--data DIR with *-ud-train.conllu and "
+               "*-ud-dev.conllu, .gz too); the best checkpoint is the one with the highest validation accuracy. "
+               "Settings: defaults < --config file < flags.")
+CONFIGS = (TaggingDataConfig, TaggerModelConfig, TagTrainConfig)
+RESUMABLE = True
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
+    from rnnkit.tasks.tag.run import train_tagger
+
+    return train_tagger(data_cfg, model_cfg, train_cfg, run, resume)
+
+
+def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    from rnnkit.tasks.tag.predictor import TagPredictor
+
+    return TagPredictor.load(run, checkpoint, device)
+
+
+def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="evaluate on this treebank folder instead of the run's")
+    parser.add_argument("--ensemble", nargs="+", default=(), metavar="RUN",
+                        help="average the per-word tag probabilities with these runs'")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from rnnkit.tasks.tag.run import evaluate_tagger
+
+    r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
+    which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
+    print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+          f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
+    print("tag\tsupport\tprecision\trecall")
+    for tag, t in r["per_tag"].items():
+        print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
+    if r.get("plot"):
+        print(f"confusion matrix: {r['plot']}")
+
+
+def add_commands(sub) -> dict:
+    tg = sub.add_parser("tag", help="tag plain text with a trained tagging run (CoNLL-U or TSV out)")
+    tg.add_argument("text", nargs="*", help="text to tag (default: --file)")
+    tg.add_argument("--file", help="plain-text file to tag (one or more sentences per line)")
+    tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
+    tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
+    tg.add_argument("--out", help="write here instead of standard output")
+    add_model_options(tg)
+    return {"tag": _tag}
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.tag.run import tag_text, write_tagged
+    from rnnkit.train.checkpoint import newest_run
+
+    if bool(args.text) == bool(args.file):
+        raise ValueError("give the text to tag as arguments or --file FILE (one of the two)")
+    run = args.run or newest_run("runs", "tag", "rnnkit train tag")
+    sentences = tag_text(run, " ".join(args.text) if args.text else None, args.file, args.checkpoint, args.device)
+    column = "upos"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            write_tagged(sentences, f, args.format, column)
+        print(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
+    else:
+        write_tagged(sentences, sys.stdout, args.format, column)
+    return 0

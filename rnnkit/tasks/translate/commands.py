@@ -1,0 +1,96 @@
+"""The translation commands: ``rnnkit train translate``, ``rnnkit evaluate`` of a translation
+run, ``rnnkit translate``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rnnkit.tasks.base import add_model_options
+from rnnkit.tasks.translate.task import TranslateTrainConfig, TranslationDataConfig, TranslationModelConfig
+
+NAME = "translate"
+HELP = "encoder-decoder translation (attention, beam search) on TSV sentence pairs"
+DESCRIPTION = ("Train an encoder-decoder on source<TAB>target pairs (--data, .gz too), split by a "
+               "seeded shuffle grouped by source sentence. Settings: defaults < --config file < flags.")
+CONFIGS = (TranslationDataConfig, TranslationModelConfig, TranslateTrainConfig)
+RESUMABLE = True
+
+
+def add_train_flags(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
+    from rnnkit.tasks.translate.run import train_translation
+
+    return train_translation(data_cfg, model_cfg, train_cfg, run, resume)
+
+
+def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
+    from rnnkit.tasks.translate.predictor import TranslatePredictor
+
+    return TranslatePredictor.load(run, checkpoint, device)
+
+
+def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--length-penalty", type=float, default=None,
+                        help="beam length penalty alpha, Wu et al. 2016 (default: the run's)")
+    parser.add_argument("--coverage", type=float, default=None,
+                        help="beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
+    parser.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
+                        help="replace <unk> outputs by the most attended source word (copy) or its IBM Model 1 "
+                        "translation from the training pairs, kept in the run's lexicon (lexicon)")
+
+
+def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="evaluate on this TSV file of pairs instead of the run's")
+    parser.add_argument("--beam", type=int, default=None, help="beam width (default: the run's)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs of the split")
+    _add_decoding_flags(parser)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from rnnkit.tasks.translate.run import evaluate_translation
+
+    results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
+                                   args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk,
+                                   coverage=args.coverage)
+    print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
+    for name, r in results.items():
+        print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
+
+
+def add_commands(sub) -> dict:
+    tl = sub.add_parser("translate", help="translate sentences with a trained translation run")
+    tl.add_argument("text", nargs="+", help="sentences to translate (each argument one sentence)")
+    tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
+    tl.add_argument("--beam", type=int, default=5, help="beam width (0: greedy)")
+    tl.add_argument("--n-best", type=int, default=1, help="print this many beam outputs per sentence")
+    tl.add_argument("--temperature", type=float, default=None, help="sample instead, at this temperature")
+    tl.add_argument("--top-k", type=int, default=None)
+    tl.add_argument("--top-p", type=float, default=None)
+    tl.add_argument("--seed", type=int, default=None)
+    tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
+    _add_decoding_flags(tl)
+    add_model_options(tl)
+    return {"translate": _translate}
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.translate.run import translate_text
+    from rnnkit.train.checkpoint import newest_run
+
+    run = args.run or newest_run("runs", "translate", "rnnkit train translate")
+    results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
+                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk,
+                             args.coverage, args.length_penalty)
+    for outputs in results:
+        if args.n_best > 1:
+            for rank, (text, log_prob) in enumerate(outputs, 1):
+                print(f"{rank}\t{log_prob:.3f}\t{text}")
+        else:
+            print(outputs[0][0])
+    if args.attention_png:
+        print(f"attention: {args.attention_png}")
+    return 0
