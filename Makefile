@@ -8,12 +8,12 @@ PY := $(VENV)/bin/python
 #   make test TORCH_SPEC="torch>=2.2"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install quickstart test test-all bench clean
+.PHONY: install quickstart test test-all lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -28,6 +28,10 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# ruff, configured in pyproject.toml ([tool.ruff])
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check rnnkit tests benchmarks experiments
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/speed.py

@@ -6,5 +6,13 @@ from rnnkit.models.checks import finite_checks, set_finite_checks
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "finite_checks", "init",
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "finite_checks", "init", "load",
            "set_finite_checks", "__version__"]
+
+
+def load(run, checkpoint: str = "best", device: str = "auto"):
+    """The predictor of a trained run, whatever its task (the run folder says which):
+    ``rnnkit.load("runs/tag-ewt").tag("The old man the boat.")``.  See :mod:`rnnkit.tasks.base`."""
+    from rnnkit.tasks.base import load as load_run
+
+    return load_run(run, checkpoint, device)

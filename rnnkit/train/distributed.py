@@ -214,13 +214,18 @@ def main_first() -> Iterator[None]:
 
 @contextlib.contextmanager
 def main_process_output() -> Iterator[None]:
-    """Standard output of ranks other than 0 goes nowhere inside this block (their errors
-    and warnings still reach standard error); no effect in one process."""
+    """Inside this block, ranks other than 0 log only warnings and errors (rank 0 reports the
+    run's progress for all of them); no effect in one process."""
     if is_main():
         yield
         return
-    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+    logger = logging.getLogger("rnnkit")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
         yield
+    finally:
+        logger.setLevel(level)
 
 
 __all__ = [
