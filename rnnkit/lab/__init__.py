@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from rnnkit.lab.common import LabResult, LabSettings
 
@@ -26,8 +26,7 @@ EXPERIMENTS = DYNAMICS + LONG_RANGE
 
 def run_lab(name: str, out_dir: str | Path, full: bool = False, seeds: Optional[int] = None,
             hidden: Optional[int] = None, steps: Optional[int] = None, lengths: Optional[tuple] = None,
-            train_steps: Optional[int] = None, device: str = "cpu", threads: Optional[int] = 1,
-            log: Callable[[str], None] = print) -> LabResult:
+            train_steps: Optional[int] = None, device: str = "cpu", threads: Optional[int] = 1) -> LabResult:
     """Run one experiment into ``out_dir/NAME``; write its tables and a ``summary.txt``.
 
     Args:
@@ -51,12 +50,12 @@ def run_lab(name: str, out_dir: str | Path, full: bool = False, seeds: Optional[
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(name, out, full, seeds, hidden, steps, lengths, train_steps, device, log)
+        return _run(name, out, full, seeds, hidden, steps, lengths, train_steps, device)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(name, out, full, seeds, hidden, steps, lengths, train_steps, device, log) -> LabResult:
+def _run(name, out, full, seeds, hidden, steps, lengths, train_steps, device) -> LabResult:
     start = time.perf_counter()
     if name in DYNAMICS:
         from rnnkit.lab import dynamics
@@ -77,7 +76,7 @@ def _run(name, out, full, seeds, hidden, steps, lengths, train_steps, device, lo
                                         if v is not None})
         if settings.steps < 1 or settings.hidden < 1 or min(settings.lengths) < 1:
             raise ValueError(f"need train steps >= 1, hidden >= 1 and lengths >= 1, got {settings}")
-        result = long_range.run(name, settings, out, device=device, log=log)
+        result = long_range.run(name, settings, out, device=device)
     result.write_tables(out)
     seconds = time.perf_counter() - start
     result.lines.append(f"({seconds:.0f} s; settings: {settings}; files in {out})")

@@ -22,6 +22,7 @@ the validation set counts as solved.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -40,6 +41,8 @@ from rnnkit.plotting import pyplot, save
 from rnnkit.train import Trainer, TrainConfig
 from rnnkit.train.callbacks import Callback
 from rnnkit.train.diagnostics import DiagnosticsCallback
+
+logger = logging.getLogger(__name__)
 
 MODELS = ("tanh", "irnn", "lstm", "gru")
 TASKS = ("adding", "copy")
@@ -236,8 +239,9 @@ def train_one(task: str, kind: str, T: int, cfg: LongRangeSettings, run_dir: Pat
     return row
 
 
-def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu", log=print) -> LabResult:
-    """Every model at every length: a results table, learning curves and a figure."""
+def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu") -> LabResult:
+    """Every model at every length: a results table, learning curves and a figure; each
+    trained model logged as it finishes."""
     res = LabResult(task)
     rows, curves = [], []
     for T in cfg.lengths:
@@ -246,7 +250,7 @@ def run(task: str, cfg: LongRangeSettings, out_dir: Path, device: str = "cpu", l
             curves += [{"model": kind, "T": T, "step": step, **m} for step, m in row.pop("curve")]
             rows.append(row)
             extra = f", recall accuracy {row['test_accuracy']:.3f}" if task == "copy" else ""
-            log(f"{task} T={T:<4d} {kind:<5s} test loss {row['test_loss']:.4f} (baseline "
+            logger.info(f"{task} T={T:<4d} {kind:<5s} test loss {row['test_loss']:.4f} (baseline "
                 f"{row['baseline_loss']:.4f}){extra} -> {'solved' if row['solved'] else 'not solved'} "
                 f"after {row['steps']} steps, {row['seconds']:.0f} s")
     res.tables[task] = rows

@@ -82,7 +82,7 @@ def test_short_training_run_learns_the_adding_problem(tmp_path):
 def test_quick_adding_table_gated_cells_solve_t50_tanh_does_not(tmp_path):
     """The quick `rnnkit lab adding` setting at T = 50 (about a minute per model)."""
     cfg = lr.LongRangeSettings("adding", (50,), models=("tanh", "gru"), steps=2000)
-    result = lr.run("adding", cfg, tmp_path, log=lambda line: None)
+    result = lr.run("adding", cfg, tmp_path)
     assert result.facts[("gru", 50)]["solved"]
     assert not result.facts[("tanh", 50)]["solved"]
     assert result.facts[("tanh", 50)]["test_loss"] > 0.5 * lr.baseline("adding", 50)
