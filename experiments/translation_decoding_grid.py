@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
+import sys
 import time
 
-from rnnkit.tasks.translate.task import (
-    TranslationDataConfig,
-    TranslationModelConfig,
-    corpus_scores,
-    translate_ids,
-)
-from rnnkit.tasks.translate.run import load_translation, make_task, run_lexicon
+from rnnkit.tasks.translate.predictor import TranslatePredictor
+from rnnkit.tasks.translate.run import make_task, run_lexicon
+from rnnkit.tasks.translate.task import TranslationDataConfig, corpus_scores, translate_ids
 
 
 def main() -> None:
@@ -37,15 +35,16 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="only the first N validation pairs")
     ap.add_argument("--out", help="write the rows as JSON here")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # rnnkit's messages (lexicon)
 
     task, rows = None, []
     for checkpoint in args.checkpoints:
-        model, meta = load_translation(args.run, checkpoint, "cpu")
+        predictor = TranslatePredictor.load(args.run, checkpoint, "cpu")
         if task is None:
-            data_cfg = TranslationDataConfig(**meta["data"])
+            data_cfg = TranslationDataConfig(**predictor.meta["data"])
             if args.data:
                 data_cfg.data = args.data
-            task = make_task(data_cfg, TranslationModelConfig(**meta["model"]), meta.get("seed", 0), meta)
+            task = make_task(data_cfg, predictor.task.model_cfg, predictor.meta.get("seed", 0), predictor.meta)
             lexicon = run_lexicon(args.run, task)
             pairs = task.pairs["valid"][: args.limit] if args.limit else task.pairs["valid"]
             words = [task.src_tok.tokenize(s) for s, _ in pairs]
@@ -55,7 +54,7 @@ def main() -> None:
             print("checkpoint\tbeam\talpha\tcoverage\tunk\tBLEU\tchrF\tseconds", flush=True)
         for beam, alpha, coverage in itertools.product(args.beam, args.alpha, args.coverage):
             start = time.perf_counter()
-            hyps = translate_ids(model, sources, "beam", beam=beam, alpha=alpha, coverage=coverage,
+            hyps = translate_ids(predictor.model, sources, "beam", beam=beam, alpha=alpha, coverage=coverage,
                                  with_attention=True)
             seconds = time.perf_counter() - start
             for unk in ("none", "copy", "lexicon"):

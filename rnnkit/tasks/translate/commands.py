@@ -51,11 +51,8 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from rnnkit.tasks.translate.run import evaluate_translation
-
-    results = evaluate_translation(args.run, args.split, args.data, args.checkpoint, args.device,
-                                   args.beam, limit=args.limit, alpha=args.length_penalty, unk=args.unk,
-                                   coverage=args.coverage)
+    results = load(args.run, args.checkpoint, args.device).evaluate(
+        args.split, args.data, args.beam, args.limit, args.length_penalty, args.unk, args.coverage)
     print("decoder\tsacreBLEU\tchrF\tpairs\tseconds")
     for name, r in results.items():
         print(f"{name}\t{r['bleu']:.2f}\t{r['chrf']:.2f}\t{r['pairs']}\t{r['seconds']:.0f}")
@@ -78,19 +75,18 @@ def add_commands(sub) -> dict:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.translate.run import translate_text
     from rnnkit.train.checkpoint import newest_run
 
     run = args.run or newest_run("runs", "translate", "rnnkit train translate")
-    results = translate_text(run, args.text, args.beam, args.n_best, args.attention_png, args.temperature,
-                             args.top_k, args.top_p, args.seed, args.checkpoint, args.device, args.unk,
-                             args.coverage, args.length_penalty)
-    for outputs in results:
+    results = load(run, args.checkpoint, args.device).translate(
+        args.text, args.beam, args.n_best, args.length_penalty, args.coverage, args.unk, args.temperature,
+        args.top_k, args.top_p, args.seed, attention_png=args.attention_png)
+    for translation in results:  # per sentence: its text, or with --n-best its (text, log-probability) list
         if args.n_best > 1:
-            for rank, (text, log_prob) in enumerate(outputs, 1):
+            for rank, (text, log_prob) in enumerate(translation, 1):
                 print(f"{rank}\t{log_prob:.3f}\t{text}")
         else:
-            print(outputs[0][0])
+            print(translation)
     if args.attention_png:
         print(f"attention: {args.attention_png}")
     return 0

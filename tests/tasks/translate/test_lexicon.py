@@ -4,8 +4,8 @@ from collections import defaultdict
 
 import pytest
 
-from rnnkit.tasks.translate.lexicon import NULL, IBMModel1, load_lexicon, save_lexicon
 from rnnkit.errors import DataError
+from rnnkit.tasks.translate.lexicon import NULL, IBMModel1, load_lexicon, save_lexicon
 
 
 def model1_by_loops(pairs, iterations):

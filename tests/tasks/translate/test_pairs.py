@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from rnnkit.data.vocab import TokenVocab, pad_batch
+from rnnkit.errors import DataError
 from rnnkit.tasks.translate.pairs import (
     SubwordTokenizer,
     WordTokenizer,
@@ -11,7 +12,6 @@ from rnnkit.tasks.translate.pairs import (
     read_pairs,
     tokenizer_from_dict,
 )
-from rnnkit.errors import DataError
 
 SPA_ENG = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "spa_eng" / "spa.txt.gz"
 

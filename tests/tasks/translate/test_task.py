@@ -3,8 +3,8 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.data.vocab import SPECIALS, TokenVocab
-from rnnkit.tasks.translate.pairs import WordTokenizer
 from rnnkit.errors import RnnkitError
+from rnnkit.tasks.translate.pairs import WordTokenizer
 from rnnkit.tasks.translate.task import (
     TranslationDataConfig,
     TranslationModelConfig,
