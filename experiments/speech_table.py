@@ -18,8 +18,6 @@ the Free Spoken Digit Dataset.  About 20 minutes on one CPU thread.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import statistics
 import time
@@ -28,8 +26,9 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.tasks.speech.predictor import SpeechPredictor
+from rnnkit.tasks.speech.run import train_speech
 from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig
-from rnnkit.tasks.speech.run import evaluate_speech, train_speech
 from rnnkit.train.config import TrainConfig
 
 DATA = SpeechDataConfig(train_sequences=2000, eval_sequences=1000, batch_size=32)
@@ -49,12 +48,11 @@ def run(name: str, data: SpeechDataConfig, model: SpeechModelConfig, seed: int, 
             return result
     else:
         start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            summary = train_speech(data, model, replace(TRAIN, seed=seed), folder)
+        summary = train_speech(data, model, replace(TRAIN, seed=seed), folder)  # its log stays quiet: no handler
         result = {"name": name, "valid_loss": summary["best"], "epochs": summary["epoch"],
                   "seconds": time.perf_counter() - start, "model": model.__dict__}
     if test:
-        result["test"] = evaluate_speech(folder, "test", device="cpu")
+        result["test"] = SpeechPredictor.load(folder, device="cpu").evaluate("test")
     record.write_text(json.dumps(result, indent=1))
     return result
 

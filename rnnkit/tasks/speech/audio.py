@@ -126,6 +126,17 @@ def acoustic_vector(samples: np.ndarray, rate: int, n_mfcc: int = 13) -> np.ndar
     return np.concatenate(parts).astype(np.float32)  # (6 n_mfcc + 1,)
 
 
+def wav_features(paths: Sequence[str | Path], n_mfcc: int = 13, sample_rate: Optional[int] = None) -> np.ndarray:
+    """Acoustic vectors of WAV files (N, feature_size(n_mfcc)) float32, in their order, without
+    a cache.  ``sample_rate`` None: every file must have the rate of the first."""
+    rate = sample_rate
+    rows = []
+    for path in paths:
+        samples, rate = read_wav(path, rate)
+        rows.append(acoustic_vector(samples, rate, n_mfcc))
+    return np.stack(rows) if rows else np.zeros((0, feature_size(n_mfcc)), np.float32)  # (N, D)
+
+
 def _fingerprint(recordings: Sequence[Recording], n_mfcc: int) -> str:
     """SHA-1 over the settings and every file's name and bytes: a cache is valid for exactly
     these recordings, whatever their timestamps."""
@@ -151,12 +162,7 @@ def load_features(recordings: Sequence[Recording], n_mfcc: int = 13, cache: Opti
                     return stored["features"].astype(np.float32)
         except (OSError, ValueError, KeyError):
             pass  # unreadable or foreign cache: recompute and replace it
-    rate = sample_rate
-    rows = []
-    for rec in recordings:
-        samples, rate = read_wav(rec.path, rate)
-        rows.append(acoustic_vector(samples, rate, n_mfcc))
-    features = np.stack(rows) if rows else np.zeros((0, feature_size(n_mfcc)), np.float32)  # (N, D)
+    features = wav_features([rec.path for rec in recordings], n_mfcc, sample_rate)  # (N, D)
     if cache is not None:
         cache = Path(cache)
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,12 @@ Satisfies :class:`rnnkit.tasks.base.Task`."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTrainConfig
+
+logger = logging.getLogger(__name__)
 
 NAME = "speech"
 HELP = "label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)"
@@ -39,12 +42,10 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from rnnkit.tasks.speech.run import evaluate_speech
-
-    r = evaluate_speech(args.run, args.split, args.data, args.checkpoint, args.device)
-    print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
-          f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); loss {r['loss']:.4f}; "
-          f"{int(r['sequences'])} spoken numbers, {int(r['words'])} words")
+    r = load(args.run, args.checkpoint, args.device).evaluate(args.split, args.data)
+    logger.info(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
+                f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); "
+                f"loss {r['loss']:.4f}; {int(r['sequences'])} spoken numbers, {int(r['words'])} words")
 
 
 def add_commands(sub) -> dict:

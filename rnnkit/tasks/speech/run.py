@@ -1,24 +1,21 @@
-"""The spoken-number commands with plain arguments: train and evaluate."""
+"""Training a spoken-number labeler, with plain arguments (``rnnkit train speech`` calls it),
+and the task over a folder of recordings that training and evaluation share."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Optional
 
-from rnnkit.tasks.speech.audio import Normalizer, list_recordings, load_features
 from rnnkit.errors import CheckpointError, DataError
-from rnnkit.tasks.speech.task import (
-    SpeechDataConfig,
-    SpeechModelConfig,
-    SpeechTask,
-    build_model,
-    split_recordings,
-)
-from rnnkit.train import TrainConfig, distributed, load_weights, read_state
-from rnnkit.train.run import fit_and_report, open_run, build_trainer
-from rnnkit.train.checkpoint import task_checkpoint
+from rnnkit.tasks.speech.audio import Normalizer, list_recordings, load_features
+from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTask, split_recordings
+from rnnkit.train import TrainConfig, distributed, read_state
+from rnnkit.train.run import build_trainer, fit_and_report, open_run
 from rnnkit.train.trainer import pick_device
+
+logger = logging.getLogger(__name__)
 
 
 def make_task(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, seed: int, run_dir: str | Path,
@@ -53,7 +50,7 @@ def describe_split(task: SpeechTask) -> str:
 
 def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train_cfg: TrainConfig,
                  run_dir: str | Path, resume: bool = False) -> dict:
-    """Train a spoken-number labeler in ``run_dir``; print validation metrics and an example."""
+    """Train a spoken-number labeler in ``run_dir``; log validation metrics and an example."""
     run_dir = open_run(run_dir, resume, train_cfg)
     meta = read_state(run_dir)["task"] if resume else None
     start = time.perf_counter()
@@ -64,39 +61,17 @@ def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train
     model = task.build_model()
     trainer = build_trainer(model, task, data_cfg, model_cfg, train_cfg, run_dir, resume)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"data: {task.source}: {len(task.recordings):,} recordings of {len(set(task.speakers))} speakers, "
+    logger.info(f"data: {task.source}: {len(task.recordings):,} recordings of {len(set(task.speakers))} speakers, "
           f"word vectors of {task.input_size} numbers ({feature_seconds:.1f} s); {describe_split(task)}; "
           f"model: {model_cfg.num_layers}x{model_cfg.hidden_size} "
           f"{'bidirectional ' if model_cfg.bidirectional else ''}{model_cfg.cell.upper()}, {n_params:,} parameters; "
-          f"device {trainer.device}", flush=True)
+          f"device {trainer.device}")
     summary = fit_and_report(trainer, task, run_dir)
     if not trainer.is_main:
         return summary
     if summary["status"] != "interrupted":
         number = task.numbers["valid"][0]
         predicted, _ = task.predict(model, [number])
-        print(f"example ({task.speakers[number[0]]}): spoken {' '.join(str(task.digits[i]) for i in number)} "
-              f"-> labeled {' '.join(map(str, predicted[0]))}", flush=True)
+        logger.info(f"example ({task.speakers[number[0]]}): spoken {' '.join(str(task.digits[i]) for i in number)} "
+              f"-> labeled {' '.join(map(str, predicted[0]))}")
     return summary
-
-
-def load_speech(run: str | Path, checkpoint: str = "best", device: str = "auto"):
-    """(model, meta) of a trained spoken-number run; ``checkpoint`` as in :func:`task_checkpoint`."""
-    where, meta = task_checkpoint(run, "speech", checkpoint, "spoken-number")
-    model = build_model(int(meta["input_size"]), SpeechModelConfig(**meta["model"]))
-    dev = pick_device(device)
-    load_weights(model, where, dev)
-    return model.to(dev).eval(), meta
-
-
-def evaluate_speech(run: str | Path, split: str = "test", data: Optional[str] = None,
-                    checkpoint: str = "best", device: str = "auto") -> dict:
-    """Loss, word and sequence accuracy (also of first and later words) and counts on the
-    fixed spoken numbers of a part of the run's split, with the run's normalization; the
-    recordings of ``data`` instead of the run's when given."""
-    model, meta = load_speech(run, checkpoint, device)
-    data_cfg = SpeechDataConfig(**meta["data"])
-    if data is not None:
-        data_cfg.data = data
-    task = make_task(data_cfg, SpeechModelConfig(**meta["model"]), meta.get("seed", 0), run, meta)
-    return task.scores(model, split)

@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+from typing import Sequence, TextIO
 
 from rnnkit.tasks.base import add_model_options
 from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TagTrainConfig
+from rnnkit.tasks.tag.treebank import TaggedSentence, write_conllu, write_tsv
+
+logger = logging.getLogger(__name__)
 
 NAME = "tag"
 HELP = "part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank"
@@ -42,17 +47,15 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from rnnkit.tasks.tag.run import evaluate_tagger
-
-    r = evaluate_tagger(args.run, args.split, args.data, args.checkpoint, args.device, ensemble=args.ensemble)
+    r = load(args.run, args.checkpoint, args.device).evaluate(args.split, args.data, args.ensemble)
     which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
-    print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
-          f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
-    print("tag\tsupport\tprecision\trecall")
+    logger.info(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+                f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
+    logger.info("tag\tsupport\tprecision\trecall")
     for tag, t in r["per_tag"].items():
-        print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
+        logger.info(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
     if r.get("plot"):
-        print(f"confusion matrix: {r['plot']}")
+        logger.info(f"confusion matrix: {r['plot']}")
 
 
 def add_commands(sub) -> dict:
@@ -67,18 +70,29 @@ def add_commands(sub) -> dict:
 
 
 def _tag(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.tag.run import tag_text, write_tagged
     from rnnkit.train.checkpoint import newest_run
 
     if bool(args.text) == bool(args.file):
         raise ValueError("give the text to tag as arguments or --file FILE (one of the two)")
     run = args.run or newest_run("runs", "tag", "rnnkit train tag")
-    sentences = tag_text(run, " ".join(args.text) if args.text else None, args.file, args.checkpoint, args.device)
-    column = "upos"
+    predictor = load(run, args.checkpoint, args.device)
+    sentences = predictor.tag_sentences(" ".join(args.text) if args.text else None, args.file)
+    column = predictor.task.data_cfg.column  # a run trained on XPOS writes its tags there
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             write_tagged(sentences, f, args.format, column)
-        print(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
+        logger.info(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
     else:
         write_tagged(sentences, sys.stdout, args.format, column)
     return 0
+
+
+def write_tagged(sentences: Sequence[TaggedSentence], out: TextIO, form: str = "conllu",
+                 column: str = "upos") -> None:
+    """Tagged sentences as CoNLL-U or as TSV (``word<TAB>tag`` lines, a blank line after each sentence)."""
+    if form == "conllu":
+        write_conllu(sentences, out, column)
+    elif form == "tsv":
+        write_tsv(sentences, out)
+    else:
+        raise ValueError(f"format must be 'conllu' or 'tsv', got {form!r}")
