@@ -34,11 +34,12 @@ from typing import Iterator
 import torch
 from torch import nn
 
-GATES = {"RNN": 1, "RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+from rnnkit.engine.steps import GATES, cell_kind
 
 
 def _mode(module: nn.Module) -> str:
-    mode = getattr(module, "mode", None)
+    """The cell kind ("RNN", "LSTM" or "GRU") of a recurrent layer; TypeError for anything else."""
+    mode = cell_kind(getattr(module, "mode", None))
     if mode not in GATES or not hasattr(module, "weight_hh_l0"):
         raise TypeError(
             "expected a recurrent layer (rnnkit or torch.nn RNN/LSTM/GRU), got "
@@ -63,7 +64,7 @@ def _params(module: nn.Module, base: str) -> Iterator[torch.Tensor]:
 
 def _blocks(module: nn.Module, weight: torch.Tensor) -> list[torch.Tensor]:
     """The gate blocks of a packed weight, as views."""
-    return list(weight.chunk(GATES[_mode(module)], dim=0))
+    return list(weight.chunk(len(GATES[_mode(module)]), dim=0))
 
 
 @torch.no_grad()

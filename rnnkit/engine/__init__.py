@@ -1,4 +1,4 @@
-"""The engine: step math (``cells``), the reference loop (``reference``), explicit BPTT
+"""The engine: step math (``steps``), the reference loop (``reference``), explicit BPTT
 (``bptt``) and the backend switch (``layer``)."""
 
 from rnnkit.engine.layer import BACKENDS, run_layer

@@ -19,6 +19,17 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+GATES: dict[str, tuple[str, ...]] = {"RNN": ("",), "LSTM": ("i", "f", "g", "o"), "GRU": ("r", "z", "n")}
+"""The blocks each cell kind packs along the rows of ``w_ih``, ``w_hh`` and the biases, in
+order (torch.nn's packing); the vanilla RNN has one block, with no gate name."""
+
+
+def cell_kind(mode: str) -> str:
+    """The key of :data:`GATES` for a recurrent layer's ``mode``: torch.nn's RNN names its
+    nonlinearity there ("RNN_TANH", "RNN_RELU"); anything else is returned as it is."""
+    return "RNN" if mode in ("RNN_TANH", "RNN_RELU") else mode
+
+
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "relu": torch.relu,

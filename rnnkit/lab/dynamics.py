@@ -1,5 +1,5 @@
 r"""The lecture's exploding/vanishing experiments (1-5), measured with
-:func:`rnnkit.models.diagnostics.trace_dynamics`, the same code the Trainer's diagnostics use.
+:func:`rnnkit.models.probes.trace_dynamics`, the same code the Trainer's diagnostics use.
 
 Setting (all experiments): one layer of n units, ``W_hh ~ N(0, s/n)``, ``W_ih ~ N(0, 1/n)``,
 zero biases, float64, standard normal inputs, a batch of sequences per weight draw and
@@ -22,7 +22,7 @@ import numpy as np
 
 from rnnkit.lab.common import LabResult, LabSettings, geometric_mean, random_inputs, random_layer
 from rnnkit.plotting import log_band, pyplot, save
-from rnnkit.models.diagnostics import spectral_radius, trace_dynamics
+from rnnkit.models.probes import spectral_radius, trace_dynamics
 
 RELU_SCALES = (1.5, 2.0, 3.0)
 SATURATION_SCALES = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)

@@ -1,7 +1,7 @@
 """Single-step cells, drop-in for ``torch.nn.RNNCell``, ``LSTMCell`` and ``GRUCell``.
 
 Decoders and other step-wise loops use these; they call the same step math as the
-reference path (``rnnkit.engine.cells``) and are differentiated by autograd.
+reference path (``rnnkit.engine.steps``) and are differentiated by autograd.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from rnnkit.engine.cells import check_nonlinearity, gru_cell, lstm_cell, rnn_cell
+from rnnkit.engine.steps import check_nonlinearity, gru_cell, lstm_cell, rnn_cell
 from rnnkit.models.checks import check_finite, check_float_like, check_shape, check_tensor
 
 

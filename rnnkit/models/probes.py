@@ -1,8 +1,9 @@
 r"""What happens inside a recurrent layer over time: the lecture's diagnostics as functions.
 
 :func:`trace_dynamics` runs any ``rnnkit.RNN/LSTM/GRU`` (or a ``torch.nn`` one: same
-parameter names) step by step with the cell math of :mod:`rnnkit.engine.cells` and records,
-for every layer and direction and every step t:
+parameter names) step by step on the reference loop (:func:`rnnkit.engine.reference.reference_layer`,
+the cell math of :mod:`rnnkit.engine.steps` under autograd) and records, for every layer and
+direction and every step t:
 
 - ``||h_t||`` (and ``||c_t||`` for the LSTM): do activations explode or vanish?
 - ``||dL/dh_t||`` (and ``||dL/dc_t||``): the *total* derivative of the loss with respect to
@@ -12,8 +13,8 @@ for every layer and direction and every step t:
       \frac{\partial L}{\partial h_t} = \frac{\partial L}{\partial y_t}
           + \Big(\frac{\partial h_{t+1}}{\partial h_t}\Big)^{\!\top} \frac{\partial L}{\partial h_{t+1}}
 
-  It is read off exactly by adding a zero tensor :math:`\epsilon_t` to each :math:`h_t` and
-  differentiating with respect to it.
+  It is read off exactly as autograd's gradient with respect to the state tensor
+  :math:`h_t` itself, which sums what reaches it through every later use.
 - the fraction of saturated units (tanh and sigmoid RNNs): units whose derivative
   :math:`f'(a)` is below 5% of its largest value, where gradients stop flowing;
 - the mean forget gate :math:`f_t` of the LSTM, which sets how much of :math:`dL/dc_{t}`
@@ -35,13 +36,13 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from rnnkit.engine.cells import gru_cell, lstm_gates, rnn_cell
 from rnnkit.engine.layer import reverse_index, reverse_time
+from rnnkit.engine.reference import reference_layer
+from rnnkit.engine.steps import GATES, cell_kind, lstm_gates
 
 SATURATED_BELOW = 0.05
 """A unit is saturated when its activation's derivative is below this fraction of the peak."""
 
-GATE_NAMES = {"RNN": ("",), "LSTM": ("i", "f", "g", "o"), "GRU": ("r", "z", "n")}
 LOSSES = ("last", "sum")
 
 
@@ -146,11 +147,13 @@ def trace_dynamics(module, input, hx=None, lengths=None, grad_output=None,
         h0, c0 = module._prepare_state(hx, x, kind == "unbatched")
     else:
         x, lengths, h0, c0 = _prepare_torch(module, input, hx, lengths)
-    mode = "RNN" if module.mode.startswith("RNN") else module.mode
+    mode = cell_kind(module.mode)
     nonlinearity = getattr(module, "nonlinearity", "tanh")
     T, B = x.shape[0], x.shape[1]
     dirs = 2 if module.bidirectional else 1
-    x, h0 = x.detach(), h0.detach()
+    # Every state depends on h0: with h0 needing grad, the states are in autograd's graph (to
+    # be differentiated against) even when the module's parameters are frozen.
+    x, h0 = x.detach(), h0.detach().requires_grad_()
     c0 = c0.detach() if c0 is not None else None
     step_valid = None if lengths is None else [(lengths > t) for t in range(T)]  # (B,) each
 
@@ -165,7 +168,7 @@ def trace_dynamics(module, input, hx=None, lengths=None, grad_output=None,
                 index = reverse_index(lengths, T, x.device) if direction == 1 else None
                 xin = reverse_time(x, index) if direction == 1 else x
                 rec = _unroll(mode, nonlinearity, xin, h0[k], c0[k] if c0 is not None else None,
-                              weights, step_valid)
+                              weights, lengths, step_valid)
                 rec["layer"], rec["direction"] = layer, direction
                 records.append(rec)
                 outs.append(reverse_time(rec["out"], index) if direction == 1 else rec["out"])
@@ -185,13 +188,13 @@ def trace_dynamics(module, input, hx=None, lengths=None, grad_output=None,
                 last = (lengths - 1 if lengths is not None else torch.full((B,), T - 1)).to(out.device)
                 objective = out[last, torch.arange(B, device=out.device)].sum()
             value = float(objective.detach())
-        eps = [e for rec in records for e in rec["eps_h"] + rec["eps_c"]]
-        grads = torch.autograd.grad(objective, eps, allow_unused=True)
+        states = [s for rec in records for s in rec["h"] + rec["c"]]
+        grads = torch.autograd.grad(objective, states, allow_unused=True)
 
     trace = Trace(loss=value)
     pos = 0
     for rec in records:
-        n_h, n_c = len(rec["eps_h"]), len(rec["eps_c"])
+        n_h, n_c = len(rec["h"]), len(rec["c"])
         g_h, g_c = grads[pos:pos + n_h], grads[pos + n_h:pos + n_h + n_c]
         pos += n_h + n_c
 
@@ -211,49 +214,29 @@ def trace_dynamics(module, input, hx=None, lengths=None, grad_output=None,
     return trace
 
 
-def _unroll(mode, nonlinearity, x, h, c, weights, step_valid) -> dict:
-    """One layer, one direction, with a zero probe added to every state (see module doc)."""
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    rec = {"eps_h": [], "eps_c": [], "h_norm": [], "c_norm": [], "saturation": [], "forget": []}
-    outputs = []
-    for t in range(x.shape[0]):
-        valid = None if step_valid is None else step_valid[t].to(x.device)
+def _unroll(mode, nonlinearity, x, h, c, weights, lengths, step_valid) -> dict:
+    """One layer, one direction on the reference loop, keeping every step's new states (the
+    tensors themselves, for their gradients; see the module doc) and their measurements."""
+    rec = {"h": [], "c": [], "h_norm": [], "c_norm": [], "saturation": [], "forget": []}
+
+    def record(t, h_prev, c_prev, h_new, c_new):
+        valid = None if step_valid is None else step_valid[t].cpu()
+        rec["h"].append(h_new)
+        rec["h_norm"].append(_masked_mean(h_new.detach().double().norm(dim=1).cpu(), valid))
         if mode == "LSTM":
-            i, f, g, o = lstm_gates(x[t], h, w_ih, w_hh, b_ih, b_hh)
-            c_new = c * f + i * g
-            e_c = torch.zeros_like(c_new, requires_grad=True)
-            c_new = c_new + e_c  # the probe enters before h_t reads c_t: dL/dc_t is total
-            rec["eps_c"].append(e_c)
-            rec["c_norm"].append(_masked_mean(c_new.detach().double().norm(dim=1).cpu(), _cpu(valid)))
-            h_new = torch.tanh(c_new) * o
-            if w_hr is not None:
-                h_new = h_new @ w_hr.t()  # (B, P)
-            rec["forget"].append(_masked_mean(f.detach().double().mean(dim=1).cpu(), _cpu(valid)))
-        elif mode == "GRU":
-            h_new, c_new = gru_cell(x[t], h, w_ih, w_hh, b_ih, b_hh), None
-        else:
-            h_new, c_new = rnn_cell(x[t], h, w_ih, w_hh, b_ih, b_hh, nonlinearity), None
+            rec["c"].append(c_new)
+            rec["c_norm"].append(_masked_mean(c_new.detach().double().norm(dim=1).cpu(), valid))
+            with torch.no_grad():  # the cell keeps its gates to itself: f_t again, off the graph
+                f = lstm_gates(x[t], h_prev, *weights[:4])[1]  # (B, H)
+            rec["forget"].append(_masked_mean(f.double().mean(dim=1).cpu(), valid))
+        elif mode == "RNN":
             mask = _saturation(h_new.detach(), nonlinearity)
             if mask is not None:
-                rec["saturation"].append(_masked_mean(mask.double().mean(dim=1).cpu(), _cpu(valid)))
-        e_h = torch.zeros_like(h_new, requires_grad=True)
-        h_new = h_new + e_h
-        rec["eps_h"].append(e_h)
-        rec["h_norm"].append(_masked_mean(h_new.detach().double().norm(dim=1).cpu(), _cpu(valid)))
-        if valid is None:
-            h, c = h_new, c_new
-            outputs.append(h_new)
-        else:
-            keep = valid.unsqueeze(1)  # (B, 1)
-            h = torch.where(keep, h_new, h)
-            c = torch.where(keep, c_new, c) if c_new is not None else None
-            outputs.append(torch.where(keep, h_new, torch.zeros_like(h_new)))
-    rec["out"] = torch.stack(outputs)  # (T, B, P)
+                rec["saturation"].append(_masked_mean(mask.double().mean(dim=1).cpu(), valid))
+
+    rec["out"] = reference_layer(mode, x, h, c, weights, lengths, nonlinearity=nonlinearity,
+                                 on_step=record)[0]  # (T, B, P)
     return rec
-
-
-def _cpu(valid: Optional[Tensor]) -> Optional[Tensor]:
-    return None if valid is None else valid.cpu()
 
 
 def _prepare_torch(module, input, hx, lengths):
@@ -284,7 +267,7 @@ def spectral_radius(module) -> dict[str, float]:
     """``max |eigenvalue|`` of each recurrent weight: ``{"weight_hh_l0": rho}`` for an RNN,
     ``{"weight_hh_l0[f]": rho, ...}`` per gate block for LSTM/GRU.  With an LSTM projection
     the block's map on the state is ``W_block @ W_hr`` (H x H)."""
-    mode = "RNN" if module.mode.startswith("RNN") else module.mode
+    gates = GATES[cell_kind(module.mode)]
     result = {}
     for name, w in module.named_parameters():
         if not name.startswith("weight_hh"):
@@ -292,7 +275,7 @@ def spectral_radius(module) -> dict[str, float]:
         w = w.detach().double().cpu()
         suffix = name[len("weight_hh"):]
         w_hr = getattr(module, "weight_hr" + suffix, None)
-        for gate, block in zip(GATE_NAMES[mode], w.chunk(len(GATE_NAMES[mode]), dim=0)):
+        for gate, block in zip(gates, w.chunk(len(gates), dim=0)):
             if w_hr is not None:
                 block = block @ w_hr.detach().double().cpu()  # (H, H)
             rho = float(torch.linalg.eigvals(block).abs().max())

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.engine.bptt.common import autocast_enabled
-from rnnkit.engine.cells import check_nonlinearity
 from rnnkit.engine.layer import check_backend, run_layer
+from rnnkit.engine.steps import GATES, check_nonlinearity
 from rnnkit.models.checks import (
     check_finite,
     check_float_like,
@@ -26,8 +26,6 @@ from rnnkit.models.checks import (
     check_tensor,
     normalize_lengths,
 )
-
-_GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
 
 Lengths = Union[Tensor, Sequence[int], None]
 
@@ -96,7 +94,7 @@ class RNNBase(nn.Module):
         self.backend = check_backend(backend)
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = _GATES[mode] * hidden_size
+        gate_size = len(GATES[mode]) * hidden_size
         real_hidden = proj_size if proj_size > 0 else hidden_size
         directions = 2 if bidirectional else 1
         self._flat_weights_names: list[str] = []
@@ -461,3 +459,7 @@ class GRU(RNNBase):
             "GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
             bidirectional, 0, "tanh", backend, device, dtype,
         )
+
+
+LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+"""The layer classes by the names that configs and the command line give them (``cell=``)."""

@@ -2,7 +2,7 @@
 
 Every ``every`` steps the callback captures the input and initial state each recurrent layer
 of the model sees (forward hooks) together with the gradient the loss sends into its output,
-then replays the layer with :func:`rnnkit.models.diagnostics.trace_dynamics` to record per
+then replays the layer with :func:`rnnkit.models.probes.trace_dynamics` to record per
 step:
 
 - ``||h_t||`` (and ``||c_t||``),
@@ -35,7 +35,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from rnnkit.models.diagnostics import spectral_radius, trace_dynamics
+from rnnkit.models.probes import spectral_radius, trace_dynamics
 from rnnkit.train.callbacks import Callback
 
 SUMMARY_FIELDS = ["step", "module", "layer", "direction", "h_norm_first", "h_norm_last",

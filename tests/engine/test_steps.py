@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.engine.cells import rnn_cell
+from rnnkit.engine.steps import rnn_cell
 from tests.conftest import assert_close
 
 F64 = torch.float64

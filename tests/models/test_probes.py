@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
-from rnnkit.models.diagnostics import spectral_radius, trace_dynamics
+from rnnkit.models.probes import spectral_radius, trace_dynamics
 
 
 def _oracle_rnn(ref: torch.nn.RNN, x, loss="last"):

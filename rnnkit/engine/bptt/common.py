@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 EMPTY = torch.empty(0)  # stands for an absent tensor argument of the compiled kernels
 
@@ -46,6 +47,21 @@ def without_autocast(fn):
             return fn(ctx, *args)
 
     return wrapper
+
+
+def recurrent_weight(w_hh: Tensor, batch: int, kernels=None) -> RecurrentWeight:
+    """``w_hh`` (G, P) laid out once for the loop's T products with (batch, P) states; the
+    fused CPU kernels bring their tiled transpose, 2-3x faster than a strided copy on large
+    weights."""
+    transpose = kernels.transpose_contiguous if kernels is not None else None
+    return RecurrentWeight(w_hh, batch, transpose=transpose)
+
+
+def fused_bias(b: Optional[Tensor], gates: Tensor) -> Tensor:
+    """The input-side bias (G,) as the fused step kernels take it: they add it to the gates
+    (T, B, G) themselves, which spares the input projection a broadcast copy.  Zeros when
+    the layer has none."""
+    return b.contiguous() if b is not None else gates.new_zeros(gates.shape[2])
 
 
 def input_projection(
@@ -138,6 +154,21 @@ def state_buffer(h0: Tensor, T: int) -> tuple[Tensor, Tensor]:
     buffer = h0.new_empty(T + 1, *h0.shape)
     buffer[0].copy_(h0)
     return buffer, buffer[1:]
+
+
+def layer_output(steps: Steps, hs: Tensor, T: int) -> tuple[Tensor, Tensor]:
+    """The layer's ``(output (T, B, P), h_n (B, P))`` from the states ``hs`` (T_run, B, P)
+    that the time loop wrote.
+
+    h_n is each sequence's state at its last valid step.  ``hs`` is then zeroed past each end
+    in place (it is also what backward reads as h_1..h_T; backward masks those steps anyway),
+    and the steps past the longest sequence, which the loop skipped, are padded with zeros.
+    """
+    h_n = steps.gather_last(hs)
+    steps.zero_past_end(hs)
+    if steps.T_run == T:
+        return hs, h_n
+    return torch.cat([hs, hs.new_zeros(T - steps.T_run, *hs.shape[1:])]), h_n
 
 
 _NO_LENGTHS = torch.empty(0, dtype=torch.int64)

@@ -30,14 +30,16 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import (
     Steps,
+    fused_bias,
     hidden_weight_grad,
-    without_autocast,
     input_grads,
     input_projection,
+    layer_output,
     or_empty,
+    recurrent_weight,
     state_buffer,
+    without_autocast,
 )
-from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 
 class GRUFunction(torch.autograd.Function):
@@ -64,29 +66,14 @@ class GRUFunction(torch.autograd.Function):
         u_n = x.new_empty(T_run, B, H)  # W_hn h_{t-1} + b_hn
         states, hs = state_buffer(h0, T_run)  # h_0..h_T; hs = h_1..h_T is the output
         u = x.new_empty(B, 3 * H)  # recurrent part W_hh h_{t-1} + b_hh, reused every step
-        recurrent = RecurrentWeight(
-            w_hh, B, transpose=kernels.transpose_contiguous if kernels is not None else None
-        )
+        recurrent = recurrent_weight(w_hh, B, kernels)
+
         if kernels is not None:
-            h0c = h0.contiguous()
-            bias = b_ih.contiguous() if b_ih is not None else x.new_zeros(3 * H)
-            if recurrent.kind == "transposed":  # the whole loop in C++
-                kernels.gru_forward_loop(gates, bias, u, u_n, hs, h0c, recurrent.w_t, or_empty(b_hh))
-            else:
-                h_v = hs.unbind(0)
-                h = h0
-                for t in range(T_run):
-                    recurrent.mm(h, u, b_hh)
-                    kernels.gru_forward_step(gates, bias, u, u_n, hs, h0c, t)
-                    h = h_v[t]
+            _forward_fused(kernels, gates, fused_bias(b_ih, gates), u, u_n, hs, h0, recurrent, b_hh)
         else:
             _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh)
 
-        h_n = steps.gather_last(hs)
-        steps.zero_past_end(hs)
-        out = hs
-        if T_run < T:
-            out = torch.cat([hs, hs.new_zeros(T - T_run, B, H)])
+        out, h_n = layer_output(steps, hs, T)
         ctx.save_for_backward(x, w_ih, w_hh, gates, u_n, states)
         ctx.steps = steps
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -134,6 +121,22 @@ def _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh):
         un_t.copy_(u_nn)
         torch.sub(h, n, out=diff)
         h = torch.addcmul(n, z, diff, out=h_t)  # n + z (h - n)
+
+
+def _forward_fused(kernels, gates, bias, u, u_n, hs, h0, recurrent, b_hh):
+    """The time loop with the pointwise part of each step in one fused CPU kernel call; the
+    input-side bias b_ih (3H,) is added there, not in ``gates``."""
+    h0c = h0.contiguous()  # the kernel reads h_0 as raw memory
+    if recurrent.kind == "transposed":  # the whole loop in C++
+        kernels.gru_forward_loop(gates, bias, u, u_n, hs, h0c, recurrent.w_t, or_empty(b_hh))
+        return
+    # A packed (MKL) weight has no C++ loop: the loop stays here, one kernel call per step.
+    h_v = hs.unbind(0)
+    h = h0
+    for t in range(gates.shape[0]):
+        recurrent.mm(h, u, b_hh)  # (B, 3H) = W_hh h + b_hh
+        kernels.gru_forward_step(gates, bias, u, u_n, hs, h0c, t)
+        h = h_v[t]
 
 
 def _backward_torch(steps, gates, u_n, states, dy, d_hn, w_hh):

@@ -34,14 +34,16 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import (
     Steps,
+    fused_bias,
     hidden_weight_grad,
-    without_autocast,
     input_grads,
     input_projection,
+    layer_output,
     or_empty,
+    recurrent_weight,
     state_buffer,
+    without_autocast,
 )
-from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -62,7 +64,6 @@ class LSTMFunction(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 4
-        P = w_hh.shape[1]
         steps = Steps.build(T, lengths, x.device)
         T_run = steps.T_run
         # Input part of every step's gate pre-activations in one GEMM; the loop adds the
@@ -73,23 +74,16 @@ class LSTMFunction(torch.autograd.Function):
         cells = x.new_empty(T_run, B, H)  # c_t
         states, hs = state_buffer(h0, T_run)  # h_0..h_T; hs = h_1..h_T is the output
         ms = x.new_empty(T_run, B, H) if w_hr is not None else None  # o_t * tanh c_t
-        recurrent = RecurrentWeight(
-            w_hh, B, transpose=kernels.transpose_contiguous if kernels is not None else None
-        )
+        recurrent = recurrent_weight(w_hh, B, kernels)
         w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
 
         if kernels is not None:
-            bias = b.contiguous() if b is not None else x.new_zeros(4 * H)
-            _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
+            _forward_fused(kernels, gates, fused_bias(b, gates), g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
         else:
             _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t)
 
-        h_n = steps.gather_last(hs)
         c_n = steps.gather_last(cells)
-        steps.zero_past_end(hs)
-        out = hs
-        if T_run < T:
-            out = torch.cat([hs, hs.new_zeros(T - T_run, B, P)])
+        out, h_n = layer_output(steps, hs, T)
         ctx.save_for_backward(x, c0, w_ih, w_hh, w_hr, gates, g_act, cells, states, ms)
         ctx.steps = steps
         ctx.has_bias = b is not None
@@ -156,13 +150,15 @@ def _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
 
 
 def _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):
-    """The time loop with the pointwise part of each step in one fused CPU kernel call."""
-    c0 = c0.contiguous()
+    """The time loop with the pointwise part of each step in one fused CPU kernel call; the
+    bias (4H,) is added there, not in ``gates``."""
+    c0 = c0.contiguous()  # the kernel reads c_0 as raw memory
     if recurrent.kind == "transposed":  # the whole loop in C++
         kernels.lstm_forward_loop(
             gates, bias, g_act, cells, hs, or_empty(ms), h0, c0, recurrent.w_t, or_empty(w_hr_t)
         )
         return
+    # A packed (MKL) weight has no C++ loop: the loop stays here, one kernel call per step.
     out = hs if ms is None else ms
     a_v, h_v = gates.unbind(0), hs.unbind(0)
     m_v = ms.unbind(0) if ms is not None else None

@@ -32,10 +32,11 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.bptt.common import (
     Steps,
     hidden_weight_grad,
-    without_autocast,
     input_grads,
     input_projection,
+    layer_output,
     state_buffer,
+    without_autocast,
 )
 from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
@@ -88,11 +89,7 @@ class RNNFunction(torch.autograd.Function):
             if activate_ is not None:
                 activate_(h_t)
             h = h_t
-        h_n = steps.gather_last(hs)
-        steps.zero_past_end(hs)
-        out = hs
-        if steps.T_run < T:
-            out = torch.cat([hs, hs.new_zeros(T - steps.T_run, B, hs.shape[2])])
+        out, h_n = layer_output(steps, hs, T)
         ctx.save_for_backward(x, w_ih, w_hh, states)
         ctx.steps = steps
         ctx.nonlinearity = nonlinearity

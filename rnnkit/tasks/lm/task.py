@@ -16,14 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import rnnkit
 from rnnkit import init as rnn_init
 from rnnkit.data.text import Vocab, batchify, tokenize, windows
+from rnnkit.models import LAYERS
 from rnnkit.models.decoding import sample_next
 from rnnkit.settings import setting
 from rnnkit.train.distributed import check_global_batch, shard_slice
-
-CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 
 
 @dataclass
@@ -49,8 +47,8 @@ class LanguageModel(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: LMModelConfig) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
+        if cfg.cell not in LAYERS:
+            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {cfg.cell!r}")
         if cfg.tie_weights and cfg.embed_size != cfg.hidden_size:
             raise ValueError(
                 "tie_weights needs embed_size == hidden_size, got "
@@ -58,7 +56,7 @@ class LanguageModel(nn.Module):
             )
         self.cfg = cfg
         self.embedding = nn.Embedding(vocab_size, cfg.embed_size)
-        self.rnn = CELLS[cfg.cell](
+        self.rnn = LAYERS[cfg.cell](
             cfg.embed_size, cfg.hidden_size, num_layers=cfg.num_layers,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )

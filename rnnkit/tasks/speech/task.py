@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.errors import DataError
-from rnnkit.models import GRU, LSTM, RNN
+from rnnkit.models import LAYERS
 from rnnkit.settings import setting
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
@@ -172,16 +172,14 @@ class DigitLabeler(nn.Module):
     (T, B, C).  Output past a sequence's end is the output layer's bias (the recurrent output
     there is zero) and must be masked by the caller, as ``labeling_loss`` does."""
 
-    CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-
     def __init__(self, input_size: int, num_classes: int = NUM_DIGITS, cell: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, bidirectional: bool = True,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        if cell not in self.CELLS:
-            raise ValueError(f"cell must be one of {', '.join(self.CELLS)}, got {cell!r}")
-        self.rnn = self.CELLS[cell](input_size, hidden_size, num_layers, bidirectional=bidirectional,
-                                    dropout=dropout if num_layers > 1 else 0.0)
+        if cell not in LAYERS:
+            raise ValueError(f"cell must be one of {', '.join(LAYERS)}, got {cell!r}")
+        self.rnn = LAYERS[cell](input_size, hidden_size, num_layers, bidirectional=bidirectional,
+                               dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
         self.out = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
 

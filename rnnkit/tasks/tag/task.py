@@ -24,12 +24,12 @@ from torch import Tensor, nn
 import rnnkit
 from rnnkit.data.vocab import TokenVocab, pad_batch
 from rnnkit.tasks.tag.treebank import TaggedSentence
+from rnnkit.models import LAYERS
 from rnnkit.models.crf import CRF
 from rnnkit.settings import setting
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice, unwrap
 
-CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 IGNORE = -100  # tag id of padding positions
 
 
@@ -156,8 +156,8 @@ class Tagger(nn.Module):
 
     def __init__(self, n_words: int, n_chars: int, n_tags: int, cfg: TaggerModelConfig) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
+        if cfg.cell not in LAYERS:
+            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {cfg.cell!r}")
         if cfg.word_embed <= 0 and cfg.char_hidden <= 0:
             raise ValueError("a tagger needs word embeddings or character features (word_embed or char_hidden > 0)")
         self.cfg = cfg
@@ -171,9 +171,9 @@ class Tagger(nn.Module):
             self.char_embedding = nn.Embedding(n_chars, cfg.char_embed, padding_idx=TokenVocab.pad)
             self.char_rnn = rnnkit.LSTM(cfg.char_embed, cfg.char_hidden, bidirectional=True)
             features += 2 * cfg.char_hidden
-        self.rnn = CELLS[cfg.cell](features, cfg.hidden_size, num_layers=cfg.num_layers,
-                                   dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
-                                   bidirectional=cfg.bidirectional)
+        self.rnn = LAYERS[cfg.cell](features, cfg.hidden_size, num_layers=cfg.num_layers,
+                                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+                                    bidirectional=cfg.bidirectional)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.hidden_size * (2 if cfg.bidirectional else 1), n_tags)
         self.crf = CRF(n_tags) if cfg.crf else None
