@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from rnnkit.tasks.lm.task import LanguageModel, LMModelConfig, detach_state
 
-
 SIZES = {"small": (200, 20, 0.0), "medium": (650, 35, 0.5)}  # hidden, bptt, dropout
 
 

@@ -33,7 +33,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     try:
         T, B, H = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like TxBxH (e.g. 35x20x650), got {text!r}")
+        raise argparse.ArgumentTypeError(f"shape must look like TxBxH (e.g. 35x20x650), got {text!r}") from None
     return T, B, H
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.lab.common import LabResult, LabSettings, geometric_mean, random_inputs, random_layer
-from rnnkit.plotting import log_band, pyplot, save
 from rnnkit.models.probes import spectral_radius, trace_dynamics
+from rnnkit.plotting import log_band, pyplot, save
 
 RELU_SCALES = (1.5, 2.0, 3.0)
 SATURATION_SCALES = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)

@@ -38,7 +38,7 @@ import rnnkit
 from rnnkit import init
 from rnnkit.lab.common import LabResult
 from rnnkit.plotting import pyplot, save
-from rnnkit.train import Trainer, TrainConfig
+from rnnkit.train import TrainConfig, Trainer
 from rnnkit.train.callbacks import Callback
 from rnnkit.train.diagnostics import DiagnosticsCallback
 

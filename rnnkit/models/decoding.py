@@ -196,7 +196,7 @@ def beam_search(step, state, batch_size: int, bos: int, eos: int, max_len: int, 
                     kept += 1
                 if len(finished[b]) >= K or kept == 0:
                     done[b] = True
-            for k in range(kept, K):  # dead rows: any valid row index, score -inf
+            for _ in range(kept, K):  # dead rows: any valid row index, score -inf
                 new_rows.append(b * K)
                 new_tokens.append(eos)
         if all(done):

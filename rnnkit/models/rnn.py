@@ -258,7 +258,8 @@ class RNNBase(nn.Module):
             # The recurrence runs in the parameters' dtype (state and accumulation in fp32 under
             # mixed precision); inputs that autocast made lower-precision are cast back.
             with torch.autocast(device_type, enabled=False):
-                return self.forward(_cast_input(input, self.weight_ih_l0.dtype), _cast_state(hx, self.weight_ih_l0.dtype), lengths)
+                dtype = self.weight_ih_l0.dtype
+                return self.forward(_cast_input(input, dtype), _cast_state(hx, dtype), lengths)
         x, lengths, (kind, packed) = self._prepare_input(input, lengths)
         h0, c0 = self._prepare_state(hx, x, kind == "unbatched")
         h_n, c_n = [], []

@@ -16,8 +16,8 @@ blocks and put back together).
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import os
 from datetime import timedelta
 from typing import Any, Iterator, Sequence

@@ -3,8 +3,8 @@ record the settings, build the Trainer (and the CPU kernels before the clock sta
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import time
 from dataclasses import asdict

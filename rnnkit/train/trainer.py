@@ -32,9 +32,9 @@ progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN
 
 from __future__ import annotations
 
-import logging
 import hashlib
 import json
+import logging
 import math
 import random
 import time
@@ -47,6 +47,7 @@ import torch
 
 from rnnkit.errors import CheckpointError, NonFiniteInput, TrainingDiverged
 from rnnkit.train import distributed
+from rnnkit.train.callbacks import Callback
 from rnnkit.train.checkpoint import (
     check_writable,
     copy_checkpoint,
@@ -56,7 +57,6 @@ from rnnkit.train.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from rnnkit.train.callbacks import Callback
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.diagnostics import DiagnosticsCallback
 from rnnkit.train.metrics_log import MetricsLog

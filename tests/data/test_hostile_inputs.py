@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from rnnkit.tasks.translate.pairs import read_pairs
-from rnnkit.tasks.forecast.series import read_series_csv
 from rnnkit.data.text import read_lines, read_text
 from rnnkit.errors import DataError
+from rnnkit.tasks.forecast.series import read_series_csv
+from rnnkit.tasks.translate.pairs import read_pairs
 
 EXAMPLES = int(os.environ.get("RNNKIT_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

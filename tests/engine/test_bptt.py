@@ -60,8 +60,8 @@ def test_bptt_matches_reference(mode, nonlinearity, P, reverse, lengths, bias, b
     lens = torch.tensor(lengths) if lengths is not None else None
     leaves = [x, h0] + ([c0] if c0 is not None else []) + [w for w in weights if w is not None]
     results = []
-    for backend in (backend, "reference"):
-        out, h_n, c_n = run_layer(mode, x, h0, c0, weights, lens, reverse, backend, nonlinearity)
+    for which in (backend, "reference"):
+        out, h_n, c_n = run_layer(mode, x, h0, c0, weights, lens, reverse, which, nonlinearity)
         grads = torch.autograd.grad(loss_of(out, h_n, c_n, torch.Generator().manual_seed(5)), leaves)
         results.append((out, h_n, c_n, grads))
     (o1, h1, c1, g1), (o2, h2, c2, g2) = results
@@ -145,7 +145,7 @@ def test_gradients_reach_step_one_through_shared_weights():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_recurrent_weight_layouts(kind, dtype):
     """Every layout of the prepared recurrent weight computes h @ W^T (+ b)."""
-    from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight, _MKL_PACKING
+    from rnnkit.engine.bptt.recurrent_matmul import _MKL_PACKING, RecurrentWeight
 
     if kind == "packed" and (dtype != torch.float32 or not _MKL_PACKING):
         pytest.skip("MKL packing covers float32 with MKL only")

@@ -41,6 +41,7 @@ def test_bad_sampling_arguments():
 # ------------------------------------------------------------------ sequence search
 import itertools  # noqa: E402
 
+from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.decoding import (  # noqa: E402
     beam_search,
     greedy_search,
@@ -48,7 +49,6 @@ from rnnkit.models.decoding import (  # noqa: E402
     sample_search,
     select_rows,
 )
-from rnnkit.errors import RnnkitError  # noqa: E402
 from rnnkit.models.seq2seq import Seq2Seq  # noqa: E402
 from rnnkit.tasks.translate.task import coverage_penalty, max_output_length, translate_ids  # noqa: E402
 

@@ -14,7 +14,8 @@ from safetensors import SafetensorError
 
 from rnnkit.cli import main
 from rnnkit.errors import CheckpointError
-from rnnkit.train import Trainer, TrainConfig, checkpoint as ckpt, load_weights, read_state, resolve_checkpoint
+from rnnkit.train import TrainConfig, Trainer, load_weights, read_state, resolve_checkpoint
+from rnnkit.train import checkpoint as ckpt
 from rnnkit.train.checkpoint import CHECKSUMS, FORMAT_VERSION, copy_checkpoint, save_checkpoint
 
 

@@ -11,7 +11,7 @@ import torch
 from rnnkit import init
 from rnnkit.lab.long_range import LongRangeModel, LongRangeSettings, LongRangeTask
 from rnnkit.models.probes import trace_dynamics
-from rnnkit.train import Trainer, TrainConfig
+from rnnkit.train import TrainConfig, Trainer
 from rnnkit.train.callbacks import Callback
 from rnnkit.train.diagnostics import DiagnosticsCallback, GradientWarning
 

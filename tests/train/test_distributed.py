@@ -20,16 +20,16 @@ from safetensors.torch import load_file
 
 from rnnkit.cli import main
 from rnnkit.data import load_splits
-from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.data.vocab import TokenVocab
-from rnnkit.tasks.translate.pairs import WordTokenizer
 from rnnkit.tasks.forecast.series import make_windows
 from rnnkit.tasks.forecast.task import ForecastModelConfig, ForecastTask
 from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig, LMTask, encode_splits
+from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTask, split_recordings
 from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TaggingTask, Vocabularies
+from rnnkit.tasks.translate.pairs import WordTokenizer
 from rnnkit.tasks.translate.task import TranslationDataConfig, TranslationModelConfig, TranslationTask
-from rnnkit.train import Trainer, TrainConfig, distributed
+from rnnkit.train import TrainConfig, Trainer, distributed
 from rnnkit.train.checkpoint import read_state
 from tests.audio_fixtures import tone_folder
 from tests.conftest import assert_close

@@ -7,8 +7,16 @@ import torch
 
 from rnnkit.data import load_splits
 from rnnkit.errors import CheckpointError, TrainingDiverged
-from rnnkit.tasks.lm.task import LanguageModel, LMDataConfig, LMModelConfig, LMTask, detach_state, encode_splits, window_loss
-from rnnkit.train import Trainer, TrainConfig, read_state, resolve_checkpoint, seed_everything
+from rnnkit.tasks.lm.task import (
+    LanguageModel,
+    LMDataConfig,
+    LMModelConfig,
+    LMTask,
+    detach_state,
+    encode_splits,
+    window_loss,
+)
+from rnnkit.train import TrainConfig, Trainer, read_state, resolve_checkpoint, seed_everything
 from rnnkit.train import checkpoint as ckpt
 
 

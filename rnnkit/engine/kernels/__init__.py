@@ -8,12 +8,11 @@ raises :class:`KernelUnavailable` with the compiler's complaint.
 
 from __future__ import annotations
 
-import logging
 import functools
 import hashlib
+import logging
 import os
 import platform
-import sys
 from pathlib import Path
 
 import torch

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.errors import DataError
 from rnnkit.models import LAYERS
 from rnnkit.settings import setting
+from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 

@@ -23,10 +23,10 @@ from torch import Tensor, nn
 
 import rnnkit
 from rnnkit.data.vocab import TokenVocab, pad_batch
-from rnnkit.tasks.tag.treebank import TaggedSentence
 from rnnkit.models import LAYERS
 from rnnkit.models.crf import CRF
 from rnnkit.settings import setting
+from rnnkit.tasks.tag.treebank import TaggedSentence
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice, unwrap
 

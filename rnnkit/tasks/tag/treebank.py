@@ -68,9 +68,11 @@ def _check_block(path, start: int, lines: Sequence[str], column: str) -> None:
         where = f"{path}:{start + offset}"
         fields = line.split("\t")
         if len(fields) != 10:
-            raise DataError(f"{where}: a CoNLL-U word line has 10 tab-separated fields, got {len(fields)}: {line[:80]!r}")
+            raise DataError(f"{where}: a CoNLL-U word line has 10 tab-separated fields, "
+                            f"got {len(fields)}: {line[:80]!r}")
         if not _ID.match(fields[0]):
-            raise DataError(f"{where}: ID must be an integer, a range like 3-4 or a decimal like 8.1, got {fields[0]!r}")
+            raise DataError(f"{where}: ID must be an integer, a range like 3-4 or a decimal like 8.1, "
+                            f"got {fields[0]!r}")
         if not fields[1]:
             raise DataError(f"{where}: empty word form")
         if "-" in fields[0] or "." in fields[0]:

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from rnnkit.errors import DataError
 from rnnkit.tasks.speech.audio import (
     Normalizer,
     acoustic_vector,
@@ -14,7 +15,6 @@ from rnnkit.tasks.speech.audio import (
     parse_name,
     read_wav,
 )
-from rnnkit.errors import DataError
 from tests.audio_fixtures import FSDD_TAR, fsdd_slice, tone, tone_folder, write_wav
 
 librosa = pytest.importorskip("librosa")

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit.cli import main
-from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.errors import DataError
+from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.tasks.speech.task import (
     IGNORE,
     DigitLabeler,

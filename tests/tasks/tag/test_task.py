@@ -6,7 +6,6 @@ import torch
 
 from rnnkit.cli import main
 from rnnkit.data.vocab import TokenVocab
-from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu
 from rnnkit.tasks.tag.task import (
     IGNORE,
     TaggerModelConfig,
@@ -17,6 +16,7 @@ from rnnkit.tasks.tag.task import (
     make_batch,
     tag_metrics,
 )
+from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu
 from tests.conftest import fit_task
 
 EWT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ud_english_ewt"

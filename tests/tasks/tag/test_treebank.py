@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from rnnkit.errors import DataError
 from rnnkit.tasks.tag.treebank import (
     TaggedSentence,
     find_treebank,
@@ -12,7 +13,6 @@ from rnnkit.tasks.tag.treebank import (
     write_conllu,
     write_tsv,
 )
-from rnnkit.errors import DataError
 
 EWT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ud_english_ewt"
 

@@ -97,7 +97,7 @@ def test_translate_replaces_every_unknown_output():
     mapped = task.translate(model, sources, decoder="greedy", unk="lexicon", lexicon={"tom": "TOMÁS"})
     hyps = translate_ids(model, [task.src_vocab.encode(task.src_tok.tokenize(s)) for s in sources], "greedy",
                          with_attention=True)
-    for out, copy, mapping, (h,), src in zip(plain, copied, mapped, hyps, sources):
+    for _plain, copy, mapping, (h,), src in zip(plain, copied, mapped, hyps, sources):
         words = task.src_tok.tokenize(src)
         want = replace_unknowns(h.tokens, h.extras, words, task.tgt_vocab)
         assert copy == task.tgt_tok.detokenize(want) and "<unk>" not in copy
