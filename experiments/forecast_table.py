@@ -21,26 +21,28 @@ refit model is a new model that ensemble selection says nothing about, so not wi
         [--out runs/forecast-table] [--ensemble 10] [--select 5] [--refit] [--backtest] [--report]
         [--setting '{"local_level": true}']
 
+Each candidate is one :class:`~rnnkit.tasks.forecast.estimator.ForecastEstimator` and each row
+its ``backtest`` (of the validation part with ``--backtest``, else of the test part).  The
+library's progress is logged; this script shows its warnings only.
+
 Needs statsmodels (``pip install -e '.[forecast]'``); the CSV series come from --data.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import logging
 import time
-from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from rnnkit.errors import DataError
-from rnnkit.tasks.forecast.baselines import run_baselines
+from rnnkit.tasks.forecast.estimator import ForecastEstimator
 from rnnkit.tasks.forecast.metrics import all_metrics
+from rnnkit.tasks.forecast.run import ForecastDataConfig
 from rnnkit.tasks.forecast.task import ForecastModelConfig
-from rnnkit.tasks.forecast.run import ForecastDataConfig, prepare, train_forecast
 from rnnkit.train.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -73,32 +75,10 @@ SERIES = {
             [dict(deseasonalize=True, local_level=True)]),
 }
 MODEL = ForecastModelConfig(cell="lstm", hidden_size=32, num_layers=1, head="gaussian")
-MODEL_FIELDS = {f.name for f in fields(ForecastModelConfig)}  # candidate keys that set the model
 TRAIN = TrainConfig(epochs=150, early_stop=15, lr=3e-3, progress=False, log_every=1000, device="cpu")
 CLASSICAL = ("seasonal_naive", "arima", "ets")  # the baselines of the table
 ENSEMBLE = 10
 SELECT = 5  # of the ENSEMBLE models per candidate, keep those with the best validation rollouts
-
-
-def _train(base: dict, extra: dict, out: Path, ensemble: int, select: int, refit: bool) -> dict:
-    """Train one candidate setting (an ensemble) with data settings ``base`` and report what the
-    table needs: the validation and test rollouts of train_forecast."""
-    model_keys = {k: v for k, v in extra.items() if k in MODEL_FIELDS}
-    data_keys = {k: v for k, v in extra.items() if k not in MODEL_FIELDS}
-    cfg = ForecastDataConfig(**{**base, **data_keys, "ensemble": ensemble, "select": select, "refit": refit,
-                                 "baselines": "", "samples": 0})
-    with contextlib.redirect_stdout(io.StringIO()):
-        result = train_forecast(cfg, replace(MODEL, **model_keys), replace(TRAIN), out)
-    return {"setting": extra, "valid_mase": result["valid_rollout"]["mase"],
-            "valid_forecast": np.array(result["valid_forecast"]), "test_forecast": np.array(result["test_forecast"]),
-            "test": result["test"]["rnnkit"], "runs": [str(out)]}
-
-
-def _shifted(base: dict, p) -> dict:
-    """The data settings one part earlier: the series ends where ``p``'s test part begins, and
-    ``p``'s validation part becomes the test part."""
-    return {**base, "drop_last": base.get("drop_last", 0) + p.n_test, "test": str(p.n_valid),
-            "valid": str(p.n_valid), "horizon": p.n_valid}
 
 
 def _json_name(name: str, origin: int = 0) -> str:
@@ -117,25 +97,24 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
     base = dict(base)
     if "csv" in base:
         base["csv"] = str(data_dir / base["csv"])
-    if backtest:  # the data end where the test part begins: the validation part becomes the test
-        p = prepare(ForecastDataConfig(**base))
-        base = _shifted(base, p)
-        label += ", backtest: its validation part"
-        if origin:
-            shift = origin * -(-p.n_valid // origins)
-            base["drop_last"] += shift
-            label += f" moved {shift} points back"
+    data = ForecastDataConfig(**base, ensemble=ensemble, select=select, refit=refit, baselines=",".join(CLASSICAL))
     stem = Path(_json_name(name, origin)).stem  # the run folders are STEM-0, STEM-1, ...
     start = time.perf_counter()
-    p = prepare(ForecastDataConfig(**base))  # the split is the same for every candidate
-    valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
-    truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
     tried = []  # one dict per candidate, in order
     for i, extra in enumerate(candidates):
-        tried.append(_train(base, extra, out / f"{stem}-{i}", ensemble, select, refit))
+        estimator = ForecastEstimator(data, MODEL, TRAIN, **extra)
+        # with backtest the data end where the test part begins: the validation part becomes the test
+        result = estimator.backtest(part="valid" if backtest else "test", origin=origin, origins=origins,
+                                    run_dir=out / f"{stem}-{i}")
+        tried.append({"setting": extra, "valid_mase": result.valid_mase, "backtest": result,
+                      "log": estimator.data.log, "test_forecast": result.forecasts["rnnkit"],
+                      "test": result.scores["rnnkit"], "runs": [str(result.run)]})
         print(f"  {name} candidate {extra}: valid MASE {tried[-1]['valid_mase']:.3f}", flush=True)
+    p = tried[0]["backtest"].data  # the split is the same for every candidate
+    truth, history = p.y[p.valid_end:], p.y[:p.valid_end]
     if len(candidates) > 1:  # the equal-weight combination of the candidates' forecasts is one more
-        valid_mean = np.mean([t["valid_forecast"] for t in tried], axis=0)
+        valid_truth, valid_history = p.y[p.train_end:p.valid_end], p.y[:p.train_end]
+        valid_mean = np.mean([t["backtest"].valid_forecast for t in tried], axis=0)
         test_mean = np.mean([t["test_forecast"] for t in tried], axis=0)
         combined = all_metrics(valid_truth, valid_mean, valid_history, p.season)["mase"]
         print(f"  {name} combination of the {len(candidates)}: valid MASE {combined:.3f}", flush=True)
@@ -144,19 +123,25 @@ def run_series(name: str, data_dir: Path, out: Path, ensemble: int = ENSEMBLE, s
                       "runs": [r for t in tried for r in t["runs"]]})
     best = min(tried, key=lambda t: t["valid_mase"])  # the first of equals
     chosen = best["setting"]
-    used_log = all({**base, **c}.get("log") for c in chosen.get("combination", [chosen]))
-    baselines = run_baselines(history, p.n_test, p.season, log=used_log, names=CLASSICAL)
+    # the baselines model log y when every chosen candidate does: those of a candidate that agrees
+    members = [best] if "backtest" in best else tried[:len(candidates)]
+    used_log = all(t["log"] for t in members)
+    scored = next(t["backtest"] for t in members if t["log"] == used_log)
+    if backtest:
+        label += ", backtest: its validation part"
+        if origin:
+            label += f" moved {scored.shift} points back"
     table = {"rnnkit": best["test"]}
-    table.update({k: all_metrics(truth, v["forecast"], history, p.season) for k, v in baselines.items()})
+    table.update({k: v for k, v in scored.scores.items() if k != "rnnkit"})
     row = {"name": name, "origin": origin, "label": label, "chosen": chosen, "valid_mase": best["valid_mase"],
            "season": p.season,
            "n_test": p.n_test, "ensemble": ensemble, "select": select, "refit": refit,
            "tried": {json.dumps(t["setting"]): t["valid_mase"] for t in tried},
-           "test": table, "models": {k: v["model"] for k, v in baselines.items()}, "runs": best["runs"],
+           "test": table, "models": scored.models, "runs": best["runs"],
            "forecasts": {"dates": [str(d) for d in p.dates[p.valid_end - 2 * p.n_test:]],
                          "history": history[-2 * p.n_test:].tolist(), "truth": truth.tolist(),
                          "rnnkit": best["test_forecast"].tolist(),
-                         **{k: np.asarray(v["forecast"]).tolist() for k, v in baselines.items()}},
+                         **{k: v.tolist() for k, v in scored.forecasts.items() if k != "rnnkit"}},
            "seconds": round(time.perf_counter() - start, 1)}
     (out / _json_name(name, origin)).write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
@@ -260,8 +245,9 @@ def plot_origins(rows: list[dict], path: Path) -> None:
     for ax, name in zip(axes[0], names):
         mine = sorted((r for r in rows if r["name"] == name), key=lambda r: -r["origin"])
         x = [-r["origin"] for r in mine]
-        for key, style in (("rnnkit", dict(color="tab:blue", lw=2)), ("arima", dict(color="tab:red", ls="--")),
-                           ("ets", dict(color="tab:green", ls="--")), ("seasonal_naive", dict(color="tab:gray", ls=":"))):
+        styles = (("rnnkit", dict(color="tab:blue", lw=2)), ("arima", dict(color="tab:red", ls="--")),
+                  ("ets", dict(color="tab:green", ls="--")), ("seasonal_naive", dict(color="tab:gray", ls=":")))
+        for key, style in styles:
             ax.plot(x, [r["test"][key]["mase"] for r in mine], marker="o", ms=3, label=key, **style)
         ax.set_title(name, fontsize=9)
         ax.set_xticks(x)
@@ -316,6 +302,7 @@ def main() -> None:
                         "series' JSON files in --out "
                         "(for parts run in separate processes)")
     args = parser.parse_args()
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)  # the library's warnings, not its progress
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.only.split(",")

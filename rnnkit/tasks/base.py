@@ -101,3 +101,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="best",
                         help="best, last, or the name of a checkpoint in the run's checkpoints/ (e.g. an average)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def lazy_exports(package: str, names: dict[str, str]):
+    """``(__getattr__, __all__)`` for a task package that exports ``names`` (name -> its module
+    in the package) on first use, so that importing the package (which the CLI does for every
+    task's ``commands``) does not import its predictor."""
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__, list(names)

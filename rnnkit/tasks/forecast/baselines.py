@@ -16,11 +16,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import warnings
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def naive(history: np.ndarray, horizon: int) -> np.ndarray:
@@ -172,10 +175,10 @@ def ets(history: np.ndarray, horizon: int, m: int) -> tuple[np.ndarray, str]:
 
 
 def run_baselines(history: np.ndarray, horizon: int, m: int, log: bool = False,
-                  names=("naive", "seasonal_naive", "arima", "ets"),
-                  say: Callable[[str], None] = lambda s: None) -> dict[str, dict]:
-    """{name: {"forecast": (H,), "model": description, "seconds": fit time}}.  A baseline that
-    cannot be fitted (or statsmodels missing) is reported with its error and left out."""
+                  names=("naive", "seasonal_naive", "arima", "ets")) -> dict[str, dict]:
+    """{name: {"forecast": (H,), "model": description, "seconds": fit time}}, each fitted model
+    logged.  A baseline that cannot be fitted (or statsmodels missing) is logged with its error
+    and left out."""
     out: dict[str, dict] = {}
     for name in names:
         start = time.perf_counter()
@@ -191,8 +194,8 @@ def run_baselines(history: np.ndarray, horizon: int, m: int, log: bool = False,
             else:
                 raise ValueError(f"unknown baseline {name!r}")
         except (ImportError, RuntimeError) as exc:
-            say(f"baseline {name} skipped: {exc}")
+            logger.info(f"baseline {name} skipped: {exc}")
             continue
         out[name] = {"forecast": forecast, "model": desc, "seconds": time.perf_counter() - start}
-        say(f"baseline {name}: {desc} ({out[name]['seconds']:.1f} s)")
+        logger.info(f"baseline {name}: {desc} ({out[name]['seconds']:.1f} s)")
     return out

@@ -40,9 +40,9 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from rnnkit.tasks.forecast.run import evaluate_forecast, format_table
+    from rnnkit.tasks.forecast.run import format_table
 
-    table = evaluate_forecast(args.run, args.split, args.checkpoint, args.device)
+    table = load(args.run, args.checkpoint, args.device).evaluate(args.split)
     print(f"{args.split}: " + format_table(table, 0).split("\n", 1)[1])
 
 
@@ -60,10 +60,8 @@ def add_commands(sub) -> dict:
 
 
 def _forecast(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.forecast.run import forecast_future
-
-    rows = forecast_future(args.run, args.horizon, args.plot, args.test, args.checkpoint, args.device,
-                           args.samples, args.seed)
+    predictor = load(args.run, args.checkpoint, args.device)
+    rows = predictor.forecast(args.horizon, args.samples, args.seed, args.test, args.plot)
     keys = list(rows[0]) if rows else []
     print("\t".join(keys))
     for row in rows:

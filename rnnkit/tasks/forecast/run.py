@@ -1,5 +1,7 @@
-"""The forecasting commands with plain arguments: train (with baselines and a plot), evaluate,
-forecast beyond the end of the data.
+"""Training a forecaster with plain arguments (``rnnkit train forecast`` and
+:class:`~rnnkit.tasks.forecast.estimator.ForecastEstimator` call it): the data and its split,
+the ensemble, the baselines, the metrics table and the plot.  A trained run is used through
+:class:`~rnnkit.tasks.forecast.predictor.ForecastPredictor`.
 
 Protocol: the last ``test`` points (default: ``horizon``) are the test part, forecast in one
 rollout from the end of the history before it; the last ``valid`` points before the test
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,6 +24,10 @@ from typing import Optional
 
 import numpy as np
 
+from rnnkit.errors import DataError, RnnkitError
+from rnnkit.settings import setting
+from rnnkit.tasks.forecast.baselines import run_baselines
+from rnnkit.tasks.forecast.metrics import all_metrics
 from rnnkit.tasks.forecast.series import (
     Series,
     calendar_features,
@@ -32,11 +39,6 @@ from rnnkit.tasks.forecast.series import (
     part_size,
     read_series_csv,
 )
-from rnnkit.tasks.forecast.transform import SeriesTransform
-from rnnkit.errors import CheckpointError, DataError, RnnkitError
-from rnnkit.settings import setting
-from rnnkit.tasks.forecast.baselines import run_baselines
-from rnnkit.tasks.forecast.metrics import all_metrics
 from rnnkit.tasks.forecast.task import (
     Forecaster,
     ForecastModelConfig,
@@ -44,8 +46,11 @@ from rnnkit.tasks.forecast.task import (
     rollout,
     step_inputs,
 )
-from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, read_state, seed_everything
+from rnnkit.tasks.forecast.transform import SeriesTransform
+from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, seed_everything
 from rnnkit.train.trainer import pick_device
+
+logger = logging.getLogger(__name__)
 
 BASELINES = "naive,seasonal_naive,arima,ets"
 
@@ -183,7 +188,7 @@ def forecast_from(models: list, transform: SeriesTransform, p: Prepared, origin:
 def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, train_cfg: TrainConfig,
                    run_dir: str | Path) -> dict:
     """Train the forecaster (an ensemble of ``cfg.ensemble`` models) in ``run_dir``, run the
-    baselines, print and save the test metrics table and the plot."""
+    baselines, log and save the test metrics table and the plot."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if (run_dir / "forecast.json").exists():
@@ -196,16 +201,17 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
                         "use one or the other")
     p = prepare(cfg)
     for note in p.notes:
-        print(f"note: {note}", flush=True)
+        logger.info(f"note: {note}")
     record = {"task": "forecast", "data": asdict(cfg), "model": asdict(model_cfg), "train": asdict(train_cfg)}
     main = distributed.is_main()  # torchrun: every rank trains, rank 0 forecasts, compares and writes
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(f"data: {cfg.csv or 'statsmodels:' + str(cfg.dataset)} column {cfg.column or '(only)'}: {len(p.y)} points, "
-          f"frequency {p.freq}, season m={p.season}; train {p.train_end}, valid {p.n_valid}, test {p.n_test}; "
-          f"window {p.window}; model {model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} "
-          f"({'direct' if model_cfg.direct else 'one-step'}, {model_cfg.head} head) x{cfg.ensemble}", flush=True)
+    logger.info(f"data: {cfg.csv or 'statsmodels:' + str(cfg.dataset)} column {cfg.column or '(only)'}: "
+                f"{len(p.y)} points, frequency {p.freq}, season m={p.season}; "
+                f"train {p.train_end}, valid {p.n_valid}, test {p.n_test}; "
+                f"window {p.window}; model {model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} "
+                f"({'direct' if model_cfg.direct else 'one-step'}, {model_cfg.head} head) x{cfg.ensemble}")
 
     transform = make_transform(cfg, p, p.train_end)
     models, epochs = [], []
@@ -220,14 +226,14 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
             member_mase = [all_metrics(valid_truth, forecast_from([m], transform, p, p.train_end, p.n_valid, 0)
                                        ["forecast"], valid_history, p.season)["mase"] for m in models]
             kept = sorted(sorted(range(cfg.ensemble), key=lambda i: (member_mase[i], i))[:cfg.select])
-            print("validation rollout MASE per model: " + " ".join(f"{v:.3f}" for v in member_mase)
-                  + f"; kept {kept}", flush=True)
+            logger.info("validation rollout MASE per model: " + " ".join(f"{v:.3f}" for v in member_mase)
+                        + f"; kept {kept}")
     kept = distributed.broadcast(kept)  # torchrun: every rank refits the same models
     models, epochs = [models[i] for i in kept], [epochs[i] for i in kept]
     if main:
         valid_fc = forecast_from(models, transform, p, p.train_end, p.n_valid, 0)
         valid_metrics = all_metrics(valid_truth, valid_fc["forecast"], valid_history, p.season)
-        print("validation rollout: " + ", ".join(f"{k} {v:.4f}" for k, v in valid_metrics.items()), flush=True)
+        logger.info("validation rollout: " + ", ".join(f"{k} {v:.4f}" for k, v in valid_metrics.items()))
 
     member_dirs = [f"members/{i}" for i in kept]
     if cfg.refit:
@@ -236,7 +242,7 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
         models = []
         for i, n_epochs in zip(kept, epochs):
             folder = run_dir / "members" / f"{i}-refit"
-            print(f"refit {i}: {n_epochs} epochs on train + valid", flush=True)
+            logger.info(f"refit {i}: {n_epochs} epochs on train + valid")
             models.append(_train_member(p, cfg, model_cfg, replace(refit_cfg, epochs=n_epochs), transform,
                                         p.valid_end, p.valid_end, folder, train_cfg.seed + i))
             # no validation part: "best" is the lowest training loss, the last epoch is what we want
@@ -252,7 +258,7 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
     test_fc = forecast_from(models, transform, p, p.valid_end, p.n_test, cfg.samples, train_cfg.seed)
     table = {"rnnkit": all_metrics(truth, test_fc["forecast"], history, p.season)}
     names = [b.strip() for b in cfg.baselines.split(",") if b.strip()]
-    baselines = run_baselines(history, p.n_test, p.season, cfg.log, names, say=lambda s: print(s, flush=True))
+    baselines = run_baselines(history, p.n_test, p.season, cfg.log, names)
     for name, result in baselines.items():
         table[name] = all_metrics(truth, result["forecast"], history, p.season)
     elapsed = time.perf_counter() - started
@@ -269,15 +275,15 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
     _write_table(run_dir / "forecast_metrics.csv", table)
     series = {"rnnkit": test_fc["forecast"], **{k: v["forecast"] for k, v in baselines.items()}}
     _write_forecast_csv(run_dir / "forecast.csv", p.dates[p.valid_end:], truth, test_fc, series)
-    print(format_table(table, p.season), flush=True)
+    logger.info(format_table(table, p.season))
     try:
         plot_forecast(run_dir / "forecast.png", p.dates[:p.valid_end], history, p.dates[p.valid_end:], truth,
                       test_fc, {k: v["forecast"] for k, v in baselines.items()},
                       title=f"{cfg.csv or cfg.dataset}: test forecast")
-        print(f"plot: {run_dir / 'forecast.png'}", flush=True)
+        logger.info(f"plot: {run_dir / 'forecast.png'}")
     except ImportError as exc:
-        print(f"no plot: {exc}", flush=True)
-    print(f"run folder {run_dir} ({elapsed:.0f} s)", flush=True)
+        logger.info(f"no plot: {exc}")
+    logger.info(f"run folder {run_dir} ({elapsed:.0f} s)")
     return result
 
 
@@ -334,81 +340,3 @@ def plot_forecast(path: str | Path, hist_dates, history, dates, truth, fc: dict,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-# --------------------------------------------------------------------- trained runs
-def is_forecast_run(run: str | Path) -> bool:
-    config = Path(run) / "config.json"
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("task") == "forecast"
-    except (OSError, ValueError):
-        return False
-
-
-def load_forecast_run(run: str | Path, checkpoint: str = "best", device: str = "auto"):
-    """(models, transform, data config, run record) of a trained forecast run."""
-    run = Path(run)
-    if checkpoint not in ("best", "last"):
-        raise CheckpointError(f"a forecast run is an ensemble of models, each with its own checkpoints; "
-                              f"--checkpoint must be best or last, got {checkpoint!r}")
-    try:
-        record = json.loads((run / "config.json").read_text(encoding="utf-8"))
-        info = json.loads((run / "forecast.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{run}: not a finished forecast run ({exc})") from None
-    dev = pick_device(device)
-    models = []
-    for member in info["members"]:
-        folder = run / member / "checkpoints"
-        where = folder / "best" if checkpoint == "best" and (folder / "best").is_dir() else folder
-        meta = read_state(where)["task"]
-        if meta.get("task") != "forecast":
-            raise CheckpointError(f"{where}: not a forecast checkpoint (task {meta.get('task')!r})")
-        model = Forecaster(meta["input_size"], meta["outputs"], ForecastModelConfig(**meta["model"]))
-        load_weights(model, where, dev)
-        models.append(model.to(dev).eval())
-    return models, SeriesTransform(**info["transform"]), ForecastDataConfig(**record["data"]), info
-
-
-def evaluate_forecast(run: str | Path, split: str = "test", checkpoint: str = "best", device: str = "auto") -> dict:
-    """Rollout metrics of a trained run on its validation or test part (and the baselines'
-    test metrics recorded at training time)."""
-    models, transform, cfg, info = load_forecast_run(run, checkpoint, device)
-    p = prepare(cfg)
-    origin, end = (p.train_end, p.valid_end) if split == "valid" else (p.valid_end, len(p.y))
-    fc = forecast_from(models, transform, p, origin, end - origin, 0)
-    metrics = {"rnnkit": all_metrics(p.y[origin:end], fc["forecast"], p.y[:origin], p.season)}
-    if split == "test":
-        metrics.update({k: v for k, v in info["test"].items() if k != "rnnkit"})
-    return metrics
-
-
-def forecast_future(run: str | Path, horizon: Optional[int] = None, plot: Optional[str] = None,
-                    test: bool = False, checkpoint: str = "best", device: str = "auto", samples: Optional[int] = None,
-                    seed: int = 0) -> list[dict]:
-    """Forecast ``horizon`` steps past the end of the run's data (or, with ``test``, over its
-    test part from the same origin as in training); rows of date, forecast and intervals."""
-    models, transform, cfg, _ = load_forecast_run(run, checkpoint, device)
-    horizon = horizon or cfg.horizon
-    if horizon < 1:
-        raise DataError(f"horizon must be >= 1, got {horizon}")
-    p = prepare(cfg, extra=horizon)
-    n_samples = cfg.samples if samples is None else samples
-    if test:
-        origin, horizon = p.valid_end, len(p.y) - p.valid_end
-        dates, truth = p.dates[origin:], p.y[origin:]
-    else:
-        origin = len(p.y)
-        dates, truth = future_dates(p.dates, p.freq, horizon), None
-    fc = forecast_from(models, transform, p, origin, horizon, n_samples, seed)
-    if plot:
-        plot_forecast(plot, p.dates[:origin], p.y[:origin], dates, truth, fc,
-                      title=f"{cfg.csv or cfg.dataset}: {'test' if test else 'future'} forecast")
-    rows = []
-    for i, date in enumerate(dates):
-        row = {"date": str(date), "forecast": float(fc["forecast"][i])}
-        if truth is not None:
-            row["truth"] = float(truth[i])
-        row.update({k: float(fc[k][i]) for k in ("lo95", "lo80", "hi80", "hi95") if k in fc})
-        rows.append(row)
-    return rows

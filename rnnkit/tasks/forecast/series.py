@@ -16,6 +16,7 @@ import datetime as dt
 import gzip
 import io
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -150,6 +151,73 @@ def read_series_csv(path: str | Path, columns: Optional[Sequence[str]] = None,
         raise DataError(f"{path}: no data rows after the header")
     date_array = np.array(dates, dtype="datetime64[D]")
     return Series(np.array(values, dtype=np.float64), date_array, names, str(path), infer_freq(date_array))
+
+
+FIRST_YEAR = 1001  # of a series without dates; not year 1: plots pad the axis before the first date
+LAST_YEAR = 9999  # the last year a CSV date (and numpy's ISO format) writes with four digits
+
+
+def series_from_values(values, dates=None, name: str = "value") -> Series:
+    """A one-column Series from a 1-D sequence of numbers and, optionally, one date per value
+    (ISO strings such as "1990-01-31" or "1990-01", ``datetime.date`` or ``datetime64``;
+    strictly increasing).  Without dates the points are placed at yearly steps from the year
+    1001 (point k, counted from 1, in the year 1000 + k): a step without calendar covariates
+    whose default seasonal period is 1.  Errors say what was expected and where it was not."""
+    try:
+        y = np.asarray(values)
+    except ValueError:  # ragged nesting
+        raise DataError("expected a 1-D sequence of numbers, got nested sequences of uneven lengths") from None
+    if y.ndim != 1:
+        raise DataError(f"expected a 1-D sequence of numbers, got an array of shape {tuple(y.shape)}")
+    if y.size == 0:
+        raise DataError("the series is empty; expected a 1-D sequence of numbers")
+    if y.dtype.kind not in "iuf":  # name the first value that is not a number, as it was given
+        for i, v in enumerate(np.asarray(values, dtype=object).tolist()):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+                raise DataError(f"the series' values must be numbers; got {v!r} ({type(v).__name__}) "
+                                f"at position {i}")
+    y = y.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        raise DataError(f"the series' values must be finite numbers; got {y[bad[0]]} at position {bad[0]} "
+                        "(fill or drop missing values first)")
+    if dates is None:
+        if len(y) > LAST_YEAR - FIRST_YEAR + 1:
+            raise DataError(f"a series without dates is placed in the years {FIRST_YEAR} to {LAST_YEAR}; give "
+                            f"dates for one of {len(y)} points")
+        when = (np.datetime64(str(FIRST_YEAR), "Y") + np.arange(len(y))).astype("datetime64[D]")
+    else:
+        try:
+            when = np.asarray(dates).astype("datetime64[D]")
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"cannot read the dates as calendar days ({exc}); expected e.g. 1990-01-31, "
+                            "1990-01 or datetime64 values") from None
+        if when.ndim != 1 or len(when) != len(y):
+            raise DataError(f"expected one date per value: {len(y)} values, got dates of shape {tuple(when.shape)}")
+        if np.isnat(when).any():
+            raise DataError(f"the date at position {int(np.flatnonzero(np.isnat(when))[0])} is missing (NaT)")
+        steps = np.flatnonzero(np.diff(when) <= np.timedelta64(0, "D"))
+        if steps.size:
+            i = int(steps[0]) + 1
+            raise DataError(f"date {when[i]} at position {i} does not come after {when[i - 1]} "
+                            "(expected strictly increasing dates)")
+    return Series(y[:, None], when, [name], "values", infer_freq(when))
+
+
+def write_series_csv(series: Series, path: str | Path) -> Path:
+    """Write ``series`` as a CSV that :func:`read_series_csv` reads back exactly (ISO dates,
+    the shortest repr of each value); refuses to overwrite an existing file."""
+    path = Path(path)
+    try:
+        handle = open(path, "x", newline="", encoding="utf-8")
+    except FileExistsError:
+        raise DataError(f"{path} exists already; not overwriting it") from None
+    with handle:
+        writer = csv.writer(handle)
+        writer.writerow(["date"] + list(series.columns))
+        for date, row in zip(series.dates, series.values):
+            writer.writerow([str(date)] + [repr(float(v)) for v in row])
+    return path
 
 
 def load_statsmodels_series(name: str) -> Series:

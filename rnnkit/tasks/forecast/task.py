@@ -31,12 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-import rnnkit
+from rnnkit.models import LAYERS
 from rnnkit.settings import setting
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
-CELLS = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}
 HEADS = ("gaussian", "point")
 
 
@@ -70,13 +69,13 @@ class Forecaster(nn.Module):
 
     def __init__(self, input_size: int, outputs: int, cfg: ForecastModelConfig) -> None:
         super().__init__()
-        if cfg.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cfg.cell!r}")
+        if cfg.cell not in LAYERS:
+            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {cfg.cell!r}")
         if cfg.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {cfg.head!r}")
         self.cfg, self.outputs = cfg, outputs
-        self.rnn = CELLS[cfg.cell](input_size, cfg.hidden_size, num_layers=cfg.num_layers,
-                                   dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rnn = LAYERS[cfg.cell](input_size, cfg.hidden_size, num_layers=cfg.num_layers,
+                                    dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.head = nn.Linear(cfg.hidden_size, outputs * (2 if cfg.head == "gaussian" else 1))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:

@@ -23,8 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from rnnkit.tasks.forecast.series import Scaler
 from rnnkit.errors import DataError
+from rnnkit.tasks.forecast.series import Scaler
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rnnkit.errors import DataError
 from rnnkit.tasks.forecast.series import (
     Scaler,
     calendar_features,
@@ -15,9 +16,10 @@ from rnnkit.tasks.forecast.series import (
     make_windows,
     part_size,
     read_series_csv,
+    series_from_values,
+    write_series_csv,
 )
 from rnnkit.tasks.forecast.transform import SeriesTransform
-from rnnkit.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "timeseries"
 
@@ -73,6 +75,23 @@ def test_unknown_columns_list_the_available_ones(tmp_path):
         read_series_csv(path, date_column="When")
     with pytest.raises(DataError, match="no such file"):
         read_series_csv(tmp_path / "none.csv")
+
+
+def test_values_written_as_csv_read_back_exactly(tmp_path):
+    values = [1 / 3, 2.5e-17, -123456789.123456789, 0.1 + 0.2]
+    months = series_from_values(values, ["1999-11", "1999-12", "2000-01", "2000-02"])
+    assert months.freq == "M" and str(months.dates[2]) == "2000-01-01"
+    years = series_from_values(np.array(values))  # no dates: yearly steps from the year 1001
+    assert years.freq == "Y" and [str(d) for d in years.dates[:2]] == ["1001-01-01", "1002-01-01"]
+    for series, name in ((months, "m.csv"), (years, "y.csv")):
+        back = read_series_csv(write_series_csv(series, tmp_path / name))
+        np.testing.assert_array_equal(back.values, series.values)
+        np.testing.assert_array_equal(back.dates, series.dates)
+        assert back.freq == series.freq and back.columns == ["value"]
+    with pytest.raises(DataError, match="m.csv exists already"):
+        write_series_csv(months, tmp_path / "m.csv")
+    with pytest.raises(DataError, match="date 1999-12-01 at position 1 does not come after 1999-12-01"):
+        series_from_values([1, 2], ["1999-12", "1999-12"])
 
 
 def test_frequency_future_dates_and_calendar():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.tasks.forecast.series import make_windows
 from rnnkit.errors import DataError
 from rnnkit.tasks.forecast.baselines import naive, seasonal_naive
 from rnnkit.tasks.forecast.metrics import all_metrics, mae, mase, mase_scale, rmse, smape
+from rnnkit.tasks.forecast.series import make_windows
 from rnnkit.tasks.forecast.task import (
     Forecaster,
     ForecastModelConfig,
@@ -202,7 +202,7 @@ def test_cli_train_forecast_evaluate_round_trip(tmp_path, capsys):
 
 def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_path, capsys):
     from rnnkit.cli import main
-    from rnnkit.tasks.forecast.run import evaluate_forecast
+    from rnnkit.tasks.forecast.predictor import ForecastPredictor
 
     t = np.arange(96)
     values = np.exp(4 + 0.01 * t + 0.2 * np.sin(2 * np.pi * t / 12))
@@ -216,7 +216,7 @@ def test_cli_deseasonalized_local_level_run_reloads_to_the_same_forecast(tmp_pat
     info = json.loads((run / "forecast.json").read_text())
     assert len(info["transform"]["profile"]) == 12 and info["transform"]["profile_period"] == 12
     # the reloaded run (weights, local_level, the fitted profile) forecasts what training recorded
-    again = evaluate_forecast(run, "test", device="cpu")["rnnkit"]["mase"]
+    again = ForecastPredictor.load(run, device="cpu").evaluate("test")["rnnkit"]["mase"]
     assert again == pytest.approx(info["test"]["rnnkit"]["mase"], rel=1e-6)
     assert main(["train", "forecast", "--csv", str(csv), "--horizon", "12", "--run", str(tmp_path / "r2"),
                  "--season", "1", "--deseasonalize"]) == 2

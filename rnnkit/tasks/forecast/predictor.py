@@ -1,0 +1,103 @@
+"""A trained forecast run in Python: ``rnnkit.load(run).forecast(24)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from rnnkit.errors import CheckpointError, DataError, RnnkitError
+from rnnkit.tasks.forecast.metrics import all_metrics
+from rnnkit.tasks.forecast.run import ForecastDataConfig, forecast_from, plot_forecast, prepare
+from rnnkit.tasks.forecast.series import future_dates
+from rnnkit.tasks.forecast.task import Forecaster, ForecastModelConfig
+from rnnkit.tasks.forecast.transform import SeriesTransform
+from rnnkit.train import load_weights, read_state
+from rnnkit.train.trainer import pick_device
+
+BANDS = ("lo95", "lo80", "hi80", "hi95")
+
+
+class ForecastPredictor:
+    """The ensemble of a trained forecast run with the transform it works in and its data settings.
+
+    ``models`` are its :class:`~rnnkit.tasks.forecast.task.Forecaster` members (in eval mode),
+    ``transform`` the :class:`~rnnkit.tasks.forecast.transform.SeriesTransform` fitted in
+    training, ``data`` the run's :class:`~rnnkit.tasks.forecast.run.ForecastDataConfig` (the
+    series is read again from its ``csv`` or ``dataset``), ``info`` the run's ``forecast.json``.
+    """
+
+    def __init__(self, models: list[Forecaster], transform: SeriesTransform, data: ForecastDataConfig,
+                 info: dict) -> None:
+        self.models, self.transform, self.data, self.info = models, transform, data, info
+
+    @classmethod
+    def load(cls, run: str | Path, checkpoint: str = "best", device: str = "auto") -> "ForecastPredictor":
+        """The models of a trained run; ``checkpoint`` is "best" (each member's best validation
+        checkpoint, its last where it has none) or "last"."""
+        run = Path(run)
+        if checkpoint not in ("best", "last"):
+            raise CheckpointError(f"a forecast run is an ensemble of models, each with its own checkpoints; "
+                                  f"--checkpoint must be best or last, got {checkpoint!r}")
+        try:
+            record = json.loads((run / "config.json").read_text(encoding="utf-8"))
+            info = json.loads((run / "forecast.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{run}: not a finished forecast run ({exc})") from None
+        dev = pick_device(device)
+        models = []
+        for member in info["members"]:
+            folder = run / member / "checkpoints"
+            where = folder / "best" if checkpoint == "best" and (folder / "best").is_dir() else folder
+            meta = read_state(where)["task"]
+            if meta.get("task") != "forecast":
+                raise CheckpointError(f"{where}: not a forecast checkpoint (task {meta.get('task')!r})")
+            model = Forecaster(meta["input_size"], meta["outputs"], ForecastModelConfig(**meta["model"]))
+            load_weights(model, where, dev)
+            models.append(model.to(dev).eval())
+        return cls(models, SeriesTransform(**info["transform"]), ForecastDataConfig(**record["data"]), info)
+
+    def forecast(self, horizon: Optional[int] = None, samples: Optional[int] = None, seed: int = 0,
+                 test: bool = False, plot: Optional[str | Path] = None) -> list[dict]:
+        """Forecast ``horizon`` steps (default: the run's) past the end of the run's data or, with
+        ``test``, over its test part from the same origin as in training; one row per step:
+        date, forecast, truth (with ``test``) and, with ``samples`` sample paths (default: the
+        run's) of a Gaussian head, the 80% and 95% interval bounds lo95, lo80, hi80, hi95.
+        ``plot``: write a PNG of the history and the forecast there."""
+        cfg = self.data
+        horizon = cfg.horizon if horizon is None else horizon
+        if horizon < 1:
+            raise DataError(f"horizon must be >= 1, got {horizon}")
+        p = prepare(cfg, extra=horizon)
+        n_samples = cfg.samples if samples is None else samples
+        if test:
+            origin, horizon = p.valid_end, len(p.y) - p.valid_end
+            dates, truth = p.dates[origin:], p.y[origin:]
+        else:
+            origin = len(p.y)
+            dates, truth = future_dates(p.dates, p.freq, horizon), None
+        fc = forecast_from(self.models, self.transform, p, origin, horizon, n_samples, seed)
+        if plot:
+            plot_forecast(plot, p.dates[:origin], p.y[:origin], dates, truth, fc,
+                          title=f"{cfg.csv or cfg.dataset}: {'test' if test else 'future'} forecast")
+        rows = []
+        for i, date in enumerate(dates):
+            row = {"date": str(date), "forecast": float(fc["forecast"][i])}
+            if truth is not None:
+                row["truth"] = float(truth[i])
+            row.update({k: float(fc[k][i]) for k in BANDS if k in fc})
+            rows.append(row)
+        return rows
+
+    def evaluate(self, split: str = "test") -> dict:
+        """{model: {"mae", "rmse", "mase", "smape"}} of the rollout over the run's validation or
+        test part; for the test part also the baselines' metrics recorded in training."""
+        if split not in ("valid", "test"):
+            raise RnnkitError(f"split must be valid or test, got {split!r}")
+        p = prepare(self.data)
+        origin, end = (p.train_end, p.valid_end) if split == "valid" else (p.valid_end, len(p.y))
+        fc = forecast_from(self.models, self.transform, p, origin, end - origin, 0)
+        metrics = {"rnnkit": all_metrics(p.y[origin:end], fc["forecast"], p.y[:origin], p.season)}
+        if split == "test":
+            metrics.update({k: v for k, v in self.info["test"].items() if k != "rnnkit"})
+        return metrics
