@@ -191,7 +191,7 @@ def _evaluate(args) -> int:
     wants_help = any(option in ("-h", "--help") for option in args.options)
     task = task_of_run(args.run)
     parser = argparse.ArgumentParser(prog=f"rnnkit evaluate {args.run}",
-                                     description=f"Evaluate a {task.NAME} run on a split of its data.")
+                                     description=f"Evaluate this {task.NAME} run on a split of its data.")
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     add_model_options(parser)
     task.add_evaluate_flags(parser)

@@ -43,7 +43,7 @@ def test_evaluate_offers_the_options_of_the_run_s_task(tmp_path, capsys, name, h
     (tmp_path / "config.json").write_text(json.dumps({"task": name}))
     assert main(["evaluate", str(tmp_path), "--help"]) == 0
     out = capsys.readouterr().out
-    assert f"Evaluate a {name} run" in out
+    assert f"Evaluate this {name} run" in out
     assert all(flag in out for flag in has) and not any(flag in out for flag in lacks)
 
 
