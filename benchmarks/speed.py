@@ -11,7 +11,7 @@ median times and the ratio rnnkit / torch.nn as the median over rounds of the pe
 ratio (each round's two runs are seconds apart, so the ratio is robust to a noisy machine).
 
     python benchmarks/speed.py                      # the CPU shapes of the Core issue
-    python benchmarks/speed.py --shapes 35x20x650 --repeats 20 --no-reference
+    python benchmarks/speed.py --shapes 35x20x650 --repeats 20 --backends fused bptt   # without "reference"
 """
 
 from __future__ import annotations

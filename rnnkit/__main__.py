@@ -1,5 +1,5 @@
 import sys
 
-from rnnkit.cli import main
+from rnnkit.cli import console
 
-sys.exit(main())
+sys.exit(console())

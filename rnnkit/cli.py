@@ -101,6 +101,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     av.add_argument("--name", default="average", help="name of the averaged checkpoint (default: average)")
 
     from rnnkit.lab import EXPERIMENTS
+    from rnnkit.settings import MAX_LENGTH, MAX_UNITS, bounded
 
     lab = sub.add_parser(
         "lab", help="run one of the lecture's experiments (plots + CSV)",
@@ -112,12 +113,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     lab.add_argument("--out", default="runs/lab", help="output folder (default: runs/lab)")
     lab.add_argument("--full", action="store_true",
                      help="full settings (more draws; long-range: all lengths, more steps)")
-    lab.add_argument("--seeds", type=int, help="weight draws of the dynamics experiments")
-    lab.add_argument("--hidden", type=int, help="hidden units")
-    lab.add_argument("--steps", type=int, help="sequence length T of the dynamics experiments")
-    lab.add_argument("--lengths", type=int, nargs="+", help="long-range tasks: the lengths T to train on")
-    lab.add_argument("--train-steps", type=int, help="long-range tasks: optimizer steps per run at most")
-    lab.add_argument("--threads", type=int, default=1,
+    lab.add_argument("--seeds", type=bounded(int, ge=1), help="weight draws of the dynamics experiments")
+    lab.add_argument("--hidden", type=bounded(int, ge=1, le=MAX_UNITS), help="hidden units")
+    lab.add_argument("--steps", type=bounded(int, ge=1, le=MAX_LENGTH),
+                     help="sequence length T of the dynamics experiments")
+    lab.add_argument("--lengths", type=bounded(int, ge=1, le=MAX_LENGTH), nargs="+",
+                     help="long-range tasks: the lengths T to train on")
+    lab.add_argument("--train-steps", type=bounded(int, ge=1), help="long-range tasks: optimizer steps per run at most")
+    lab.add_argument("--threads", type=bounded(int, ge=1, le=1024), default=1,
                      help="PyTorch CPU threads (default 1: fastest for these small models)")
     lab.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="long-range tasks' device")
     return parser, handlers
@@ -147,19 +150,34 @@ def _train_parser(tasks, task):
     parser.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
     parser.add_argument("--run", help=f"run folder (default: runs/{task.NAME}-<time>)")
     if task.RESUMABLE:
-        parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the run in --run from its last checkpoint, with the run's own settings "
+                            "(config.json); only --epochs, --max-steps and logging flags may change")
+        parser.add_argument("--override", action="store_true",
+                            help="with --resume: also allow changing --lr, --clip, --weight-decay, --early-stop, "
+                            "--plateau-patience, --device and --bf16")
     for cls, title in zip(task.CONFIGS, ("data", "model", "training")):
         add_dataclass_flags(parser, cls, title)
     return parser
 
 
-def _task_configs(args, configs):
-    """(data, model, train) configs: each class's defaults < --config file < flags."""
+def _task_configs(args, configs, record: Optional[dict] = None):
+    """(data, model, train) configs: each class's defaults < ``record`` (a resumed run's own
+    settings) < --config file < flags."""
     from rnnkit.settings import build, load_config_file, unknown_sections
 
     file_values = load_config_file(args.config) if args.config else {}
     source = args.config or "flags"
     unknown_sections(file_values, {"data", "model", "train"}, source)
+    if record is not None:
+        if args.config:
+            source = f"{source} over the run's config.json"
+        else:
+            source = "the run's config.json"
+        flat = {k: v for k, v in file_values.items() if not isinstance(v, dict)}  # a file's top-level keys
+        file_values = {section: {**record[section], **{k: v for k, v in flat.items() if k in record[section]},
+                                 **(file_values.get(section) or {})}
+                       for section in ("data", "model", "train")}
     data_cls, model_cls, train_cls = configs
     return (build(data_cls, file_values, args, "data", source),
             build(model_cls, file_values, args, "model", source),
@@ -177,9 +195,19 @@ def _train(args) -> int:
     # under torchrun every process runs this; rank 0 prints, the Trainer joins the process group
     with distributed.main_process_output():
         try:
-            configs = _task_configs(args, task.CONFIGS)
-            summary = task.train(*configs, run, getattr(args, "resume", False), args)
-            return 130 if summary.get("status") == "interrupted" else 0
+            resume = getattr(args, "resume", False)
+            if getattr(args, "override", False) and not resume:
+                raise ValueError("--override goes with --resume (it allows changing settings of a resumed run)")
+            record = None
+            if resume:
+                from rnnkit.train.run import read_record
+
+                if args.run is None:
+                    raise ValueError("--resume needs --run RUN (the run folder to continue)")
+                record = read_record(run)
+            configs = _task_configs(args, task.CONFIGS, record)
+            summary = task.train(*configs, run, resume, args)
+            return (143 if summary.get("signal") == "SIGTERM" else 130) if summary.get("status") == "interrupted" else 0
         finally:
             distributed.destroy()
 
@@ -216,13 +244,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser, commands = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
-        return 0
     try:
+        if args.command == "info":
+            print(info(), flush=True)  # flushed here: a closed pipe then fails inside the try, not at exit
+            return 0
         if args.command in commands:
             with _console_logging():
                 return commands[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and returns 130 itself), or a second one
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # the reader went away (e.g. `rnnkit tag ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -233,5 +264,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def console() -> int:
+    """The ``rnnkit`` program: :func:`main`, then, after a run stopped by a signal, no further
+    Ctrl-C or SIGTERM can turn the few remaining moments of interpreter shutdown into a traceback."""
+    code = main()
+    if code in (130, 143):
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

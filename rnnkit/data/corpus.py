@@ -82,7 +82,26 @@ def load_splits(data: Optional[str], fractions=(0.9, 0.05, 0.05)) -> tuple[dict[
                 f"{path}: expected train/valid/test files (e.g. train.txt or ptb.train.txt), "
                 f"missing {', '.join(missing)}"
             )
-        return {s: read_text(p) for s, p in found.items()}, str(path)
+        return {s: _nonempty(read_text(p), p) for s, p in found.items()}, str(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    return split_text(read_text(path), fractions), str(path)
+    return split_text(_nonempty(read_text(path), path), fractions), str(path)
+
+
+def _nonempty(text: str, path: Path) -> str:
+    if not text.strip():
+        raise DataError(f"{path}: no text in this file ({'only whitespace' if text else 'empty'}); "
+                        "expected text to model")
+    return text
+
+
+def split_origin(data: Optional[str], split: str, fractions=(0.9, 0.05, 0.05)) -> str:
+    """Where the text of ``split`` comes from, for messages: a folder's file of that split
+    (``ptb/ptb.valid.txt: the valid split``), a part of a single file (``corpus.txt: the
+    valid part (5%)``) or a part of the embedded corpus."""
+    if data is None:
+        return f"the embedded corpus's {split} part"
+    path = Path(data)
+    if path.is_dir():
+        return f"{_find_split(path, split) or path}: the {split} split"
+    return f"{path}: the {split} part ({fractions[SPLITS.index(split)]:.0%})"

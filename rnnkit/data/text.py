@@ -138,18 +138,19 @@ class Vocab:
         return cls(data["itos"], data["level"])
 
 
-def batchify(ids: Tensor, batch_size: int) -> Tensor:
+def batchify(ids: Tensor, batch_size: int, what: str = "a stream") -> Tensor:
     """Cut one long id stream into ``batch_size`` parallel streams laid side by side:
     returns (T, B), column b holding the b-th contiguous slice (Zaremba et al. 2014).  The
-    tail that does not fill a full row is dropped."""
+    tail that does not fill a full row is dropped.  ``what`` names the stream in the error
+    of one too short (e.g. ``"corpus.txt: the train part"``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     steps = ids.numel() // batch_size
     if steps < 2:
-        raise DataError(
-            f"a stream of {ids.numel()} tokens is too short for batch size {batch_size} "
-            "(need at least 2 tokens per stream)"
-        )
+        if batch_size == 1:
+            raise DataError(f"{what} of {ids.numel()} tokens is too short (need at least 2 tokens)")
+        raise DataError(f"{what} of {ids.numel()} tokens is too short for batch size {batch_size} (need at least "
+                        f"{2 * batch_size} tokens: 2 for each of the {batch_size} parallel streams)")
     return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
 
 

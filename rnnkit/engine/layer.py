@@ -15,6 +15,9 @@ from torch import Tensor
 
 from rnnkit.engine import kernels as _kernels
 from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
+from rnnkit.engine.bptt.gru import gru_inference
+from rnnkit.engine.bptt.lstm import lstm_inference
+from rnnkit.engine.bptt.rnn import rnn_inference
 from rnnkit.engine.reference import reference_layer
 
 BACKENDS = ("auto", "reference", "bptt", "fused")
@@ -72,6 +75,12 @@ def reverse_time(x: Tensor, index: Optional[Tensor]) -> Tensor:
     return x.gather(0, index.unsqueeze(2).expand_as(x))
 
 
+def needs_grad(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd will record a forward over these tensors (grad mode on and one of
+    them requires grad); if not, nothing needs saving for a backward."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def run_layer(
     mode: str,
     x: Tensor,
@@ -95,6 +104,14 @@ def run_layer(
         backend: one of BACKENDS.
     Returns:
         ``(output (T, B, P), h_n (B, P), c_n (B, H) or None)``; output is zero past each end.
+
+    When no gradient is needed (:func:`needs_grad` false: under ``torch.no_grad()``, or no
+    input, state or weight requires grad), "bptt" and "fused" run their forward without the
+    autograd Function (``lstm_inference``, ``gru_inference``, ``rnn_inference``): the same
+    operations and bitwise the same outputs, but the per-step gates and states that backward
+    would read are held one chunk of steps at a time, so memory is about the output's
+    O(T * B * P) instead of several times that.  ("reference" saves nothing for backward
+    under no_grad anyway.)
     """
     backend, kernels = resolve_backend(backend, mode, x)
     if backend == "reference":
@@ -106,8 +123,10 @@ def run_layer(
         x = reverse_time(x, index)
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     c_n = None
+    grad = needs_grad(x, h0, c0, *weights)
     if mode == "GRU":
-        out, h_n = GRUFunction.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels)
+        gru = GRUFunction.apply if grad else gru_inference
+        out, h_n = gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels)
     else:
         b = None
         if b_ih is not None and b_hh is not None:
@@ -115,9 +134,11 @@ def run_layer(
         elif b_ih is not None or b_hh is not None:
             b = b_ih if b_ih is not None else b_hh
         if mode == "LSTM":
-            out, h_n, c_n = LSTMFunction.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels)
+            lstm = LSTMFunction.apply if grad else lstm_inference
+            out, h_n, c_n = lstm(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels)
         else:
-            out, h_n = RNNFunction.apply(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
+            rnn = RNNFunction.apply if grad else rnn_inference
+            out, h_n = rnn(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
     if reverse:
         out = reverse_time(out, index)
     return out, h_n, c_n

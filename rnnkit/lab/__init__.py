@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
+from rnnkit.extras import require
 from rnnkit.lab.common import LabResult, LabSettings
 
 DYNAMICS = ("activations", "gradients", "saturation", "lstm", "spectral")
@@ -40,6 +41,7 @@ def run_lab(name: str, out_dir: str | Path, full: bool = False, seeds: Optional[
             models are small (100 units): one thread is fastest, and on a busy machine
             several threads can be many times slower.  None keeps PyTorch's setting.
     """
+    require("matplotlib", "lab", "rnnkit lab")  # the figures, drawn after the measurements
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}. Expected one of {list(EXPERIMENTS)}")
     out = Path(out_dir) / name

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -69,14 +68,16 @@ def task_of_run(run: str | Path) -> Task:
     """The task a run folder was trained for: the ``task`` of its ``config.json`` (runs that
     are ensembles, like forecasting's, record it there) or of its last checkpoint."""
     from rnnkit.train.checkpoint import read_state, task_name
+    from rnnkit.train.record_schema import describe, read_json
 
     run = Path(run)
     name = None
-    try:
-        record = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    config = run / "config.json"
+    if config.exists() or config.is_symlink():
+        record = read_json(config, "run record")
         name = record.get("task") if isinstance(record, dict) else None
-    except (OSError, ValueError):
-        pass
+        if name is not None and not isinstance(name, str):
+            raise CheckpointError(f"{config}: task must be a task's name, got {describe(name)}")
     if name is None:  # the checkpoint's own metadata; read_state says what is wrong with a bad run
         name = task_name(read_state(run).get("task", {}))
     if name is None:

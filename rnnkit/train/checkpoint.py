@@ -21,8 +21,23 @@ the next save.
 Integrity: reading verifies each file against ``checksums.sha256`` before parsing it, so a
 truncated, corrupted or edited file is refused with a CheckpointError naming the file.  The
 checksums catch accidents (a full disk, a copy cut short, bit rot), not a forger who also
-rewrites the checksum file; safety against hostile files comes from never unpickling.
-Format 1 (before checksums) is still read, without verification.
+rewrites the checksum file; safety against hostile files comes from never unpickling and from
+checking everything read before using it:
+
+- no link is followed: ``last``, a checkpoint folder and every entry in it are refused when
+  they are symbolic links, and ``last`` must name a plain folder beside it, so nothing read
+  lies outside the run folder (and no content of what a link points at reaches a message);
+- the data files must be regular files (a FIFO would hang the reader); ``state.json`` is at
+  most 256 MB and nested at most 64 deep (:mod:`rnnkit.train.record_schema`);
+- ``format_version`` must be the integer 1 or 2; a checkpoint without ``checksums.sha256`` is
+  read only when it says format 1 (written before checksums);
+- the task metadata is checked against its task's schema (:func:`task_checkpoint` with the
+  task's config classes), and :func:`build_checked` builds a model only after a dry build on
+  PyTorch's meta device (no memory) matches the tensor names and shapes of ``model.safetensors``,
+  read from its header: a checkpoint cannot ask for more memory than its weights occupy.
+
+Every refusal is a CheckpointError of one line naming the file and, for a malformed record, the
+field; it describes what it found by kind and size, never by content.
 """
 
 from __future__ import annotations
@@ -33,15 +48,26 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from rnnkit.errors import CheckpointError
+from rnnkit.train.record_schema import (
+    MAX_JSON_BYTES,
+    blame,
+    check,
+    check_task_meta,
+    describe,
+    key_name,
+    read_json,
+    refuse_link,
+)
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no checksums.sha256
@@ -49,6 +75,10 @@ CHECKSUMS = "checksums.sha256"
 DATA_FILES = ("model.safetensors", "state.safetensors", "state.json")
 FILES = DATA_FILES + (CHECKSUMS,)
 _CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # a checkpoint folder: `last` names one
+MAX_CHECKSUMS_BYTES = 64 * 2**10
+MAX_POINTER_BYTES = 256
+STATE_KEYS = ("format_version", "state", "averaged_from")  # the top level of state.json
 _WRITE_ERRORS = (OSError, SafetensorError)  # safetensors reports I/O failures as SafetensorError
 
 
@@ -68,21 +98,37 @@ def _split_tensors(obj: Any, prefix: str, tensors: dict) -> Any:
     return obj
 
 
-def _join_tensors(obj: Any, tensors: dict) -> Any:
+_INT_KEY = re.compile(r"-?[0-9]{1,18}")
+
+
+def _join_tensors(obj: Any, tensors: dict, file: Path, at: str = "state") -> Any:
+    """The inverse of :func:`_split_tensors`, refusing (naming ``file`` and the field) a tensor
+    reference that is malformed or names no tensor of ``state.safetensors`` and integer keys
+    that are not integers.  ``obj`` is nested at most 64 deep (:func:`read_json`)."""
     if isinstance(obj, dict):
         if "__tensor__" in obj:
             key = obj["__tensor__"]
+            if len(obj) != 1 or not isinstance(key, str):
+                raise CheckpointError(f"{file}: {at}: expected a tensor reference {{\"__tensor__\": name}}, got "
+                                      f"{describe(obj)}")
             if key not in tensors:
-                raise CheckpointError(f"state.json refers to a tensor {key!r} that state.safetensors lacks")
+                shown = repr(key) if re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", key) else f"of {len(key)} characters"
+                raise CheckpointError(f"{file}: {at}: refers to a tensor {shown} that state.safetensors lacks")
             return tensors[key]
         int_keys = obj.get("__int_keys__", False)
-        return {
-            (int(k) if int_keys else k): _join_tensors(v, tensors)
-            for k, v in obj.items()
-            if k != "__int_keys__"
-        }
+        if int_keys is not False and int_keys is not True:
+            raise CheckpointError(f"{file}: {at}.__int_keys__: expected true, got {describe(int_keys)}")
+        out = {}
+        for k, v in obj.items():
+            if k == "__int_keys__":
+                continue
+            if int_keys and not _INT_KEY.fullmatch(k):
+                raise CheckpointError(f"{file}: {at}: expected integer keys (__int_keys__), got a key of "
+                                      f"{len(k)} characters that is not one")
+            out[int(k) if int_keys else k] = _join_tensors(v, tensors, file, f"{at}.{key_name(k)}")
+        return out
     if isinstance(obj, list):
-        return [_join_tensors(v, tensors) for v in obj]
+        return [_join_tensors(v, tensors, file, f"{at}[{i}]") for i, v in enumerate(obj)]
     return obj
 
 
@@ -131,8 +177,11 @@ def _seal(folder: Path, names=DATA_FILES) -> None:
 
 
 def _pointed(root: Path) -> Optional[str]:
-    pointer = root / "last"
-    return pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else None
+    """The checkpoint ``root/last`` names, None when there is none or it is not a plain name."""
+    try:
+        return _read_pointer(root / "last") if os.path.lexists(root / "last") else None
+    except CheckpointError:
+        return None
 
 
 def _write_failed(root: Path, name: str, exc: BaseException) -> CheckpointError:
@@ -198,6 +247,7 @@ def copy_checkpoint(root: Path, source: str, name: str) -> Path:
 
     def fill(tmp: Path) -> None:
         for file in FILES:
+            refuse_link(root / source / file, " (copying a checkpoint)")
             if (root / source / file).is_file():
                 shutil.copy2(root / source / file, tmp / file)
                 _fsync_file(tmp / file)
@@ -242,7 +292,9 @@ def remove_leftovers(root: str | Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     for aside in root.glob(".old-*"):
         final = root / aside.name[len(".old-"):]
-        if final.exists():
+        if aside.is_symlink():  # never written by rnnkit: neither followed nor put in place
+            aside.unlink()
+        elif final.exists():
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(aside, final)
@@ -271,22 +323,69 @@ def check_writable(root: str | Path, need_bytes: int = 0) -> None:
 
 
 # ------------------------------------------------------------------------------- reading
+def _read_pointer(pointer: Path) -> str:
+    """The checkpoint name in ``pointer`` (a ``last`` file): one plain folder name, from a
+    regular file of a few bytes, never through a link; no content is ever shown."""
+    refuse_link(pointer, " (the pointer file is a one-line file naming a checkpoint folder)")
+    try:
+        info = os.lstat(pointer)
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{pointer}: not a regular file (expected a one-line file naming a checkpoint "
+                                  "folder)")
+        if info.st_size > MAX_POINTER_BYTES:
+            raise CheckpointError(f"{pointer}: {info.st_size} bytes; expected the name of a checkpoint folder "
+                                  f"(at most {MAX_POINTER_BYTES} bytes)")
+        fd = os.open(pointer, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(MAX_POINTER_BYTES + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{pointer}: unreadable pointer file ({exc.strerror})") from None
+    name = data.decode("ascii", errors="replace").strip()
+    if not _NAME.fullmatch(name) or name in (".", ".."):
+        raise CheckpointError(f"{pointer}: expected the name of a checkpoint folder (one line of letters, digits, "
+                              f"'_', '-' and '.'), got {len(data)} bytes that are not one")
+    return name
+
+
+def _check_folder(path: Path) -> None:
+    """Refuse a checkpoint folder that is a link or holds one, or whose data files are not
+    regular files, or whose ``state.json`` is larger than a state may be."""
+    refuse_link(path, " (a checkpoint folder)")
+    if not path.is_dir():
+        return
+    try:
+        entries = {entry.name: entry.stat(follow_symlinks=False) for entry in os.scandir(path)}
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint folder ({exc.strerror})") from None
+    for name, info in entries.items():
+        if stat.S_ISLNK(info.st_mode):
+            shown = name if name.isprintable() else ascii(name)
+            raise CheckpointError(f"{path / shown}: a symbolic link in a checkpoint folder; rnnkit never writes "
+                                  "one there, so it is not followed")
+    for name in FILES:
+        if name in entries and not stat.S_ISREG(entries[name].st_mode):
+            raise CheckpointError(f"{path / name}: not a regular file")
+    if "state.json" in entries and entries["state.json"].st_size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{path / 'state.json'}: {entries['state.json'].st_size} bytes, more than the "
+                              f"{MAX_JSON_BYTES} a checkpoint state may have")
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a run folder, a ``checkpoints`` folder or a checkpoint folder."""
+    """A checkpoint folder from a run folder, a ``checkpoints`` folder or a checkpoint folder;
+    refusing links (the ``checkpoints`` folder, ``last``, the checkpoint folder and what it
+    holds) and a ``last`` that names anything but a folder beside it."""
     path = Path(path)
     for root in (path / "checkpoints", path):
+        if root != path:
+            refuse_link(root, " (the checkpoints folder)")
         pointer = root / "last"
-        if pointer.is_file():
-            try:
-                name = pointer.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CheckpointError(f"{pointer}: unreadable pointer file ({exc})") from None
-            if not name or name in (".", "..") or "/" in name or "\\" in name or "\n" in name:
-                raise CheckpointError(f"{pointer}: expected the name of a checkpoint folder, got {name[:60]!r}")
+        if os.path.lexists(pointer):
+            name = _read_pointer(pointer)
             path = root / name
-            if not path.exists() and (root / f".old-{name}").is_dir():
+            if not os.path.lexists(path) and (root / f".old-{name}").is_dir():
                 path = root / f".old-{name}"  # killed while replacing a same-named checkpoint
             break
+    _check_folder(path)
     missing = [f for f in DATA_FILES if not (path / f).is_file()] if path.is_dir() else list(DATA_FILES)
     if len(missing) == len(DATA_FILES):
         raise CheckpointError(f"{path}: no checkpoint here (expected a run folder or a checkpoint folder)")
@@ -298,20 +397,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def _checksums(path: Path) -> Optional[dict]:
     """{file: sha256} of a checkpoint folder; None for a format-1 checkpoint (no checksums)."""
     file = path / CHECKSUMS
-    if not file.is_file():
-        version = _read_json(path).get("format_version")
-        if version == 1:
+    if not os.path.lexists(file):
+        if _read_json(path)["format_version"] == 1:
             return None
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {CHECKSUMS}")
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {CHECKSUMS} (only format 1 checkpoints, "
+                              "written before checksums, have none)")
+    refuse_link(file)
     try:
+        if file.stat().st_size > MAX_CHECKSUMS_BYTES:
+            raise CheckpointError(f"{file}: {file.stat().st_size} bytes, more than a checksum file may have")
         text = file.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file}: unreadable checksum file ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) else f"not ASCII text at byte {exc.start}"
+        raise CheckpointError(f"{file}: unreadable checksum file ({reason})") from None
     sums = {}
     for number, line in enumerate(text.splitlines(), 1):
         match = _CHECKSUM_LINE.match(line)
         if not match:
-            raise CheckpointError(f"{file}:{number}: expected '<sha256 hex>  <file name>', got {line[:80]!r}")
+            raise CheckpointError(f"{file}:{number}: expected '<sha256 hex>  <file name>', got a line of "
+                                  f"{len(line)} characters that is not one")
         sums[match.group(2)] = match.group(1)
     missing = [name for name in DATA_FILES if name not in sums]
     if missing:
@@ -332,20 +436,25 @@ def _verify(path: Path, names: tuple, sums: Optional[dict]) -> None:
 
 
 def _read_json(path: Path) -> dict:
+    """The top level of ``path/state.json``: {"format_version": 1 or 2, "state": {...}} (and
+    "averaged_from" for an average), read within the limits of :func:`read_json`."""
     file = path / "state.json"
-    try:
-        with open(file, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise CheckpointError(f"{file}: unreadable checkpoint state ({exc})") from None
+    data = read_json(file, "checkpoint state")
     if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
         raise CheckpointError(f"{file}: not an rnnkit checkpoint state (expected an object with 'state')")
     version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{file}: format_version: expected an integer "
+                              f"({' or '.join(map(str, READABLE_VERSIONS))}), got {describe(version)}")
     if version not in READABLE_VERSIONS:
+        shown = version if abs(version) < 10**6 else "beyond any"
         raise CheckpointError(
-            f"{file}: checkpoint format {version!r}, this rnnkit reads formats "
-            f"{', '.join(map(str, READABLE_VERSIONS))}"
+            f"{file}: checkpoint format {shown}, this rnnkit reads formats {', '.join(map(str, READABLE_VERSIONS))}"
         )
+    unknown = [key for key in data if key not in STATE_KEYS]
+    if unknown:
+        raise CheckpointError(f"{file}: {key_name(unknown[0])}: unknown key (expected only {', '.join(STATE_KEYS)})")
+    check(file, data.get("averaged_from", []), [str], "averaged_from")
     return data
 
 
@@ -359,7 +468,7 @@ def read_state(path: str | Path) -> dict:
         tensors = load_file(str(path / "state.safetensors"))
     except (OSError, ValueError, SafetensorError) as exc:
         raise CheckpointError(f"{path / 'state.safetensors'}: unreadable tensors ({exc})") from None
-    return _join_tensors(data["state"], tensors)
+    return _join_tensors(data["state"], tensors, path / "state.json")
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, device: Optional[torch.device] = None) -> None:
@@ -375,15 +484,101 @@ def load_weights(model: torch.nn.Module, path: str | Path, device: Optional[torc
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit this model ({exc})") from None
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit this model (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(f"{path}: weights do not fit this model (missing {missing}, "
+                              f"{len(unexpected)} tensors the model does not have)")
+
+
+def _weight_shapes(weights: Path) -> dict:
+    """{name: shape} of the tensors of a safetensors file, from its header (no tensor is read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise CheckpointError(f"{weights}: unreadable weights ({type(exc).__name__})") from None
+
+
+def _declared_sizes(value: Any, at: str, out: list) -> list:
+    """(field, number) of every integer and every list length in task metadata ``value``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _declared_sizes(item, f"{at}.{key_name(key)}", out)
+    elif isinstance(value, list):
+        out.append((at, len(value)))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        out.append((at, value))
+    return out
+
+
+def _suspects(meta: dict, expected: tuple, actual: tuple) -> str:
+    """The metadata fields whose numbers make ``expected`` differ from ``actual``: the ones
+    equal to a differing dimension (else to a half, third or quarter of one: gates, directions)."""
+    dims = {e for e, a in zip(expected, actual) if e != a} if len(expected) == len(actual) else set(expected)
+    sizes = _declared_sizes(meta, "task", [])
+    for factor in (1, 2, 3, 4):
+        found = [field for field, n in sizes if n and n * factor in dims]
+        if found:
+            return " or ".join(dict.fromkeys(found[:3]))
+    return "task.model"
+
+
+def build_checked(where: str | Path, meta: dict, build) -> torch.nn.Module:
+    """``build(meta["model"])``, the model of checkpoint ``where`` whose task metadata ``meta``
+    was checked (:func:`task_checkpoint` with config classes), built for real only after a dry
+    build on PyTorch's meta device (no memory) shows that it has exactly the tensors, by name
+    and shape, of the checkpoint's ``model.safetensors`` (read from its header, after its
+    checksum).  So the settings in ``state.json`` cannot ask for more memory than the weights
+    occupy on disk; a disagreement is a CheckpointError naming the field."""
+    where = Path(where)
+    file, weights = where / "state.json", where / "model.safetensors"
+    _verify(where, ("model.safetensors",), _checksums(where))
+    config = meta["model"]
+    try:
+        with torch.device("meta"):
+            dry = build(dict(config))
+    except Exception as exc:  # noqa: BLE001 - whatever the model's own checks raise
+        culprit = blame(lambda values: _dry_build(build, values), config)
+        raise CheckpointError(f"{file}: task.model{'.' + culprit if culprit else ''}: these settings do not make "
+                              f"a model ({type(exc).__name__})") from None
+    declared = dry.state_dict(keep_vars=True)
+    actual = _weight_shapes(weights)
+    aliases: dict = {}  # tied weights (one tensor, several names) are stored once
+    for name, tensor in declared.items():
+        aliases.setdefault(id(tensor), []).append(name)
+    missing = [names[0] for names in aliases.values() if not any(n in actual for n in names)]
+    if missing:
+        raise CheckpointError(f"{file}: task.model: declares a model with {len(missing)} tensors that "
+                              f"{weights.name} lacks ({', '.join(missing[:3])})")
+    unexpected = [name for name in actual if name not in declared]
+    if unexpected:
+        raise CheckpointError(f"{file}: task.model: declares a model without {len(unexpected)} of the tensors "
+                              f"of {weights.name}")
+    for name, tensor in declared.items():
+        if name in actual and tuple(tensor.shape) != actual[name]:
+            raise CheckpointError(f"{file}: {_suspects(meta, tuple(tensor.shape), actual[name])}: declares a model "
+                                  f"whose {name} has shape {tuple(tensor.shape)}, but {weights.name} holds "
+                                  f"{actual[name]}")
+    return build(dict(config))
+
+
+def _dry_build(build, values: dict) -> None:
+    with torch.device("meta"):
+        build(values)
+
+
+def _plain_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise CheckpointError(f"{what}: expected the plain name of a checkpoint folder (letters, digits, '_', '-', "
+                              "'.'), not a path")
+    return name
 
 
 def _named_checkpoint(root: Path, name: str) -> Path:
     """Checkpoint ``root/name``, or a clear error listing the ones there are."""
-    where = root / name
+    where = root / _plain_name(name, f"{root}: checkpoint {name[:60]!r}")
     if not (where / "model.safetensors").is_file():
         names = sorted(p.name for p in root.glob("*") if (p / "model.safetensors").is_file()) if root.is_dir() else []
         raise CheckpointError(f"{where}: no such checkpoint; {root} holds {', '.join(names) or 'none'}")
+    _check_folder(where)
     return where
 
 
@@ -398,11 +593,14 @@ def task_name(meta: dict) -> Optional[str]:
 
 
 def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
-                    label: Optional[str] = None) -> tuple[Path, dict]:
+                    label: Optional[str] = None, **configs: type) -> tuple[Path, dict]:
     """The checkpoint folder of a trained run and its task metadata, refusing a run of another
     task: ``checkpoint`` "best" (when it exists, else the last), "last", or the name of any
-    checkpoint in ``run/checkpoints`` (a ``step_*`` folder, an average)."""
+    checkpoint in ``run/checkpoints`` (a ``step_*`` folder, an average).  With ``configs`` (the
+    task's config classes by metadata key: ``model=``, ``data=``, ...) the metadata is checked
+    against the task's schema (:func:`~rnnkit.train.record_schema.check_task_meta`)."""
     run = Path(run)
+    refuse_link(run / "checkpoints", " (the checkpoints folder)")
     where = None
     if checkpoint == "best":
         where = run / "checkpoints" / "best"
@@ -410,11 +608,19 @@ def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
             where = run / "checkpoints" / ".old-best"  # killed while replacing it
     elif checkpoint != "last":
         where = _named_checkpoint(run / "checkpoints", checkpoint)
-    if where is None or not where.is_dir():
+    if where is None or not (where.is_dir() or where.is_symlink()):
         where = resolve_checkpoint(run)
     meta = read_state(where).get("task", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where / 'state.json'}: task: expected an object (the task metadata), got "
+                              f"{describe(meta)}")
     if task_name(meta) != task:
-        raise CheckpointError(f"{where}: not a {label or task} checkpoint (task {meta.get('task')!r})")
+        found = meta.get("task")
+        plain = isinstance(found, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", found)
+        shown = repr(found) if plain else describe(found)
+        raise CheckpointError(f"{where}: not a {label or task} checkpoint (task {shown})")
+    if configs:
+        check_task_meta(where, meta, task, **configs)
     return where, meta
 
 

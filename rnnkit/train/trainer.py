@@ -27,20 +27,32 @@ every decision (best, early stop, schedule) is the same on all ranks.
 
 The Trainer owns the loop: optimizer and schedule, gradient clipping, truncated BPTT state
 carry across batches, evaluation each epoch, early stopping, metrics (CSV, TensorBoard), a
-progress bar, checkpoints (atomic, resumable to the same losses), Ctrl-C and NaN handling.
+progress bar, checkpoints (atomic, resumable to the same losses), signals and NaN handling.
+
+Signals: while ``fit`` runs (in the main thread), SIGINT (Ctrl-C) and SIGTERM (what schedulers
+and ``docker stop`` send) only ask training to stop.  The loop stops at the next safe point
+(after the optimizer step in progress, or after an epoch's validation and checkpoints), saves
+a checkpoint and returns ``status`` "interrupted" with ``signal`` naming the first signal; a
+checkpoint being written is never cut short, further signals are ignored until ``fit``
+returns, and the previous handlers are restored then.  With several processes the ranks agree
+on the step to stop at (any rank's signal stops all of them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import random
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +74,9 @@ from rnnkit.train.diagnostics import DiagnosticsCallback
 from rnnkit.train.metrics_log import MetricsLog
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # what stops training gracefully while fit runs
+BAR_INTERVAL_NOT_TTY = 60.0  # seconds between progress-bar updates when stderr is a file or pipe
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -117,6 +132,43 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+@contextlib.contextmanager
+def stop_on_signals(request_stop: Callable[[str], None]) -> Iterator[bool]:
+    """While the block runs, SIGINT and SIGTERM call ``request_stop(name)`` instead of raising
+    KeyboardInterrupt or ending the process; the previous handlers are restored afterwards.
+
+    Only in the main thread (Python delivers signals there, and only it may set handlers); a
+    signal that was ignored (SIG_IGN, e.g. SIGINT of a background job) or whose handler was
+    set outside Python is left alone.  Yields whether any handler was installed."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame) -> None:  # only a flag: safe at any point, even inside a write
+            request_stop(signal.Signals(signum).name)
+
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            old = signal.getsignal(signum) if signum is not None else None
+            if old is None or old is signal.SIG_IGN:
+                continue
+            try:
+                signal.signal(signum, handler)
+            except (ValueError, OSError):  # not the main interpreter, or a platform without it
+                continue
+            previous[signum] = old
+    try:
+        yield bool(previous)
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 class Trainer:
     """Runs a task's training loop in ``run_dir`` (metrics.csv, config, checkpoints/)."""
 
@@ -153,6 +205,8 @@ class Trainer:
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
         self.should_stop = False  # a callback sets it to end training after this validation
+        self.stop_signal: Optional[str] = None  # the first SIGINT/SIGTERM received while fit runs
+        self._saved_step: Optional[int] = None  # the step of the newest checkpoint this Trainer wrote or read
         if cfg.diagnostics and not any(isinstance(c, DiagnosticsCallback) for c in self.callbacks):
             self.callbacks.append(DiagnosticsCallback(every=cfg.diagnostics))
 
@@ -225,6 +279,7 @@ class Trainer:
                 carry = None
             extra["world_size"] = self.world
         if not self.is_main:
+            self._saved_step = self.step
             return None
         state = {
             "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
@@ -238,7 +293,9 @@ class Trainer:
             "record": self.record,
             **extra,
         }
-        return save_checkpoint(self.ckpt_root, name or f"step_{self.step:08d}", self.model, state)
+        path = save_checkpoint(self.ckpt_root, name or f"step_{self.step:08d}", self.model, state)
+        self._saved_step = self.step
+        return path
 
     def resume(self, path: Optional[str | Path] = None) -> Path:
         """Continue from a checkpoint (default: this run's last one): weights, optimizer,
@@ -277,6 +334,7 @@ class Trainer:
             raise CheckpointError(f"{where}: the checkpoint does not fit this run "
                                   f"({type(exc).__name__}: {exc})") from None
         self.state = carry
+        self._saved_step = self.step
         return where
 
     # ---------------------------------------------------------------------------- training
@@ -344,24 +402,83 @@ class Trainer:
         valid = self.task.evaluate(self.model, "valid") if self.is_main else None
         return distributed.broadcast(valid)
 
+    def _request_stop(self, name: str) -> None:
+        """The signal handler's whole work: remember the first signal (later ones change nothing)."""
+        if self.stop_signal is None:
+            self.stop_signal = name
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked training to stop.  With several processes every rank calls
+        this at the same points and they agree (any rank's signal stops all), so all of them
+        stop at the same step and can save together."""
+        asked = float(self.stop_signal is not None)
+        return distributed.all_reduce_sum([asked])[0] > 0 if self.world > 1 else asked > 0
+
+    def _validate_and_save(self, log: Optional[MetricsLog], epoch_end: bool) -> dict:
+        """Validate, log, save a checkpoint and copy it to ``best`` when the monitored metric
+        improved.  At an epoch's end (``epoch_end``) also count the epoch for early stopping and
+        step the plateau schedule; at ``max_steps`` (mid-epoch) only ``best`` is updated, and the
+        RNG streams are left as they were, so that a resumed run continues as if never stopped."""
+        rng = None if epoch_end else _rng_state()
+        valid = self._validate()
+        if rng is not None:
+            _set_rng_state(rng)
+        if log is not None:
+            log.eval(self.epoch + 1, self.step, "valid", valid)
+        self._call("on_validation_end", valid)
+        self.should_stop = distributed.broadcast(self.should_stop)  # rank 0's callbacks decide
+        if self.cfg.progress and self.is_main:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
+            where = f"epoch {self.epoch + 1}/{self.cfg.epochs}"
+            where = where if epoch_end else f"max_steps reached in {where}"
+            logger.info(f"{where} (step {self.step}): valid {shown}")
+        score = self._monitored(valid)
+        improved = score < self.best
+        if improved:
+            self.best = score
+        if epoch_end:
+            self.epoch += 1
+            self.batch_index = 0
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(score)
+        saved = self.save()
+        if improved and saved is not None:
+            copy_checkpoint(self.ckpt_root, saved.name, "best")
+        return valid
+
     def fit(self) -> dict:
-        """Train until the epochs, ``max_steps`` or early stopping end it, or Ctrl-C.
-        Returns {"status": ..., "step": ..., "best": ..., "valid": last validation metrics}."""
+        """Train until the epochs, ``max_steps`` or early stopping end it, or SIGINT/SIGTERM
+        (see the module's docstring).  Returns {"status": ..., "step": ..., "epoch": ...,
+        "best": ..., "valid": last validation metrics, "signal": "SIGINT" | "SIGTERM" | None}."""
+        self.stop_signal = None
+        with stop_on_signals(self._request_stop):
+            return self._fit()
+
+    def _fit(self) -> dict:
         from tqdm import tqdm
 
         cfg = self.cfg
         log = MetricsLog(self.run_dir) if self.is_main else None
         status, valid = "finished", None
+        # Redirected to a file or pipe, a bar would write an update every 0.1 s: a line a step.
+        bar_interval = 0.1 if _is_terminal(sys.stderr) else BAR_INTERVAL_NOT_TTY
         self._call("on_fit_start")
         try:
             while self.epoch < cfg.epochs:
+                if self._stop_requested():  # arrived during the last validation or before the first step
+                    status = "interrupted"
+                    break
+                if cfg.max_steps and self.step >= cfg.max_steps:  # resumed at the limit: nothing to do
+                    status = "max_steps"
+                    break
                 self._epoch_lr()
                 batches = self.task.train_batches(self.epoch)
                 if self.batch_index == 0:
                     self.state = None
                 bar = tqdm(total=len(batches), initial=self.batch_index, disable=not (cfg.progress and self.is_main),
                            desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=True,
-                           dynamic_ncols=True)
+                           dynamic_ncols=True, mininterval=bar_interval)
                 window_tokens, window_start = 0, time.perf_counter()
                 while self.batch_index < len(batches):
                     loss, n_tokens = self._train_step(batches[self.batch_index])
@@ -371,8 +488,9 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     speed = window_tokens / elapsed if elapsed > 0 else 0.0
                     self._call("on_step_end", loss)
+                    # no refresh of its own: the bar redraws at most every mininterval
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", lr=f"{self.lr:.3g}", refresh=False)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{speed:,.0f}", lr=f"{self.lr:.3g}")
                     self.history.append({"step": self.step, "loss": loss})
                     if self.step % cfg.log_every == 0:
                         if log is not None:
@@ -380,43 +498,35 @@ class Trainer:
                         window_tokens, window_start = 0, time.perf_counter()
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
+                    if self._stop_requested():
+                        status = "interrupted"
+                        break
                     if cfg.max_steps and self.step >= cfg.max_steps:
                         status = "max_steps"
                         break
                 bar.close()
+                if status == "interrupted":
+                    break
+                if status == "max_steps" and self.batch_index < len(batches):  # mid-epoch: validate here
+                    valid = self._validate_and_save(log, epoch_end=False)  # too, so best and the log hold it
+                    break
+                valid = self._validate_and_save(log, epoch_end=True)
                 if status == "max_steps":
                     break
-                valid = self._validate()
-                if log is not None:
-                    log.eval(self.epoch + 1, self.step, "valid", valid)
-                self._call("on_validation_end", valid)
-                self.should_stop = distributed.broadcast(self.should_stop)  # rank 0's callbacks decide
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
-                if cfg.progress and self.is_main:
-                    logger.info(f"epoch {self.epoch + 1}/{cfg.epochs} (step {self.step}): valid {shown}")
-                self.epoch += 1
-                self.batch_index = 0
-                score = self._monitored(valid)
-                improved = score < self.best
-                if improved:
-                    self.best, self.bad_epochs = score, 0
-                else:
-                    self.bad_epochs += 1
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    self.scheduler.step(score)
-                saved = self.save()
-                if improved and saved is not None:
-                    copy_checkpoint(self.ckpt_root, saved.name, "best")
                 if cfg.early_stop and self.bad_epochs >= cfg.early_stop:
                     status = "early_stopped"
                     break
                 if self.should_stop:
                     status = "stopped"
                     break
-            if status == "max_steps":
-                self.save()
+            if status == "interrupted":
+                if self.is_main:
+                    logger.info(f"{self.stop_signal or 'a signal'}: training stopped at step {self.step}"
+                                + ("" if self._saved_step == self.step else "; saving a checkpoint ..."))
+                if self._saved_step != self.step:
+                    self.save()  # every rank stopped at this step: the full (gathered) checkpoint
             distributed.barrier()  # rank 0's checkpoints are complete when fit returns on any rank
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # raised by the task's code, or where no handler could be installed
             status = "interrupted"
             if cfg.progress and self.is_main:
                 logger.info(f"\ninterrupted at step {self.step}; saving a checkpoint ...")
@@ -427,7 +537,7 @@ class Trainer:
             best = None
             if math.isfinite(self.best):
                 best = -self.best if self._monitor()[1] == "max" else self.best
-            summary = {"status": status, "step": self.step, "epoch": self.epoch, "best": best, "valid": valid}
+            summary = {"status": status, "step": self.step, "epoch": self.epoch, "best": best, "valid": valid,
+                       "signal": self.stop_signal if status == "interrupted" else None}
             self._call("on_fit_end", summary)
         return summary
-

@@ -335,3 +335,92 @@ def test_wav_found_by_the_fuzzer(folder):
         path.write_bytes(data)
         with pytest.raises(DataError, match=re.escape(str(path)) + ": " + message):
             audio.read_wav(path)
+
+
+def test_wav_cut_at_a_sample_boundary(folder):
+    """A recording cut in half between two samples: the header announces more data than the
+    file holds, and ``wave`` reads what is there without a word; the loader says so."""
+    audio = pytest.importorskip("rnnkit.tasks.speech.audio", reason="the WAV loader (rnnkit.tasks.speech.audio) is not here yet")
+    whole = wav_header(1, 8000, 2, 2000) + bytes(2000)
+    path = folder / "0_cut_0.wav"
+    path.write_bytes(whole[: len(whole) - 1000])  # 500 of the 1000 samples
+    with pytest.raises(DataError) as caught:
+        audio.read_wav(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: truncated") and "2000 bytes" in message and "1000" in message
+    assert "\n" not in message
+    path.write_bytes(whole)
+    samples, rate = audio.read_wav(path)
+    assert samples.shape == (1000,) and rate == 8000
+
+
+# ----------------------------------------------------------- values that overflow, LM data
+@pytest.mark.parametrize("value", ["1e308", "-1e200", "1.5e151"])
+def test_csv_values_too_large_for_the_arithmetic_name_file_line_and_column(folder, value):
+    """1e308 is finite, but its square (standardization, RMSE) is not: MASE came out NaN."""
+    path = folder / "huge.csv"
+    path.write_text(f"Month,Sales\n1990-01,1\n1990-02,{value}\n1990-03,3\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: row 2: value {value} in column 'Sales' is too large")):
+        read_series_csv(path)
+    path.write_text("Month,Sales\n1990-01,1\n1990-02,-1e150\n1990-03,1e150\n", encoding="utf-8")
+    assert read_series_csv(path).values[:, 0].tolist() == [1.0, -1e150, 1e150]  # the limit itself loads
+
+
+def test_in_memory_series_too_large_for_the_arithmetic():
+    from rnnkit.tasks.forecast.series import series_from_values
+
+    with pytest.raises(DataError, match="magnitude of at most 1e\\+150.*got 1e\\+308 at position 2"):
+        series_from_values([1.0, 2.0, 1e308])
+
+
+def test_empty_lm_data_names_the_file(tmp_path):
+    from rnnkit.data.corpus import load_splits
+
+    for text, what in (("", "empty"), ("\n \n", "only whitespace")):
+        empty = tmp_path / "empty.txt"
+        empty.write_text(text, encoding="utf-8")
+        with pytest.raises(DataError, match=re.escape(f"{empty}: no text in this file ({what})")):
+            load_splits(str(empty))
+    folder = tmp_path / "ptb"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        (folder / f"ptb.{split}.txt").write_text("a b c\n" * 10, encoding="utf-8")
+    (folder / "ptb.valid.txt").write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"{folder / 'ptb.valid.txt'}: no text in this file (empty)")):
+        load_splits(str(folder))
+
+
+def test_lm_data_too_short_names_the_file_and_the_real_numbers(tmp_path):
+    from rnnkit.data.corpus import load_splits
+    from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig, LMTask, encode_splits
+
+    def task(data, **settings):
+        cfg = LMDataConfig(data=str(data), **settings)
+        ids, vocab = encode_splits(load_splits(cfg.data)[0], cfg.level)
+        return LMTask(ids, vocab, cfg, LMModelConfig())
+
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("hello world\n", encoding="utf-8")  # train: the first 10 characters
+    with pytest.raises(DataError, match=re.escape(
+            f"{tiny}: the train part (90%) of 10 tokens is too short for batch size 32 (need at least 64 tokens")):
+        task(tiny)
+    folder = tmp_path / "ptb"
+    folder.mkdir()
+    for split, text in (("train", "a b c\n" * 50), ("valid", "a\n" * 50), ("test", "b")):
+        (folder / f"{split}.txt").write_text(text, encoding="utf-8")
+    # the test split has one character: evaluating needs two, whatever eval_batch_size says
+    with pytest.raises(DataError, match=re.escape(f"{folder / 'test.txt'}: the test split of 1 tokens is too "
+                                                  "short (need at least 2 tokens)")):
+        task(folder, batch_size=4)
+
+
+# ------------------------------------------------------------------------- config files
+def test_binary_config_file_is_a_config_error_naming_the_file(tmp_path):
+    from rnnkit.settings import ConfigError, load_config_file
+
+    path = tmp_path / "settings.toml"
+    path.write_bytes(b"[train]\nepochs = 3\n" + bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}:3: not a UTF-8 text file")):
+        load_config_file(str(path))
+    path.write_bytes(b"[train]\r\nepochs = 3\r\n")  # Windows line ends still read
+    assert load_config_file(str(path)) == {"train": {"epochs": 3}}

@@ -147,6 +147,24 @@ def test_a_bad_last_pointer_is_refused(saved, pointer):
         resolve_checkpoint(saved.parent)
 
 
+def test_tidying_and_copying_never_follow_links(saved, tmp_path):
+    root, outside = saved.parent, tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("root:x:0:0:secret\n")
+    (root / ".old-step_00000009").symlink_to(outside, target_is_directory=True)
+    ckpt.remove_leftovers(root)  # a planted link is removed, neither followed nor put in place
+    assert not os.path.lexists(root / ".old-step_00000009") and not os.path.lexists(root / "step_00000009")
+    assert (outside / "keep").exists()
+    (root / "last").unlink()
+    (root / "last").symlink_to(outside / "keep")
+    assert ckpt._pointed(root) is None  # the failed-write message never shows what a link points at
+    (saved / "state.json").unlink()
+    (saved / "state.json").symlink_to(outside / "keep")
+    with pytest.raises(CheckpointError, match=r"state\.json: a symbolic link"):
+        copy_checkpoint(root, saved.name, "best")
+    assert not (root / "best").exists() and not list(root.glob(".tmp-*"))
+
+
 def test_kill_while_replacing_a_same_named_checkpoint_leaves_one_copy(saved):
     root = saved.parent
     os.replace(saved, root / ".old-step_00000007")  # killed between the two renames of _install

@@ -1,10 +1,15 @@
 """Trainer behaviour on a small real slice of the embedded corpus."""
 
+import csv
 import math
+import re
+import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import torch
 
+from rnnkit.cli import main
 from rnnkit.data import load_splits
 from rnnkit.errors import CheckpointError, TrainingDiverged
 from rnnkit.tasks.lm.task import (
@@ -18,6 +23,7 @@ from rnnkit.tasks.lm.task import (
 )
 from rnnkit.train import TrainConfig, Trainer, read_state, resolve_checkpoint, seed_everything
 from rnnkit.train import checkpoint as ckpt
+from rnnkit.train.metrics_log import MetricsLog, read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +177,59 @@ def test_non_finite_values_reaching_a_layer_stop_training_like_a_nan_loss(corpus
     with pytest.raises(TrainingDiverged, match=r"a recurrent layer received non-finite values \(LSTM: input "
                                                r"contains \+inf at \(t=0, b=0, d=0\).*\) at step 4 .*step_00000002"):
         trainer.fit()
+
+
+def test_progress_bar_redirected_to_a_file_writes_a_few_lines_per_epoch(corpus, tmp_path, monkeypatch):
+    trainer = make(corpus, tmp_path / "run", progress=True)
+    steps_per_epoch = len(trainer.task.train_batches(0))
+    assert steps_per_epoch > 20
+    with open(tmp_path / "stderr.txt", "w", encoding="utf-8") as log:
+        monkeypatch.setattr(sys, "stderr", log)  # what `2> file` gives: not a terminal
+        trainer.fit()
+        monkeypatch.undo()
+    text = (tmp_path / "stderr.txt").read_text(encoding="utf-8")
+    updates = [part for part in re.split(r"[\r\n]", text) if "epoch " in part]
+    assert 2 <= len(updates) <= 2 * 3, updates  # opened and closed (and one a minute), per epoch of 2
+
+
+def test_metrics_rows_carry_the_wall_clock_time_in_a_last_column(corpus, tmp_path):
+    start = datetime.now(timezone.utc)
+    make(corpus, tmp_path, epochs=1).fit()
+    end = datetime.now(timezone.utc)
+    with open(tmp_path / "metrics.csv", newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    assert header == ["kind", "epoch", "step", "loss", "lr", "tokens_per_s", "split", "metric", "value", "time"]
+    rows = read_metrics(tmp_path)
+    assert {r["kind"] for r in rows} == {"step", "eval"}
+    times = [datetime.fromisoformat(r["time"].replace("Z", "+00:00")) for r in rows]
+    assert all(r["time"].endswith("Z") for r in rows)
+    assert all(start - timedelta(seconds=1) <= t <= end + timedelta(seconds=1) for t in times)
+    assert times == sorted(times)
+
+
+def test_a_metrics_file_from_before_the_time_column_keeps_its_columns(tmp_path):
+    old = "kind,epoch,step,loss,lr,tokens_per_s,split,metric,value\r\nstep,1,5,2.000000,0.002,100.0,,,\r\n"
+    (tmp_path / "metrics.csv").write_text(old, encoding="utf-8", newline="")
+    log = MetricsLog(tmp_path, tensorboard=False)
+    log.step(1, 10, 1.5, 0.002, 120.0)
+    log.close()
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == ["5", "10"] and all(None not in r and "time" not in r for r in rows)
+
+
+def test_max_steps_run_validates_logs_and_keeps_best(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RNNKIT_FUSED", "0")
+    data = tmp_path / "corpus.txt"
+    data.write_text("the cat sat on the mat.\nthe dog sat on the log.\n" * 200)
+    run = tmp_path / "run"
+    rc = main(["train", "lm", "--data", str(data), "--run", str(run), "--epochs", "2", "--bptt", "20",
+               "--batch-size", "4", "--hidden-size", "16", "--embed-size", "8", "--num-layers", "1",
+               "--no-progress", "--sample-length", "0", "--log-every", "1", "--max-steps", "5"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "max_steps at step 5" in out and "checkpoints/best" in out
+    evals = read_metrics(run, "eval")
+    assert evals and {r["step"] for r in evals} == {"5"} and {r["split"] for r in evals} == {"valid"}
+    best = read_state(run / "checkpoints" / "best")
+    assert best["step"] == read_state(run)["step"] == 5
+    assert best["best"] == pytest.approx(float(next(r["value"] for r in evals if r["metric"] == "loss")), abs=1e-6)

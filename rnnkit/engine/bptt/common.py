@@ -36,15 +36,15 @@ def without_autocast(fn):
     autocast region, where matrix products would otherwise come back in low precision)."""
 
     @functools.wraps(fn)
-    def wrapper(ctx, *args):
+    def wrapper(*args):  # (ctx, *tensors) of a Function, or the tensors of an inference forward
         devices = {a.device.type for a in args if isinstance(a, torch.Tensor)}
         active = [d for d in devices if autocast_enabled(d)]
         if not active:
-            return fn(ctx, *args)
+            return fn(*args)
         with contextlib.ExitStack() as stack:
             for device in active:
                 stack.enter_context(torch.autocast(device, enabled=False))
-            return fn(ctx, *args)
+            return fn(*args)
 
     return wrapper
 
@@ -172,6 +172,68 @@ def layer_output(steps: Steps, hs: Tensor, T: int) -> tuple[Tensor, Tensor]:
 
 
 _NO_LENGTHS = torch.empty(0, dtype=torch.int64)
+
+
+# ------------------------------------------------------------------ forward without gradient
+
+INFERENCE_ROWS = 4096
+"""Rows (steps x batch) of each input-projection GEMM of a forward without gradient."""
+INFERENCE_MIN_STEPS = 16
+
+
+def inference_chunks(T_run: int, B: int) -> tuple[int, list[tuple[int, int]]]:
+    """How a forward without gradient walks the time axis: ``(C, [(start, skip), ...])``.
+
+    When no gradient is needed (``*_inference`` of each cell kind), nothing has to be kept
+    for a backward, so the input projection and the per-step gate buffers cover only a chunk
+    of C steps at a time, reused from chunk to chunk: memory is the output (T, B, P) plus
+    O(C * B * G), whatever T is.  Chunk k covers steps ``[start, start + C)``, of which the
+    first ``skip`` were already run by the previous chunk.
+
+    Every chunk's projection is one GEMM of the same C * B rows (the last chunk overlaps the
+    one before it rather than being shorter), with C * B >= ``INFERENCE_ROWS``: BLAS
+    libraries switch algorithms (and summation order) for small or odd row counts, and
+    above that size each row of the product comes out bitwise equal to the same row of the
+    all-steps GEMM of the gradient path.  Sequences of at most C steps run as one chunk: the
+    very operations of the gradient path.
+    """
+    C = max(INFERENCE_MIN_STEPS, -(-INFERENCE_ROWS // B))
+    if T_run <= C:
+        return T_run, [(0, 0)]
+    chunks = [(start, 0) for start in range(0, T_run - C + 1, C)]
+    done = chunks[-1][0] + C
+    if done < T_run:
+        chunks.append((T_run - C, done - (T_run - C)))
+    return C, chunks
+
+
+def inference_output(h0: Tensor, T: int, T_run: int) -> Tensor:
+    """The (T, B, P) output a forward without gradient writes its states into, step by step;
+    the steps past the longest sequence (never run) are zero."""
+    out = h0.new_empty(T, *h0.shape)
+    out[T_run:].zero_()
+    return out
+
+
+def inference_finish(steps: Steps, out: Tensor) -> Tensor:
+    """h_n (B, P) from the output (T, B, P) a forward without gradient wrote; then the output
+    is zeroed past each sequence's end in place (as :func:`layer_output` does)."""
+    h_n = steps.gather_last(out)
+    steps.zero_past_end(out[: steps.T_run])
+    return h_n
+
+
+def keep_last(steps: Steps, seq: Tensor, start: int, stop: int, into: Tensor) -> None:
+    """Copy into ``into`` (B, K), for each sequence whose last valid step lies in
+    ``[start, stop)``, its value there, read from ``seq`` (stop - start, B, K) holding those
+    steps (the cell state of a chunk: :func:`inference_chunks`)."""
+    if steps.last is None:
+        if stop == steps.T_run:
+            into.copy_(seq[-1])
+        return
+    rows = ((steps.last >= start) & (steps.last < stop)).nonzero().squeeze(1)
+    if rows.numel():
+        into[rows] = seq[steps.last[rows] - start, rows]
 
 
 def hidden_weight_grad(d_pre: Tensor, states: Tensor) -> Tensor:

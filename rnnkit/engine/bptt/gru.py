@@ -32,6 +32,9 @@ from rnnkit.engine.bptt.common import (
     Steps,
     fused_bias,
     hidden_weight_grad,
+    inference_chunks,
+    inference_finish,
+    inference_output,
     input_grads,
     input_projection,
     layer_output,
@@ -100,6 +103,34 @@ class GRUFunction(torch.autograd.Function):
             d_pre, x[:T_run], w_ih, needs[0], needs[2], ctx.has_bias[0] and needs[4], x.shape[0]
         )
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
+
+
+@without_autocast
+def gru_inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels=None):
+    """:class:`GRUFunction`'s forward for when no gradient is needed: the same arguments,
+    operations and outputs (bitwise), but the gates of only one chunk of steps are held at a
+    time (:func:`~rnnkit.engine.bptt.common.inference_chunks`), so memory is the output
+    (T, B, H) plus O(B * 4H) per chunk step, not the gates and states backward would need."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 3
+    steps = Steps.build(T, lengths, x.device)
+    C, chunks = inference_chunks(steps.T_run, B)
+    out = inference_output(h0, T, steps.T_run)  # (T, B, H)
+    gates = x.new_empty(C, B, 3 * H)  # one chunk's input projections, then r, z, n
+    u_n = x.new_empty(C, B, H)
+    u = x.new_empty(B, 3 * H)
+    recurrent = recurrent_weight(w_hh, B, kernels)
+    bias = fused_bias(b_ih, gates) if kernels is not None else None
+    h = h0
+    for start, skip in chunks:
+        input_projection(x[start : start + C], w_ih, b_ih if kernels is None else None, out=gates)
+        hs = out[start + skip : start + C]
+        if kernels is not None:
+            _forward_fused(kernels, gates[skip:], bias, u, u_n[skip:], hs, h, recurrent, b_hh)
+        else:
+            _forward_torch(gates[skip:], u, u_n[skip:], hs, h, recurrent, b_hh)
+        h = hs[-1]
+    return out, inference_finish(steps, out)
 
 
 def _forward_torch(gates, u, u_n, hs, h0, recurrent, b_hh):

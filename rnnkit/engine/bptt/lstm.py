@@ -36,8 +36,12 @@ from rnnkit.engine.bptt.common import (
     Steps,
     fused_bias,
     hidden_weight_grad,
+    inference_chunks,
+    inference_finish,
+    inference_output,
     input_grads,
     input_projection,
+    keep_last,
     layer_output,
     or_empty,
     recurrent_weight,
@@ -120,6 +124,41 @@ class LSTMFunction(torch.autograd.Function):
             d_pre, x[:T_run], w_ih, needs[0], needs[3], ctx.has_bias and needs[5], x.shape[0]
         )
         return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, None, None
+
+
+@without_autocast
+def lstm_inference(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels=None):
+    """:class:`LSTMFunction`'s forward for when no gradient is needed: the same arguments,
+    operations and outputs (bitwise), but the gates and cell states of only one chunk of
+    steps are held at a time (:func:`~rnnkit.engine.bptt.common.inference_chunks`), so memory
+    is the output (T, B, P) plus O(B * 4H) per chunk step, not the ~7H per step that backward
+    would need."""
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 4
+    steps = Steps.build(T, lengths, x.device)
+    C, chunks = inference_chunks(steps.T_run, B)
+    out = inference_output(h0, T, steps.T_run)  # (T, B, P)
+    gates = x.new_empty(C, B, 4 * H)  # one chunk's pre-activations, then i, f, g, o
+    g_act = x.new_empty(C, B, H)
+    cells = x.new_empty(C, B, H)
+    ms = x.new_empty(C, B, H) if w_hr is not None else None
+    recurrent = recurrent_weight(w_hh, B, kernels)
+    w_hr_t = w_hr.t().contiguous() if w_hr is not None else None  # (H, P)
+    bias = fused_bias(b, gates) if kernels is not None else None
+    c_n = c0.new_empty(B, H)
+    h, c = h0, c0
+    for start, skip in chunks:
+        input_projection(x[start : start + C], w_ih, b if kernels is None else None, out=gates)
+        run = slice(skip, C)  # the steps this chunk has not run yet
+        hs = out[start + skip : start + C]
+        m_run = ms[run] if ms is not None else None
+        if kernels is not None:
+            _forward_fused(kernels, gates[run], bias, g_act[run], cells[run], hs, m_run, h, c, recurrent, w_hr_t)
+        else:
+            _forward_torch(gates[run], g_act[run], cells[run], hs, m_run, h, c, recurrent, w_hr_t)
+        keep_last(steps, cells[run], start + skip, start + C, c_n)
+        h, c = hs[-1], cells[-1].clone()  # (the next chunk overwrites ``cells``)
+    return out, inference_finish(steps, out), c_n
 
 
 def _forward_torch(gates, g_act, cells, hs, ms, h0, c0, recurrent, w_hr_t):

@@ -32,6 +32,9 @@ from torch.autograd.function import once_differentiable
 from rnnkit.engine.bptt.common import (
     Steps,
     hidden_weight_grad,
+    inference_chunks,
+    inference_finish,
+    inference_output,
     input_grads,
     input_projection,
     layer_output,
@@ -81,14 +84,7 @@ class RNNFunction(torch.autograd.Function):
         # recurrent part and activates in place, so this buffer becomes the output.
         states, hs = state_buffer(h0, steps.T_run)  # h_0..h_T; hs = h_1..h_T is the output
         input_projection(x[: steps.T_run], w_ih, b, out=hs)  # (T_run, B, H)
-        activate_ = _ACTIVATE_[nonlinearity]
-        recurrent = RecurrentWeight(w_hh, B)
-        h = h0
-        for h_t in hs.unbind(0):
-            recurrent.addmm_(h_t, h)
-            if activate_ is not None:
-                activate_(h_t)
-            h = h_t
+        _forward_loop(hs, h0, RecurrentWeight(w_hh, B), nonlinearity)
         out, h_n = layer_output(steps, hs, T)
         ctx.save_for_backward(x, w_ih, w_hh, states)
         ctx.steps = steps
@@ -122,3 +118,38 @@ class RNNFunction(torch.autograd.Function):
             d_pre, x[:T_run], w_ih, needs[0], needs[2], ctx.has_bias and needs[4], x.shape[0]
         )
         return dx, dh0, dw_ih, dw_hh, db, None, None
+
+
+def _forward_loop(hs: Tensor, h0: Tensor, recurrent: RecurrentWeight, nonlinearity: str) -> None:
+    """The time loop, in place: ``hs`` (T, B, H) enters holding the input part of each step's
+    pre-activation and leaves holding h_1..h_T."""
+    activate_ = _ACTIVATE_[nonlinearity]
+    h = h0
+    for h_t in hs.unbind(0):
+        recurrent.addmm_(h_t, h)
+        if activate_ is not None:
+            activate_(h_t)
+        h = h_t
+
+
+@without_autocast
+def rnn_inference(x, h0, w_ih, w_hh, b, lengths, nonlinearity):
+    """:class:`RNNFunction`'s forward for when no gradient is needed: the same arguments,
+    operations and outputs (bitwise), written straight into the output chunk by chunk of
+    steps (:func:`~rnnkit.engine.bptt.common.inference_chunks`), without the (T+1)-step state
+    buffer backward reads; the last chunk's input projection goes through a chunk buffer."""
+    T, B, _ = x.shape
+    steps = Steps.build(T, lengths, x.device)
+    C, chunks = inference_chunks(steps.T_run, B)
+    out = inference_output(h0, T, steps.T_run)  # (T, B, H)
+    recurrent = RecurrentWeight(w_hh, B)
+    h = h0
+    for start, skip in chunks:
+        hs = out[start + skip : start + C]
+        if skip == 0:
+            input_projection(x[start : start + C], w_ih, b, out=hs)
+        else:  # the overlapping last chunk: its first ``skip`` steps are already states
+            hs.copy_(input_projection(x[start : start + C], w_ih, b)[skip:])
+        _forward_loop(hs, h, recurrent, nonlinearity)
+        h = hs[-1]
+    return out, inference_finish(steps, out)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnkit.tasks.forecast.run import ForecastDataConfig
+from rnnkit.settings import MAX_LENGTH, MAX_SEED, bounded
+from rnnkit.tasks.forecast.run import MAX_SAMPLES, ForecastDataConfig
 from rnnkit.tasks.forecast.task import ForecastModelConfig, ForecastTrainConfig
 
 NAME = "forecast"
@@ -16,15 +17,30 @@ DESCRIPTION = ("Train a forecaster on a CSV series (or a statsmodels series) and
                "ARIMA and ETS. Settings: defaults < --config file < flags.")
 CONFIGS = (ForecastDataConfig, ForecastModelConfig, ForecastTrainConfig)
 RESUMABLE = False
+NOT_RESUMABLE = ("forecast runs are not resumable: a run trains its small models one after another in a few "
+                 "minutes, then selects, refits and compares them with the baselines, and writes its results "
+                 "only at the end; start it again with a new --run")
+
+
+class _NotResumable(argparse.Action):
+    """``--resume``: refused with the reason, in one line, before anything is read or trained."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(2, f"rnnkit: error: {NOT_RESUMABLE}\n")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--resume", action=_NotResumable, nargs=0,
+                        help="not available: forecast runs are not resumable (they train in minutes); "
+                        "start a new --run instead")
 
 
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
+    from rnnkit.errors import RnnkitError
     from rnnkit.tasks.forecast.run import train_forecast
 
+    if resume:
+        raise RnnkitError(NOT_RESUMABLE)
     train_forecast(data_cfg, model_cfg, train_cfg, run)
     return {"status": "finished"}
 
@@ -49,23 +65,33 @@ def evaluate(args: argparse.Namespace) -> None:
 def add_commands(sub) -> dict:
     fo = sub.add_parser("forecast", help="forecast past the end of the data with a trained forecast run")
     fo.add_argument("run", help="run folder of rnnkit train forecast")
-    fo.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the run's)")
+    fo.add_argument("--horizon", type=bounded(int, ge=1, le=MAX_LENGTH), default=None,
+                    help="steps to forecast (default: the run's)")
     fo.add_argument("--test", action="store_true", help="forecast the run's test part instead, next to the truth")
-    fo.add_argument("--plot", help="write a PNG plot here")
-    fo.add_argument("--samples", type=int, default=None, help="sample paths for the intervals (default: the run's)")
-    fo.add_argument("--seed", type=int, default=0)
+    fo.add_argument("--plot", help="write a PNG plot to this file (a folder: its forecast.png)")
+    fo.add_argument("--samples", type=bounded(int, ge=0, le=MAX_SAMPLES), default=None,
+                    help="sample paths for the intervals (default: the run's)")
+    fo.add_argument("--seed", type=bounded(int, ge=0, le=MAX_SEED), default=0)
     fo.add_argument("--checkpoint", default="best", choices=["best", "last"])
     fo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return {"forecast": _forecast}
 
 
 def _forecast(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.forecast.predictor import plot_path
+
+    plot = None
+    if args.plot:
+        from rnnkit.extras import require
+
+        require("matplotlib", "forecast", "rnnkit forecast --plot")
+        plot = plot_path(args.plot)  # a folder gets forecast.png: print the file that is written
     predictor = load(args.run, args.checkpoint, args.device)
-    rows = predictor.forecast(args.horizon, args.samples, args.seed, args.test, args.plot)
+    rows = predictor.forecast(args.horizon, args.samples, args.seed, args.test, plot)
     keys = list(rows[0]) if rows else []
     print("\t".join(keys))
     for row in rows:
         print("\t".join(row[k] if k == "date" else f"{row[k]:.6g}" for k in keys))
-    if args.plot:
-        print(f"plot: {args.plot}")
+    if plot:
+        print(f"plot: {plot}")
     return 0

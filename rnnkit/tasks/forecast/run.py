@@ -25,10 +25,12 @@ from typing import Optional
 import numpy as np
 
 from rnnkit.errors import DataError, RnnkitError
-from rnnkit.settings import setting
+from rnnkit.extras import require
+from rnnkit.settings import MAX_BATCH, MAX_LENGTH, setting
 from rnnkit.tasks.forecast.baselines import run_baselines
 from rnnkit.tasks.forecast.metrics import all_metrics
 from rnnkit.tasks.forecast.series import (
+    STATSMODELS_DATASETS,
     Series,
     calendar_features,
     chronological_split,
@@ -38,6 +40,7 @@ from rnnkit.tasks.forecast.series import (
     make_windows,
     part_size,
     read_series_csv,
+    write_series_csv,
 )
 from rnnkit.tasks.forecast.task import (
     Forecaster,
@@ -53,42 +56,57 @@ from rnnkit.train.trainer import pick_device
 logger = logging.getLogger(__name__)
 
 BASELINES = "naive,seasonal_naive,arima,ets"
+MAX_SAMPLES = 100_000  # sample paths of the prediction intervals
+MAX_ENSEMBLE = 1000  # models of an ensemble
+SERIES_COPY = "series.csv"  # the run's own copy of its series, which the predictor reads
 
 
 @dataclass
 class ForecastDataConfig:
     csv: Optional[str] = setting(None, "CSV file (.gz too) with a date column and value columns")
-    dataset: Optional[str] = setting(None, "or a series bundled with statsmodels: sunspots | co2")
+    dataset: Optional[str] = setting(None, "or a series bundled with statsmodels: sunspots | co2",
+                                     choices=STATSMODELS_DATASETS)
     column: Optional[str] = setting(None, "value column to forecast (default: the only one)")
-    drop_last: int = setting(0, "ignore the last N points, as if the data ended there (a backtest)")
+    drop_last: int = setting(0, "ignore the last N points, as if the data ended there (a backtest)", ge=0)
     date_column: Optional[str] = setting(None, "default: the first column")
-    horizon: int = setting(12, "steps to forecast")
+    horizon: int = setting(12, "steps to forecast", ge=1, le=MAX_LENGTH)
     test: Optional[str] = setting(None, "test part: count, fraction or percentage (default: horizon)")
     valid: Optional[str] = setting(None, "validation part before it (default: the test size)")
-    season: int = setting(0, "seasonal period m (0: 12 monthly, 4 quarterly, 52 weekly, 7 daily, else 1)")
-    window: int = setting(0, "input window (0: two seasons, at least 12, at most 104)")
+    season: int = setting(0, "seasonal period m (0: 12 monthly, 4 quarterly, 52 weekly, 7 daily, else 1)",
+                          ge=0, le=MAX_LENGTH)
+    window: int = setting(0, "input window (0: two seasons, at least 12, at most 104)", ge=0, le=MAX_LENGTH)
     log: bool = setting(False, "model log y (positive series whose variation grows with the level)")
-    difference: int = setting(0, "1: model first differences")
+    difference: int = setting(0, "1: model first differences", ge=0, le=1)
     seasonal_difference: bool = setting(False, "model y_t - y_{t-m}")
     deseasonalize: bool = setting(False, "remove the STL seasonal profile of period m first (needs statsmodels)")
-    harmonics: int = setting(0, "with deseasonalize: smooth the profile to K Fourier harmonics (0: none)")
+    harmonics: int = setting(0, "with deseasonalize: smooth the profile to K Fourier harmonics (0: none)",
+                             ge=0, le=MAX_LENGTH)
     calendar: bool = setting(True, "calendar covariates (month one-hot; year phase and weekday for daily)")
-    batch_size: int = setting(32, "windows per batch")
-    samples: int = setting(200, "sample paths for the prediction intervals (0: none)")
-    ensemble: int = setting(1, "models trained with seeds seed .. seed+ensemble-1, averaged")
-    select: int = setting(0, "keep the models with the `select` best validation rollouts (0: all)")
+    batch_size: int = setting(32, "windows per batch", ge=1, le=MAX_BATCH)
+    samples: int = setting(200, "sample paths for the prediction intervals (0: none)", ge=0, le=MAX_SAMPLES)
+    ensemble: int = setting(1, "models trained with seeds seed .. seed+ensemble-1, averaged", ge=1, le=MAX_ENSEMBLE)
+    select: int = setting(0, "keep the models with the `select` best validation rollouts (0: all)",
+                          ge=0, le=MAX_ENSEMBLE)
     refit: bool = setting(False, "retrain on train+valid for the best number of epochs")
     baselines: str = setting(BASELINES, 'comma-separated; "" for none')
 
 
 # --------------------------------------------------------------------------------- data
-def load_series(cfg: ForecastDataConfig) -> Series:
+def read_data(cfg: ForecastDataConfig) -> Series:
+    """The series that ``cfg.csv`` or ``cfg.dataset`` names (its ``column`` only, when set), as
+    given: ``drop_last`` is not applied."""
     if (cfg.csv is None) == (cfg.dataset is None):
         raise DataError("give exactly one of --csv FILE or --dataset sunspots|co2")
     if cfg.csv is not None:
-        series = read_series_csv(cfg.csv, [cfg.column] if cfg.column else None, cfg.date_column)
-    else:
-        series = load_statsmodels_series(cfg.dataset)
+        return read_series_csv(cfg.csv, [cfg.column] if cfg.column else None, cfg.date_column)
+    return load_statsmodels_series(cfg.dataset)
+
+
+def load_series(cfg: ForecastDataConfig, copy: Optional[str | Path] = None) -> Series:
+    """The series of ``cfg`` with its ``drop_last`` applied; read from ``copy`` (a run's own
+    copy of its series, written by :func:`copy_series`) instead of ``cfg.csv``/``cfg.dataset``
+    when given."""
+    series = read_data(cfg) if copy is None else read_series_csv(copy)
     if cfg.drop_last:
         n = len(series.dates)
         if not 0 < cfg.drop_last < n:
@@ -113,10 +131,30 @@ class Prepared:
     notes: list
 
 
-def prepare(cfg: ForecastDataConfig, extra: int = 0) -> Prepared:
-    """Load the series and work out season, window and the chronological split; the calendar
-    covariates run ``extra`` steps past the end (for forecasts beyond the data)."""
-    series = load_series(cfg)
+def copy_series(cfg: ForecastDataConfig, run_dir: Path) -> str:
+    """Write the series of ``cfg`` (before ``drop_last``) into ``run_dir`` as ``series.csv``, so
+    that the run forecasts and evaluates without the original file (which may move or change);
+    the values are written exactly.  A CSV that already is that file is left alone.  Returns
+    the copy's name in the run folder."""
+    copy = run_dir / SERIES_COPY
+    if cfg.csv is not None and Path(cfg.csv).resolve() == copy.resolve():
+        return SERIES_COPY
+    series = read_data(cfg)
+    date_header = "date"
+    while date_header in series.columns:  # a value column of that name: the copy's date column is "_date"
+        date_header = "_" + date_header
+    tmp = run_dir / (SERIES_COPY + ".tmp")
+    tmp.unlink(missing_ok=True)
+    write_series_csv(series, tmp, date_header)
+    tmp.replace(copy)
+    return SERIES_COPY
+
+
+def prepare(cfg: ForecastDataConfig, extra: int = 0, copy: Optional[str | Path] = None) -> Prepared:
+    """Load the series (from ``copy``, a run's own copy, when given) and work out season, window
+    and the chronological split; the calendar covariates run ``extra`` steps past the end (for
+    forecasts beyond the data)."""
+    series = load_series(cfg, copy)
     y = series.column(cfg.column)
     m = cfg.season or default_season(series.freq)
     window = cfg.window or min(max(12, 2 * m), 104)
@@ -141,6 +179,19 @@ def make_transform(cfg: ForecastDataConfig, p: Prepared, fit_end: int) -> Series
     return SeriesTransform(cfg.log, cfg.difference, p.season if cfg.seasonal_difference else 0,
                            profile_period=p.season if cfg.deseasonalize else 0,
                            harmonics=cfg.harmonics).fit(p.y[:fit_end])
+
+
+def require_extras(cfg: ForecastDataConfig) -> None:
+    """statsmodels, where these settings need it (the ARIMA and ETS baselines, the statsmodels
+    series, the seasonal profile), checked before any training: else ImportError naming the
+    extra that installs it."""
+    baselines = {"arima", "ets"} & {b.strip() for b in cfg.baselines.split(",")}
+    uses = [use for use, needed in (("the ARIMA and ETS baselines", baselines),
+                                    (f"--dataset {cfg.dataset}", cfg.dataset is not None),
+                                    ("--deseasonalize", cfg.deseasonalize)) if needed]
+    if uses:
+        hint = "the baselines can be left out: --baselines naive,seasonal_naive" if baselines else ""
+        require("statsmodels", "forecast", f"rnnkit train forecast with {' and '.join(uses)}", hint)
 
 
 # ------------------------------------------------------------------------------- models
@@ -188,7 +239,9 @@ def forecast_from(models: list, transform: SeriesTransform, p: Prepared, origin:
 def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, train_cfg: TrainConfig,
                    run_dir: str | Path) -> dict:
     """Train the forecaster (an ensemble of ``cfg.ensemble`` models) in ``run_dir``, run the
-    baselines, log and save the test metrics table and the plot."""
+    baselines, log and save the test metrics table and the plot.  The run folder keeps its own
+    copy of the series (``series.csv``), which the predictor reads."""
+    require_extras(cfg)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if (run_dir / "forecast.json").exists():
@@ -207,6 +260,7 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        series_copy = copy_series(cfg, run_dir)
     logger.info(f"data: {cfg.csv or 'statsmodels:' + str(cfg.dataset)} column {cfg.column or '(only)'}: "
                 f"{len(p.y)} points, frequency {p.freq}, season m={p.season}; "
                 f"train {p.train_end}, valid {p.n_valid}, test {p.n_test}; "
@@ -263,7 +317,7 @@ def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, trai
         table[name] = all_metrics(truth, result["forecast"], history, p.season)
     elapsed = time.perf_counter() - started
     result = {
-        "task": "forecast", "members": member_dirs, "transform": transform.to_dict(),
+        "task": "forecast", "members": member_dirs, "series": series_copy, "transform": transform.to_dict(),
         "season": p.season, "window": p.window, "freq": p.freq, "n": len(p.y), "train_end": p.train_end,
         "valid_end": p.valid_end, "n_test": p.n_test, "best_epochs": epochs, "notes": p.notes,
         "member_valid_mase": member_mase, "valid_rollout": valid_metrics, "test": table,

@@ -30,6 +30,9 @@ MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-", "--"}
 DATE_FORMATS = ("%Y-%m-%d", "%Y-%m", "%Y/%m/%d", "%Y/%m", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
                 "%Y")
 STATSMODELS_DATASETS = ("sunspots", "co2")
+# The largest magnitude a value may have: squares and sums of squares (standardization, RMSE)
+# of larger values overflow float64 (about 1.8e308) and give inf or NaN metrics.
+MAX_MAGNITUDE = 1e150
 
 
 @dataclass
@@ -80,8 +83,9 @@ def read_series_csv(path: str | Path, columns: Optional[Sequence[str]] = None,
                     date_column: Optional[str] = None) -> Series:
     """Read a CSV file with a header, one date column (default: the first) and value columns
     (default: all others).  Errors name the file, the line and the data row: a missing value
-    (empty, NA, NaN, ?), a value that is not a number, an unparsable or non-increasing date,
-    an unknown column (the message lists the available ones)."""
+    (empty, NA, NaN, ?), a value that is not a number or whose magnitude exceeds
+    ``MAX_MAGNITUDE``, an unparsable or non-increasing date, an unknown column (the message
+    lists the available ones)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -144,6 +148,10 @@ def read_series_csv(path: str | Path, columns: Optional[Sequence[str]] = None,
                 raise DataError(f"{where}: value {cell!r} in column {name!r} is not a number") from None
             if not math.isfinite(number):
                 raise DataError(f"{where}: missing value in column {name!r} (got {cell!r})")
+            if abs(number) > MAX_MAGNITUDE:
+                raise DataError(f"{where}: value {cell} in column {name!r} is too large: its magnitude must be at "
+                                f"most {MAX_MAGNITUDE:g} (larger values overflow in the scaling and the metrics); "
+                                "rescale the column, e.g. to other units")
             out.append(number)
         dates.append(date)
         values.append(out)
@@ -181,6 +189,10 @@ def series_from_values(values, dates=None, name: str = "value") -> Series:
     if bad.size:
         raise DataError(f"the series' values must be finite numbers; got {y[bad[0]]} at position {bad[0]} "
                         "(fill or drop missing values first)")
+    large = np.flatnonzero(np.abs(y) > MAX_MAGNITUDE)
+    if large.size:
+        raise DataError(f"the series' values must have a magnitude of at most {MAX_MAGNITUDE:g} (larger values "
+                        f"overflow in the scaling and the metrics); got {y[large[0]]} at position {large[0]}")
     if dates is None:
         if len(y) > LAST_YEAR - FIRST_YEAR + 1:
             raise DataError(f"a series without dates is placed in the years {FIRST_YEAR} to {LAST_YEAR}; give "
@@ -204,9 +216,10 @@ def series_from_values(values, dates=None, name: str = "value") -> Series:
     return Series(y[:, None], when, [name], "values", infer_freq(when))
 
 
-def write_series_csv(series: Series, path: str | Path) -> Path:
-    """Write ``series`` as a CSV that :func:`read_series_csv` reads back exactly (ISO dates,
-    the shortest repr of each value); refuses to overwrite an existing file."""
+def write_series_csv(series: Series, path: str | Path, date_column: str = "date") -> Path:
+    """Write ``series`` as a CSV that :func:`read_series_csv` reads back exactly (ISO dates
+    in the first column, named ``date_column``, then the shortest repr of each value);
+    refuses to overwrite an existing file."""
     path = Path(path)
     try:
         handle = open(path, "x", newline="", encoding="utf-8")
@@ -214,7 +227,7 @@ def write_series_csv(series: Series, path: str | Path) -> Path:
         raise DataError(f"{path} exists already; not overwriting it") from None
     with handle:
         writer = csv.writer(handle)
-        writer.writerow(["date"] + list(series.columns))
+        writer.writerow([date_column] + list(series.columns))
         for date, row in zip(series.dates, series.values):
             writer.writerow([str(date)] + [repr(float(v)) for v in row])
     return path

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models import LAYERS
-from rnnkit.settings import setting
+from rnnkit.settings import MAX_LAYERS, MAX_UNITS, setting
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
@@ -41,11 +41,12 @@ HEADS = ("gaussian", "point")
 
 @dataclass
 class ForecastModelConfig:
-    cell: str = setting("lstm", "lstm | gru | rnn")
-    hidden_size: int = setting(32, "hidden units per layer")
-    num_layers: int = setting(1, "stacked recurrent layers")
-    dropout: float = setting(0.0, "between stacked layers")
-    head: str = setting("gaussian", "gaussian (mean + log-variance, NLL loss) | point (mean, MSE loss)")
+    cell: str = setting("lstm", "lstm | gru | rnn", choices=tuple(LAYERS))
+    hidden_size: int = setting(32, "hidden units per layer", ge=1, le=MAX_UNITS)
+    num_layers: int = setting(1, "stacked recurrent layers", ge=1, le=MAX_LAYERS)
+    dropout: float = setting(0.0, "between stacked layers", ge=0, lt=1)
+    head: str = setting("gaussian", "gaussian (mean + log-variance, NLL loss) | point (mean, MSE loss)",
+                        choices=HEADS)
     direct: bool = setting(False, "predict all horizon steps at once instead of one step")
     local_level: bool = setting(False, "read each window relative to its own mean value (added back to the output)")
 

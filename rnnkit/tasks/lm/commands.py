@@ -1,11 +1,13 @@
 """The language-modeling commands: ``rnnkit train lm``, ``rnnkit evaluate`` of an lm run,
-``rnnkit sample``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
+``rnnkit sample [--run RUN]`` (the run as a positional argument works too, as before).
+Satisfies :class:`rnnkit.tasks.base.Task`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from rnnkit.settings import MAX_LENGTH, MAX_SEED, bounded
 from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig
 from rnnkit.train.config import TrainConfig
 
@@ -18,13 +20,14 @@ RESUMABLE = True
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample-length", type=int, default=300, help="characters/words to sample at the end")
+    parser.add_argument("--sample-length", type=bounded(int, ge=0, le=MAX_LENGTH), default=300,
+                        help="characters/words to sample at the end")
 
 
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
     from rnnkit.tasks.lm.run import train_lm
 
-    return train_lm(data_cfg, model_cfg, train_cfg, run, resume, args.sample_length)
+    return train_lm(data_cfg, model_cfg, train_cfg, run, resume, args.sample_length, args.override)
 
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
@@ -46,19 +49,27 @@ def evaluate(args: argparse.Namespace) -> None:
 def add_commands(sub) -> dict:
     from rnnkit.tasks.base import add_model_options
 
-    sa = sub.add_parser("sample", help="generate text from a trained language model")
-    sa.add_argument("run", help="run folder")
+    sa = sub.add_parser("sample", help="generate text from a trained language model",
+                        description="Generate text from a trained language model: --run RUN (default: the newest "
+                        "runs/lm-*); `rnnkit sample RUN` works too.")
+    sa.add_argument("run_positional", nargs="?", metavar="RUN", help="run folder (the same as --run RUN)")
+    sa.add_argument("--run", help="run folder of rnnkit train lm (default: the newest runs/lm-*)")
     sa.add_argument("--prime", default="", help="text to start from")
-    sa.add_argument("--length", type=int, default=300)
-    sa.add_argument("--temperature", type=float, default=0.8)
-    sa.add_argument("--top-k", type=int, default=None)
-    sa.add_argument("--top-p", type=float, default=None)
-    sa.add_argument("--seed", type=int, default=None)
+    sa.add_argument("--length", type=bounded(int, ge=0, le=MAX_LENGTH), default=300)
+    sa.add_argument("--temperature", type=bounded(float, gt=0), default=0.8)
+    sa.add_argument("--top-k", type=bounded(int, ge=1), default=None)
+    sa.add_argument("--top-p", type=bounded(float, gt=0, le=1), default=None)
+    sa.add_argument("--seed", type=bounded(int, ge=0, le=MAX_SEED), default=None)
     add_model_options(sa)
     return {"sample": _sample}
 
 
 def _sample(args: argparse.Namespace) -> int:
-    predictor = load(args.run, args.checkpoint, args.device)
+    from rnnkit.train.checkpoint import newest_run
+
+    if args.run and args.run_positional and args.run != args.run_positional:
+        raise ValueError(f"give the run once: --run {args.run} or {args.run_positional}, not both")
+    run = args.run or args.run_positional or newest_run("runs", "lm", "rnnkit train lm")
+    predictor = load(run, args.checkpoint, args.device)
     print(predictor.sample(args.prime, args.length, args.temperature, args.top_k, args.top_p, args.seed))
     return 0

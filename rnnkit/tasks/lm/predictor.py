@@ -10,7 +10,7 @@ from rnnkit.data.text import Vocab
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.lm.task import LanguageModel, LMDataConfig, LMModelConfig, LMTask, encode_splits, sample
 from rnnkit.train import load_weights
-from rnnkit.train.checkpoint import task_checkpoint
+from rnnkit.train.checkpoint import build_checked, task_checkpoint
 from rnnkit.train.trainer import pick_device
 
 
@@ -27,9 +27,9 @@ class LMPredictor:
     @classmethod
     def load(cls, run: str | Path, checkpoint: str = "best", device: str = "auto") -> "LMPredictor":
         """The model of a trained run; ``checkpoint`` as in :func:`~rnnkit.train.checkpoint.task_checkpoint`."""
-        where, meta = task_checkpoint(run, "lm", checkpoint, "language-model")
+        where, meta = task_checkpoint(run, "lm", checkpoint, "language-model", model=LMModelConfig, data=LMDataConfig)
         vocab = Vocab.from_dict(meta["vocab"])
-        model = LanguageModel(len(vocab), LMModelConfig(**meta["model"]))
+        model = build_checked(where, meta, lambda cfg: LanguageModel(len(vocab), LMModelConfig(**cfg)))
         dev = pick_device(device)
         load_weights(model, where, dev)
         return cls(model.to(dev).eval(), vocab, meta)

@@ -15,9 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainConfig,
-             run_dir: str | Path, resume: bool = False, sample_length: int = 300) -> dict:
+             run_dir: str | Path, resume: bool = False, sample_length: int = 300,
+             override: bool = False) -> dict:
     """Train a language model in ``run_dir``; print validation metrics and a sample."""
-    run_dir = open_run(run_dir, resume, train_cfg)
+    run_dir = open_run(run_dir, resume, data_cfg, model_cfg, train_cfg, override)
     texts, source = load_splits(data_cfg.data, parse_fractions(data_cfg.split))
     # On resume: the vocabulary of the run, not one rebuilt from (possibly changed) data.
     vocab = Vocab.from_dict(read_state(run_dir)["task"]["vocab"]) if resume else None
@@ -32,13 +33,18 @@ def train_lm(data_cfg: LMDataConfig, model_cfg: LMModelConfig, train_cfg: TrainC
     summary = trainer.fit()
     if not trainer.is_main:  # torchrun: rank 0 reports
         return summary
-    valid = summary["valid"] or task.evaluate(model, "valid")
     unit = "bits/char" if vocab.level == "char" else "perplexity"
     key = "bpc" if vocab.level == "char" else "ppl"
     best = f"; best {metrics_from_nll(summary['best'], vocab.level)[key]:.4f}" if summary["best"] else ""
+    if summary["status"] == "interrupted":  # a signal: no evaluation, a scheduler leaves seconds
+        last = f"last validation {unit} {summary['valid'][key]:.4f}" if summary["valid"] else "no validation yet"
+        logger.info(f"interrupted at step {summary['step']}: {last}{best} (checkpoints/last holds step "
+                    f"{summary['step']}; continue with --resume); run folder {run_dir}")
+        return summary
+    valid = summary["valid"] or task.evaluate(model, "valid")
     logger.info(f"{summary['status']} at step {summary['step']}: validation {unit} {valid[key]:.4f}{best} "
-          f"(checkpoints/best keeps the best); run folder {run_dir}")
-    if sample_length > 0 and summary["status"] != "interrupted":
+                f"(checkpoints/best keeps the best); run folder {run_dir}")
+    if sample_length > 0:
         text = sample(model, vocab, length=sample_length, temperature=0.8, seed=train_cfg.seed)
         logger.info("sample:\n" + text)
     summary["valid"] = valid

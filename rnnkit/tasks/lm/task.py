@@ -17,25 +17,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit import init as rnn_init
-from rnnkit.data.text import Vocab, batchify, tokenize, windows
+from rnnkit.data.corpus import parse_fractions, split_origin
+from rnnkit.data.text import LEVELS, Vocab, batchify, tokenize, windows
 from rnnkit.models import LAYERS
 from rnnkit.models.decoding import sample_next
-from rnnkit.settings import setting
+from rnnkit.settings import MAX_BATCH, MAX_LAYERS, MAX_LENGTH, MAX_UNITS, MAX_VOCAB, setting
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
 
 @dataclass
 class LMModelConfig:
-    cell: str = setting("lstm", "lstm | gru | rnn")
-    embed_size: int = setting(128, "size of the token embeddings")
-    hidden_size: int = setting(256, "hidden units per layer")
-    num_layers: int = setting(2, "stacked recurrent layers")
-    dropout: float = setting(0.0, "on the embeddings, between layers and before the decoder")
+    cell: str = setting("lstm", "lstm | gru | rnn", choices=tuple(LAYERS))
+    embed_size: int = setting(128, "size of the token embeddings", ge=1, le=MAX_UNITS)
+    hidden_size: int = setting(256, "hidden units per layer", ge=1, le=MAX_UNITS)
+    num_layers: int = setting(2, "stacked recurrent layers", ge=1, le=MAX_LAYERS)
+    dropout: float = setting(0.0, "on the embeddings, between layers and before the decoder", ge=0, lt=1)
     tie_weights: bool = setting(False, "share the embedding and decoder weights (needs embed_size == hidden_size)")
-    init_range: Optional[float] = setting(None, "uniform(-a, a) for every weight (Zaremba: 0.1)")
+    init_range: Optional[float] = setting(None, "uniform(-a, a) for every weight (Zaremba: 0.1)", gt=0)
     init: str = setting(
         "default", "recurrent weights: default | normal:S | orthogonal | identity | uniform:A (rnnkit.init)")
-    forget_bias: Optional[float] = setting(None, "LSTM forget-gate bias (e.g. 1.0)")
+    forget_bias: Optional[float] = setting(None, "LSTM forget-gate bias (e.g. 1.0)", ge=-100, le=100)
 
 
 class LanguageModel(nn.Module):
@@ -163,11 +164,13 @@ def sample(
 @dataclass
 class LMDataConfig:
     data: Optional[str] = setting(None, "a text file, a folder with train/valid/test, or None (embedded)")
-    level: str = setting("char", "char | word")
-    bptt: int = setting(100, "steps per truncated-BPTT window")
-    batch_size: int = setting(32, "parallel streams")
-    eval_batch_size: int = setting(10, "parallel streams of the validation and test text")
-    max_vocab: Optional[int] = setting(None, "keep the most frequent tokens, specials included (default: all)")
+    level: str = setting("char", "char | word", choices=LEVELS)
+    bptt: int = setting(100, "steps per truncated-BPTT window", ge=1, le=MAX_LENGTH)
+    batch_size: int = setting(32, "parallel streams", ge=1, le=MAX_BATCH)
+    eval_batch_size: int = setting(10, "parallel streams of the validation and test text", ge=1, le=MAX_BATCH)
+    # at least <unk> (and <eos> at word level) and one token: 3
+    max_vocab: Optional[int] = setting(None, "keep the most frequent tokens, specials included (default: all)",
+                                       ge=3, le=MAX_VOCAB)
     split: str = setting("0.9,0.05,0.05", "train,valid,test fractions of a single text file")
 
 
@@ -178,9 +181,12 @@ class LMTask:
     def __init__(self, ids: dict[str, Tensor], vocab: Vocab, data_cfg: LMDataConfig,
                  model_cfg: LMModelConfig, source: str = "") -> None:
         self.vocab, self.data_cfg, self.model_cfg, self.source = vocab, data_cfg, model_cfg, source
-        self.train_stream = batchify(ids["train"], data_cfg.batch_size)
-        self.eval_streams = {
-            split: batchify(ids[split], min(data_cfg.eval_batch_size, max(1, ids[split].numel() // 2)))
+        fractions = parse_fractions(data_cfg.split)
+        self.train_stream = batchify(ids["train"], data_cfg.batch_size,
+                                     split_origin(data_cfg.data, "train", fractions))
+        self.eval_streams = {  # a short split gets fewer streams, down to one
+            split: batchify(ids[split], min(data_cfg.eval_batch_size, max(1, ids[split].numel() // 2)),
+                            split_origin(data_cfg.data, split, fractions))
             for split in ("valid", "test") if split in ids
         }
         self._windows = windows(self.train_stream, data_cfg.bptt)

@@ -71,6 +71,7 @@ def read_wav(path: str | Path, sample_rate: Optional[int] = None) -> tuple[np.nd
     try:
         with wave.open(str(path), "rb") as handle:
             channels, width, rate = handle.getnchannels(), handle.getsampwidth(), handle.getframerate()
+            declared = handle.getnframes() * channels * width  # bytes the header's data chunk announces
             frames = handle.readframes(handle.getnframes())
     except (wave.Error, EOFError, RuntimeError) as exc:  # RuntimeError: wave on a broken chunk layout
         raise DataError(f"{path}: not a readable WAV file ({exc or 'broken RIFF chunk layout'})") from None
@@ -84,6 +85,9 @@ def read_wav(path: str | Path, sample_rate: Optional[int] = None) -> tuple[np.nd
         raise DataError(f"{path}: expected a sample rate of {sample_rate} Hz, got {rate} Hz")
     if len(frames) % 2:
         raise DataError(f"{path}: the recording ends inside a sample (a truncated file?)")
+    if len(frames) < declared:  # wave reads what is there: a file cut short loads silently otherwise
+        raise DataError(f"{path}: truncated: the header announces {declared} bytes of samples, the file holds "
+                        f"{len(frames)}")
     samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0  # (N,)
     if samples.size == 0:
         raise DataError(f"{path}: the recording holds no samples")

@@ -1,5 +1,8 @@
-"""The spoken-number commands: ``rnnkit train speech`` and ``rnnkit evaluate`` of a speech run.
-Satisfies :class:`rnnkit.tasks.base.Task`."""
+"""The spoken-number commands: ``rnnkit train speech``, ``rnnkit evaluate`` of a speech run and
+``rnnkit recognize [--run RUN] WAV...``, which prints the digits of one spoken number (its
+recordings, one word each, in order) on one line, e.g. ``314``, with
+:meth:`~rnnkit.tasks.speech.predictor.SpeechPredictor.recognize`; ``--run`` defaults to the
+newest ``runs/speech-*``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
     from rnnkit.tasks.speech.run import train_speech
 
-    return train_speech(data_cfg, model_cfg, train_cfg, run, resume)
+    return train_speech(data_cfg, model_cfg, train_cfg, run, resume, args.override)
 
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
@@ -49,4 +52,22 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub) -> dict:
-    return {}
+    from rnnkit.tasks.base import add_model_options
+
+    rc = sub.add_parser("recognize", help="print the digits of a spoken number's recordings with a trained speech run",
+                        description="Print the digits a trained speech run hears in the recordings of one spoken "
+                        "number (16-bit PCM mono .wav files, one word each, in order, all at one sample rate), on "
+                        "one line without spaces, e.g. 314. --run RUN: default the newest runs/speech-*.")
+    rc.add_argument("wavs", nargs="+", metavar="WAV", help="the recordings of one spoken number, in order")
+    rc.add_argument("--run", help="run folder of rnnkit train speech (default: the newest runs/speech-*)")
+    add_model_options(rc)
+    return {"recognize": _recognize}
+
+
+def _recognize(args: argparse.Namespace) -> int:
+    from rnnkit.train.checkpoint import newest_run
+
+    run = args.run or newest_run("runs", "speech", "rnnkit train speech")
+    digits = load(run, args.checkpoint, args.device).recognize(args.wavs)
+    print("".join(str(d) for d in digits))
+    return 0

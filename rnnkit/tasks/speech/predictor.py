@@ -14,7 +14,7 @@ from rnnkit.tasks.speech.audio import Normalizer, wav_features
 from rnnkit.tasks.speech.run import make_task
 from rnnkit.tasks.speech.task import DigitLabeler, SpeechDataConfig, SpeechModelConfig, build_model, make_batch
 from rnnkit.train import load_weights
-from rnnkit.train.checkpoint import task_checkpoint
+from rnnkit.train.checkpoint import build_checked, task_checkpoint
 from rnnkit.train.trainer import pick_device
 
 WavPath = str | os.PathLike  # a .wav file
@@ -37,8 +37,9 @@ class SpeechPredictor:
     @classmethod
     def load(cls, run: str | Path, checkpoint: str = "best", device: str = "auto") -> "SpeechPredictor":
         """The labeler of a trained run; ``checkpoint`` as in :func:`~rnnkit.train.checkpoint.task_checkpoint`."""
-        where, meta = task_checkpoint(run, "speech", checkpoint, "spoken-number")
-        model = build_model(int(meta["input_size"]), SpeechModelConfig(**meta["model"]))
+        where, meta = task_checkpoint(run, "speech", checkpoint, "spoken-number", model=SpeechModelConfig,
+                                      data=SpeechDataConfig)
+        model = build_checked(where, meta, lambda cfg: build_model(meta["input_size"], SpeechModelConfig(**cfg)))
         dev = pick_device(device)
         load_weights(model, where, dev)
         return cls(model.to(dev).eval(), meta, run)

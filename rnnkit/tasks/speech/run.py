@@ -49,9 +49,9 @@ def describe_split(task: SpeechTask) -> str:
 
 
 def train_speech(data_cfg: SpeechDataConfig, model_cfg: SpeechModelConfig, train_cfg: TrainConfig,
-                 run_dir: str | Path, resume: bool = False) -> dict:
+                 run_dir: str | Path, resume: bool = False, override: bool = False) -> dict:
     """Train a spoken-number labeler in ``run_dir``; log validation metrics and an example."""
-    run_dir = open_run(run_dir, resume, train_cfg)
+    run_dir = open_run(run_dir, resume, data_cfg, model_cfg, train_cfg, override)
     meta = read_state(run_dir)["task"] if resume else None
     start = time.perf_counter()
     distributed.init(pick_device(train_cfg.device))  # torchrun: join now, so that

@@ -27,13 +27,14 @@ from torch import Tensor, nn
 
 from rnnkit.errors import DataError
 from rnnkit.models import LAYERS
-from rnnkit.settings import setting
+from rnnkit.settings import MAX_BATCH, MAX_LAYERS, MAX_SEED, MAX_UNITS, setting
 from rnnkit.tasks.speech.audio import Normalizer, Recording
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
 
 NUM_DIGITS = 10
 IGNORE = -100  # label of padding positions (cross_entropy's ignore_index)
+MAX_MFCC = 40  # the mel bands of speech.audio: librosa keeps at most that many MFCCs
 
 
 @dataclass
@@ -43,23 +44,24 @@ class SpeechDataConfig:
         None, "test on all of this speaker's recordings instead of the official split")
     test_indices: str = setting("0-4", "official split: repetition indices of the test part")
     valid_indices: str = setting("5-9", "repetition indices of the training part kept for validation")
-    min_words: int = setting(3, "words per spoken number, at least")
-    max_words: int = setting(10, "and at most")
-    train_sequences: int = setting(2000, "fresh spoken numbers drawn each epoch")
-    eval_sequences: int = setting(1000, "fixed spoken numbers of the validation and the test part")
-    split_seed: int = setting(1234, "seed of the validation and test spoken numbers")
-    batch_size: int = setting(32, "spoken numbers per batch")
-    n_mfcc: int = setting(13, "MFCCs per frame; the word vector has 6 * n_mfcc + 1 numbers")
+    min_words: int = setting(3, "words per spoken number, at least", ge=1, le=1000)
+    max_words: int = setting(10, "and at most", ge=1, le=1000)
+    train_sequences: int = setting(2000, "fresh spoken numbers drawn each epoch", ge=1, le=10_000_000)
+    eval_sequences: int = setting(1000, "fixed spoken numbers of the validation and the test part",
+                                  ge=1, le=10_000_000)
+    split_seed: int = setting(1234, "seed of the validation and test spoken numbers", ge=0, le=MAX_SEED)
+    batch_size: int = setting(32, "spoken numbers per batch", ge=1, le=MAX_BATCH)
+    n_mfcc: int = setting(13, "MFCCs per frame; the word vector has 6 * n_mfcc + 1 numbers", ge=1, le=MAX_MFCC)
     feature_cache: Optional[str] = setting(None, ".npz of the recordings' vectors (default: <run>/features.npz)")
 
 
 @dataclass
 class SpeechModelConfig:
-    cell: str = setting("lstm", "lstm | gru | rnn")
-    hidden_size: int = setting(64, "hidden units per layer and direction")
-    num_layers: int = setting(1, "stacked recurrent layers")
+    cell: str = setting("lstm", "lstm | gru | rnn", choices=tuple(LAYERS))
+    hidden_size: int = setting(64, "hidden units per layer and direction", ge=1, le=MAX_UNITS)
+    num_layers: int = setting(1, "stacked recurrent layers", ge=1, le=MAX_LAYERS)
     bidirectional: bool = setting(True, "label each word from the whole spoken number, not only the words up to it")
-    dropout: float = setting(0.2, "on the word vectors, between layers and before the output layer")
+    dropout: float = setting(0.2, "on the word vectors, between layers and before the output layer", ge=0, lt=1)
 
 
 @dataclass

@@ -1,5 +1,12 @@
 """The tagging commands: ``rnnkit train tag``, ``rnnkit evaluate`` of a tagging run,
-``rnnkit tag``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
+``rnnkit tag [--run RUN] TEXT... | --file FILE`` (``--file -``: standard input).  Satisfies
+:class:`rnnkit.tasks.base.Task`.
+
+``rnnkit tag`` tags any length of text in bounded memory: a sentence longer than
+:data:`~rnnkit.tasks.tag.predictor.MAX_SENTENCE_WORDS` (1,000) words is tagged and written as
+consecutive sentences of at most that many words, and a word longer than
+:data:`~rnnkit.tasks.tag.predictor.MAX_WORD_CHARS` (64) characters is read by the character
+BiLSTM as its first and last 32 characters; both with a warning on standard error."""
 
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
     from rnnkit.tasks.tag.run import train_tagger
 
-    return train_tagger(data_cfg, model_cfg, train_cfg, run, resume)
+    return train_tagger(data_cfg, model_cfg, train_cfg, run, resume, args.override)
 
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
@@ -59,9 +66,16 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub) -> dict:
-    tg = sub.add_parser("tag", help="tag plain text with a trained tagging run (CoNLL-U or TSV out)")
+    from rnnkit.tasks.tag.predictor import MAX_SENTENCE_WORDS, MAX_WORD_CHARS
+
+    tg = sub.add_parser("tag", help="tag plain text with a trained tagging run (CoNLL-U or TSV out)",
+                        description=f"Tag plain text with a trained tagging run: --run RUN (default: the newest "
+                        f"runs/tag-*). Sentences longer than {MAX_SENTENCE_WORDS} words are tagged (and written) as "
+                        f"consecutive sentences of at most {MAX_SENTENCE_WORDS} words; words longer than "
+                        f"{MAX_WORD_CHARS} characters are read by the character model as their first and last "
+                        f"{MAX_WORD_CHARS // 2} characters (both with a warning).")
     tg.add_argument("text", nargs="*", help="text to tag (default: --file)")
-    tg.add_argument("--file", help="plain-text file to tag (one or more sentences per line)")
+    tg.add_argument("--file", help="plain-text file to tag (one or more sentences per line); - reads standard input")
     tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
     tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
     tg.add_argument("--out", help="write here instead of standard output")
@@ -76,7 +90,10 @@ def _tag(args: argparse.Namespace) -> int:
         raise ValueError("give the text to tag as arguments or --file FILE (one of the two)")
     run = args.run or newest_run("runs", "tag", "rnnkit train tag")
     predictor = load(run, args.checkpoint, args.device)
-    sentences = predictor.tag_sentences(" ".join(args.text) if args.text else None, args.file)
+    if args.file == "-":
+        sentences = predictor.tag_sentences(sys.stdin.read())
+    else:
+        sentences = predictor.tag_sentences(" ".join(args.text) if args.text else None, args.file)
     column = predictor.task.data_cfg.column  # a run trained on XPOS writes its tags there
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:

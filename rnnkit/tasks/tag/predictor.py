@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +22,26 @@ from rnnkit.tasks.tag.task import (
 )
 from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu, split_sentences, write_conllu
 from rnnkit.train import load_weights
-from rnnkit.train.checkpoint import task_checkpoint
+from rnnkit.train.checkpoint import build_checked, task_checkpoint
 from rnnkit.train.trainer import pick_device
+
+logger = logging.getLogger(__name__)
+
+MAX_SENTENCE_WORDS = 1000
+"""The longest sentence the tagger reads at once.  The tagger reads each sentence whole (in
+both directions), so a longer "sentence" of plain text (a line without sentence ends: a 10 MB
+line would otherwise be one sequence of millions of steps) is cut into consecutive pieces of
+at most this many words, each tagged, and returned, as a sentence of its own, with a logged
+warning.  Words near a cut lose the context beyond it."""
+
+MAX_WORD_CHARS = 64
+"""The longest word the character BiLSTM reads whole: a longer one is read as its first and
+last ``MAX_WORD_CHARS // 2`` characters (a warning says how many), so that one very long
+"word" does not pad every word of its batch to its length."""
+
+BATCH_WORDS = 8192
+"""Padded word slots (sentences x longest sentence) per batch: sentences are batched by
+length, 256 at most, and fewer when they are long, so that memory stays bounded."""
 
 
 class TagPredictor:
@@ -41,10 +60,11 @@ class TagPredictor:
     def load(cls, run: str | Path, checkpoint: str = "best", device: str = "auto") -> "TagPredictor":
         """The tagger of a trained run (also of runs written when the task was called
         "tagging"); ``checkpoint`` as in :func:`~rnnkit.train.checkpoint.task_checkpoint`."""
-        where, meta = task_checkpoint(run, "tag", checkpoint, "tagging")
+        where, meta = task_checkpoint(run, "tag", checkpoint, "tagging", model=TaggerModelConfig,
+                                      data=TaggingDataConfig)
         vocab = Vocabularies.from_dict(meta["vocab"])
         model_cfg = TaggerModelConfig(**meta["model"])
-        model = build_model(vocab, model_cfg)
+        model = build_checked(where, meta, lambda cfg: build_model(vocab, TaggerModelConfig(**cfg)))
         dev = pick_device(device)
         load_weights(model, where, dev)
         task = TaggingTask({"train": []}, vocab, TaggingDataConfig(**meta["data"]), model_cfg, meta.get("seed", 0),
@@ -58,13 +78,22 @@ class TagPredictor:
     def tag(self, text: str | Sequence[str]) -> list[list[tuple[str, str]]]:
         """The (word, tag) pairs of each sentence of plain text; a list of strings is several
         texts, their sentences in order.  Sentences and words are split simply
-        (:func:`~rnnkit.tasks.tag.treebank.split_sentences`), as ``rnnkit tag`` does."""
+        (:func:`~rnnkit.tasks.tag.treebank.split_sentences`), as ``rnnkit tag`` does; a
+        sentence longer than :data:`MAX_SENTENCE_WORDS` words comes back as consecutive
+        sentences of at most that many words."""
         return [list(zip(s.words, s.tags)) for s in self.tag_sentences(text)]
 
     def tag_sentences(self, text: Optional[str | Sequence[str]] = None,
                       file: Optional[str | Path] = None) -> list[TaggedSentence]:
         """Tagged sentences (words, tags and the sentence's text) of plain text (a string or a
-        list of strings) or of a plain-text file (one or more sentences per line)."""
+        list of strings) or of a plain-text file (one or more sentences per line).
+
+        Any length of text is tagged in bounded memory: a sentence longer than
+        :data:`MAX_SENTENCE_WORDS` words is tagged as consecutive sentences of at most that
+        many words (they are returned so, their ``text`` the words joined by spaces), the
+        character features of a word longer than :data:`MAX_WORD_CHARS` characters are read
+        from its first and last ``MAX_WORD_CHARS // 2`` characters, and batches hold at most
+        :data:`BATCH_WORDS` padded words; each limit that applies is logged as a warning."""
         if (text is None) == (file is None):
             raise ValueError("give text or a file to tag (one of the two)")
         if file is not None:
@@ -81,9 +110,33 @@ class TagPredictor:
         if not sentences:
             got = "a file with none" if file is not None else _shorten(text)
             raise DataError(f"{source}nothing to tag: expected text with at least one word, got {got}")
-        for sentence, tags in zip(sentences, self.task.predict(self.model, sentences)):
+        sentences = split_long_sentences(sentences, MAX_SENTENCE_WORDS)
+        for sentence, tags in zip(sentences, self._predict(sentences)):
             sentence.tags = tags
         return sentences
+
+    def _predict(self, sentences: list[TaggedSentence]) -> list[list[str]]:
+        """The tags of each sentence, in batches of similar length of at most 256 sentences
+        and :data:`BATCH_WORDS` padded words (the batches of ``task.predict`` when the
+        sentences are short), each word's characters capped (:data:`MAX_WORD_CHARS`)."""
+        seen = [_capped(s) for s in sentences]
+        capped = sum(len(w) > MAX_WORD_CHARS for s in sentences for w in s.words)
+        if capped:
+            half = MAX_WORD_CHARS // 2
+            logger.warning(f"{capped} words are longer than {MAX_WORD_CHARS} characters; the tagger's character "
+                           f"features read only their first and last {half} characters")
+        order = sorted(range(len(seen)), key=lambda i: len(seen[i]))
+        tags: list = [None] * len(seen)
+        for start in range(0, len(order), 256):
+            block = order[start:start + 256]  # ascending length: each batch's longest is its last
+            while block:
+                n = 1
+                while n < len(block) and (n + 1) * len(seen[block[n]]) <= BATCH_WORDS:
+                    n += 1
+                batch, block = block[:n], block[n:]
+                for i, predicted in zip(batch, self.task.predict(self.model, [seen[i] for i in batch])):
+                    tags[i] = predicted
+        return tags
 
     def evaluate(self, split: str = "test", data: Optional[str] = None,
                  ensemble: Sequence["str | Path | TagPredictor"] = (), write: bool = True) -> dict:
@@ -133,6 +186,35 @@ class TagPredictor:
             except ImportError:
                 metrics["plot"] = None
         return metrics
+
+
+def split_long_sentences(sentences: Sequence[TaggedSentence], limit: int = MAX_SENTENCE_WORDS) -> list[TaggedSentence]:
+    """The sentences, each one longer than ``limit`` words replaced by consecutive sentences of
+    at most ``limit`` words (their text: the words joined by spaces), with a logged warning."""
+    long = [len(s) for s in sentences if len(s) > limit]
+    if not long:
+        return list(sentences)
+    logger.warning(f"{len(long)} sentence{'s' if len(long) > 1 else ''} longer than {limit} words (the longest "
+                   f"{max(long)}): tagged as consecutive sentences of at most {limit} words; words near the cuts "
+                   f"lose the context beyond them")
+    out = []
+    for s in sentences:
+        if len(s) <= limit:
+            out.append(s)
+            continue
+        for start in range(0, len(s), limit):
+            words = s.words[start:start + limit]
+            out.append(TaggedSentence(words, [], text=" ".join(words)))
+    return out
+
+
+def _capped(sentence: TaggedSentence) -> TaggedSentence:
+    """The sentence as the model reads it: words longer than MAX_WORD_CHARS as their first and
+    last MAX_WORD_CHARS // 2 characters (the sentence itself when it has none)."""
+    if all(len(w) <= MAX_WORD_CHARS for w in sentence.words):
+        return sentence
+    half = MAX_WORD_CHARS // 2
+    return TaggedSentence([w if len(w) <= MAX_WORD_CHARS else w[:half] + w[-half:] for w in sentence.words], [])
 
 
 def _describe(value) -> str:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from rnnkit.errors import DataError
+from rnnkit.extras import require
 from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TaggingTask, Vocabularies
 from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu
 from rnnkit.train import TrainConfig, read_state
@@ -28,9 +29,10 @@ def load_treebank(cfg: TaggingDataConfig, splits=("train", "valid", "test")) -> 
 
 
 def train_tagger(data_cfg: TaggingDataConfig, model_cfg: TaggerModelConfig, train_cfg: TrainConfig,
-                 run_dir: str | Path, resume: bool = False) -> dict:
+                 run_dir: str | Path, resume: bool = False, override: bool = False) -> dict:
     """Train a tagger in ``run_dir``; log validation accuracy."""
-    run_dir = open_run(run_dir, resume, train_cfg)
+    require("conllu", "tag", "rnnkit train tag")
+    run_dir = open_run(run_dir, resume, data_cfg, model_cfg, train_cfg, override)
     sentences = load_treebank(data_cfg, ("train", "valid"))
     if resume:
         vocab = Vocabularies.from_dict(read_state(run_dir)["task"]["vocab"])

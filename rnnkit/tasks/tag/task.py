@@ -25,8 +25,8 @@ import rnnkit
 from rnnkit.data.vocab import TokenVocab, pad_batch
 from rnnkit.models import LAYERS
 from rnnkit.models.crf import CRF
-from rnnkit.settings import setting
-from rnnkit.tasks.tag.treebank import TaggedSentence
+from rnnkit.settings import MAX_BATCH, MAX_LAYERS, MAX_UNITS, setting
+from rnnkit.tasks.tag.treebank import COLUMNS, TaggedSentence
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice, unwrap
 
@@ -36,24 +36,25 @@ IGNORE = -100  # tag id of padding positions
 @dataclass
 class TaggingDataConfig:
     data: Optional[str] = setting(None, "UD treebank folder with *-ud-{train,dev,test}.conllu[.gz]")
-    column: str = setting("upos", "upos | xpos")
+    column: str = setting("upos", "upos | xpos", choices=COLUMNS)
     lower: bool = setting(True, "word embeddings of lower-cased forms (characters keep the case)")
-    min_count: int = setting(1, "training words seen fewer times are <unk> for the word embedding")
-    word_dropout: float = setting(0.25, "alpha; 0: off")
-    batch_size: int = setting(32, "sentences per batch")
-    limit: int = setting(0, "use only the first N training sentences (0: all)")
+    min_count: int = setting(1, "training words seen fewer times are <unk> for the word embedding", ge=1)
+    word_dropout: float = setting(0.25, "alpha; 0: off", ge=0)
+    batch_size: int = setting(32, "sentences per batch", ge=1, le=MAX_BATCH)
+    limit: int = setting(0, "use only the first N training sentences (0: all)", ge=0)
 
 
 @dataclass
 class TaggerModelConfig:
-    cell: str = setting("lstm", "lstm | gru | rnn")
-    word_embed: int = setting(128, "size of the word embeddings; 0: no word embeddings")
-    char_embed: int = setting(64, "size of the character embeddings")
-    char_hidden: int = setting(128, "per direction of the character BiLSTM; 0: no character features")
-    hidden_size: int = setting(256, "per direction")
-    num_layers: int = setting(2, "stacked recurrent layers")
+    cell: str = setting("lstm", "lstm | gru | rnn", choices=tuple(LAYERS))
+    word_embed: int = setting(128, "size of the word embeddings; 0: no word embeddings", ge=0, le=MAX_UNITS)
+    char_embed: int = setting(64, "size of the character embeddings", ge=1, le=MAX_UNITS)
+    char_hidden: int = setting(128, "per direction of the character BiLSTM; 0: no character features",
+                               ge=0, le=MAX_UNITS)
+    hidden_size: int = setting(256, "per direction", ge=1, le=MAX_UNITS)
+    num_layers: int = setting(2, "stacked recurrent layers", ge=1, le=MAX_LAYERS)
     bidirectional: bool = setting(True, "read each sentence in both directions")
-    dropout: float = setting(0.33, "on the word features, between layers and before the output layer")
+    dropout: float = setting(0.33, "on the word features, between layers and before the output layer", ge=0, lt=1)
     crf: bool = setting(False, "a CRF over the tag scores (Viterbi decoding) instead of a per-word softmax")
 
 

@@ -1,13 +1,24 @@
 """The translation commands: ``rnnkit train translate``, ``rnnkit evaluate`` of a translation
-run, ``rnnkit translate``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
+run, ``rnnkit translate [--run RUN] SENTENCE...``.  Satisfies :class:`rnnkit.tasks.base.Task`.
+
+``rnnkit translate`` refuses (one line, naming the limit and the length received) a sentence
+longer than 10 times the run's longest training sentences (``--max-length``), 1,000 tokens at
+most (:attr:`~rnnkit.tasks.translate.predictor.TranslatePredictor.max_source_tokens`); the
+decoder stops at twice the source plus 10 tokens."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from rnnkit.settings import MAX_SEED, bounded
 from rnnkit.tasks.base import add_model_options
-from rnnkit.tasks.translate.task import TranslateTrainConfig, TranslationDataConfig, TranslationModelConfig
+from rnnkit.tasks.translate.task import (
+    MAX_BEAM,
+    TranslateTrainConfig,
+    TranslationDataConfig,
+    TranslationModelConfig,
+)
 
 NAME = "translate"
 HELP = "encoder-decoder translation (attention, beam search) on TSV sentence pairs"
@@ -24,7 +35,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
     from rnnkit.tasks.translate.run import train_translation
 
-    return train_translation(data_cfg, model_cfg, train_cfg, run, resume)
+    return train_translation(data_cfg, model_cfg, train_cfg, run, resume, args.override)
 
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
@@ -34,9 +45,9 @@ def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
 
 
 def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--length-penalty", type=float, default=None,
+    parser.add_argument("--length-penalty", type=bounded(float, ge=0), default=None,
                         help="beam length penalty alpha, Wu et al. 2016 (default: the run's)")
-    parser.add_argument("--coverage", type=float, default=None,
+    parser.add_argument("--coverage", type=bounded(float, ge=0), default=None,
                         help="beam coverage penalty beta, Wu et al. 2016 (default: the run's)")
     parser.add_argument("--unk", choices=["none", "copy", "lexicon"], default="none",
                         help="replace <unk> outputs by the most attended source word (copy) or its IBM Model 1 "
@@ -45,8 +56,9 @@ def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="evaluate on this TSV file of pairs instead of the run's")
-    parser.add_argument("--beam", type=int, default=None, help="beam width (default: the run's)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs of the split")
+    parser.add_argument("--beam", type=bounded(int, ge=0, le=MAX_BEAM), default=None,
+                        help="beam width (default: the run's)")
+    parser.add_argument("--limit", type=bounded(int, ge=1), default=None, help="only the first N pairs of the split")
     _add_decoding_flags(parser)
 
 
@@ -59,15 +71,23 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub) -> dict:
-    tl = sub.add_parser("translate", help="translate sentences with a trained translation run")
+    from rnnkit.tasks.translate.predictor import MAX_SOURCE_TOKENS, SOURCE_LENGTH_FACTOR
+
+    tl = sub.add_parser("translate", help="translate sentences with a trained translation run",
+                        description=f"Translate sentences with a trained translation run: --run RUN (default: the "
+                        f"newest runs/translate-*). A sentence longer than {SOURCE_LENGTH_FACTOR} times the run's "
+                        f"longest training sentences (its --max-length), {MAX_SOURCE_TOKENS} tokens at most, is "
+                        f"refused; the output stops at twice the source's tokens plus 10.")
     tl.add_argument("text", nargs="+", help="sentences to translate (each argument one sentence)")
     tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
-    tl.add_argument("--beam", type=int, default=5, help="beam width (0: greedy)")
-    tl.add_argument("--n-best", type=int, default=1, help="print this many beam outputs per sentence")
-    tl.add_argument("--temperature", type=float, default=None, help="sample instead, at this temperature")
-    tl.add_argument("--top-k", type=int, default=None)
-    tl.add_argument("--top-p", type=float, default=None)
-    tl.add_argument("--seed", type=int, default=None)
+    tl.add_argument("--beam", type=bounded(int, ge=0, le=MAX_BEAM), default=5, help="beam width (0: greedy)")
+    tl.add_argument("--n-best", type=bounded(int, ge=1, le=MAX_BEAM), default=1,
+                    help="print this many beam outputs per sentence")
+    tl.add_argument("--temperature", type=bounded(float, gt=0), default=None,
+                    help="sample instead, at this temperature")
+    tl.add_argument("--top-k", type=bounded(int, ge=1), default=None)
+    tl.add_argument("--top-p", type=bounded(float, gt=0, le=1), default=None)
+    tl.add_argument("--seed", type=bounded(int, ge=0, le=MAX_SEED), default=None)
     tl.add_argument("--attention-png", help="draw the first sentence's attention as a heat map here")
     _add_decoding_flags(tl)
     add_model_options(tl)

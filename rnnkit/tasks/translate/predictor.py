@@ -20,8 +20,17 @@ from rnnkit.tasks.translate.task import (
     translate_ids,
 )
 from rnnkit.train import load_weights
-from rnnkit.train.checkpoint import task_checkpoint
+from rnnkit.train.checkpoint import build_checked, task_checkpoint
 from rnnkit.train.trainer import pick_device
+
+MAX_SOURCE_TOKENS = 1000
+"""No run translates a sentence of more tokens than this."""
+SOURCE_LENGTH_FACTOR = 10
+"""A run translates sentences of at most this many times the longest training sentence
+(its ``max_length``), and :data:`MAX_SOURCE_TOKENS` at most: e.g. 200 tokens for the default
+``max_length`` of 20.  Longer input is refused with an error naming the limit and the length
+received; the decoder stops at ``2 * source + 10`` tokens at the latest
+(:func:`~rnnkit.tasks.translate.task.max_output_length`), so at 2,010 tokens."""
 
 
 class TranslatePredictor:
@@ -41,16 +50,24 @@ class TranslatePredictor:
     def load(cls, run: str | Path, checkpoint: str = "best", device: str = "auto") -> "TranslatePredictor":
         """The model of a trained run (runs whose checkpoints name the task "translation" too);
         ``checkpoint`` as in :func:`~rnnkit.train.checkpoint.task_checkpoint`."""
-        where, meta = task_checkpoint(run, "translate", checkpoint, "translation")
+        where, meta = task_checkpoint(run, "translate", checkpoint, "translation", model=TranslationModelConfig,
+                                      data=TranslationDataConfig)
         model_cfg = TranslationModelConfig(**meta["model"])
         task = TranslationTask({"train": []}, tokenizer_from_dict(meta["src_tokenizer"]),
                                tokenizer_from_dict(meta["tgt_tokenizer"]), TokenVocab.from_dict(meta["src_vocab"]),
                                TokenVocab.from_dict(meta["tgt_vocab"]), TranslationDataConfig(**meta["data"]),
                                model_cfg, meta.get("seed", 0), meta.get("source", ""))
-        model = build_model(len(task.src_vocab), len(task.tgt_vocab), model_cfg)
+        model = build_checked(where, meta, lambda cfg: build_model(len(task.src_vocab), len(task.tgt_vocab),
+                                                                   TranslationModelConfig(**cfg)))
         dev = pick_device(device)
         load_weights(model, where, dev)
         return cls(model.to(dev).eval(), task, meta, run)
+
+    @property
+    def max_source_tokens(self) -> int:
+        """The longest source sentence (tokens) this run translates: :data:`SOURCE_LENGTH_FACTOR`
+        times its longest training sentence, :data:`MAX_SOURCE_TOKENS` at most."""
+        return min(MAX_SOURCE_TOKENS, SOURCE_LENGTH_FACTOR * int(self.task.data_cfg.max_length))
 
     def translate(self, text: str | Sequence[str], beam: int = 5, n_best: int = 1,
                   length_penalty: Optional[float] = None, coverage: Optional[float] = None, unk: str = "none",
@@ -66,6 +83,10 @@ class TranslatePredictor:
         (``"none"``) or replace them by the most attended source word (``"copy"``) or its
         translation in the run's lexicon (``"lexicon"``).  With ``attention_png`` the first
         sentence's best translation's attention is drawn there as a heat map.
+
+        A sentence longer than :attr:`max_source_tokens` tokens (10 times the run's longest
+        training sentence, 1,000 at most) is refused with a DataError naming the limit and its
+        length; split it into sentences.
         """
         import torch
 
@@ -82,9 +103,16 @@ class TranslatePredictor:
         lexicon = self._run_lexicon() if unk == "lexicon" else None
         tokenized = [task.src_tok.tokenize(t) for t in texts]
         sources = [task.src_vocab.encode(t) for t in tokenized]
-        for sentence, ids in zip(texts, sources):
+        limit = self.max_source_tokens
+        for k, (sentence, ids) in enumerate(zip(texts, sources)):
             if not ids:
                 raise DataError(f"nothing to translate: expected a sentence of at least one word, got {sentence!r}")
+            if len(ids) > limit:
+                which = f"sentence {k + 1}" if len(texts) > 1 else "the sentence"
+                raise DataError(f"{which} has {len(ids)} tokens; this run translates at most {limit} tokens per "
+                                f"sentence ({SOURCE_LENGTH_FACTOR} x its longest training sentences, --max-length "
+                                f"{self.task.data_cfg.max_length}; never more than {MAX_SOURCE_TOKENS}): split it "
+                                f"into sentences")
         with_attention = bool(attention_png) or unk != "none"
         if temperature is not None:
             generator = torch.Generator(device=next(self.model.parameters()).device)

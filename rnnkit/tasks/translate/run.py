@@ -10,6 +10,7 @@ from typing import Optional
 
 from rnnkit.data.vocab import TokenVocab
 from rnnkit.errors import DataError, RnnkitError
+from rnnkit.extras import require
 from rnnkit.tasks.translate.lexicon import load_lexicon, save_lexicon
 from rnnkit.tasks.translate.pairs import (
     SubwordTokenizer,
@@ -76,9 +77,11 @@ def make_task(data_cfg, model_cfg, seed: int, meta: Optional[dict] = None) -> Tr
 
 
 def train_translation(data_cfg: TranslationDataConfig, model_cfg: TranslationModelConfig, train_cfg: TrainConfig,
-                      run_dir: str | Path, resume: bool = False) -> dict:
+                      run_dir: str | Path, resume: bool = False, override: bool = False) -> dict:
     """Train a translation model in ``run_dir``; print validation metrics and an example."""
-    run_dir = open_run(run_dir, resume, train_cfg)
+    require(["sacrebleu"] + (["sentencepiece"] if data_cfg.tokenizer == "subword" else []), "translate",
+            "rnnkit train translate")  # BLEU at the first validation; the subword tokenizer
+    run_dir = open_run(run_dir, resume, data_cfg, model_cfg, train_cfg, override)
     meta = read_state(run_dir)["task"] if resume else None
     task = make_task(data_cfg, model_cfg, train_cfg.seed, meta)
     model = task.build_model()

@@ -19,44 +19,49 @@ import torch
 from rnnkit.data.vocab import TokenVocab, pad_batch
 from rnnkit.errors import RnnkitError
 from rnnkit.models.decoding import beam_search, greedy_search, sample_search
-from rnnkit.models.seq2seq import Seq2Seq, sequence_loss
-from rnnkit.settings import setting
+from rnnkit.models.seq2seq import ATTENTIONS, CELLS, Seq2Seq, sequence_loss
+from rnnkit.settings import MAX_BATCH, MAX_LAYERS, MAX_LENGTH, MAX_SEED, MAX_UNITS, MAX_VOCAB, setting
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
+
+TOKENIZERS = ("word", "subword")
+MAX_BEAM = 1000
 
 
 @dataclass
 class TranslationDataConfig:
     data: Optional[str] = setting(None, "TSV file of source<TAB>target pairs (.gz too)")
     reverse: bool = setting(False, "translate the second column into the first")
-    tokenizer: str = setting("word", "word | subword (sentencepiece)")
+    tokenizer: str = setting("word", "word | subword (sentencepiece)", choices=TOKENIZERS)
     lower: bool = setting(True, "lower-case both sides")
-    subword_vocab: int = setting(8000, "sentencepiece pieces per side")
-    min_count: int = setting(2, "word level: rarer words become <unk>")
-    max_vocab: int = setting(15000, "per side, specials included")
-    max_length: int = setting(20, "training pairs with a side longer than this (tokens) are left out")
+    # sentencepiece's <unk>, <s>, </s> and one piece: 4; the specials <pad> <unk> <s> </s> and one token: 5
+    subword_vocab: int = setting(8000, "sentencepiece pieces per side", ge=4, le=MAX_VOCAB)
+    min_count: int = setting(2, "word level: rarer words become <unk>", ge=1)
+    max_vocab: int = setting(15000, "per side, specials included", ge=5, le=MAX_VOCAB)
+    max_length: int = setting(20, "training pairs with a side longer than this (tokens) are left out",
+                              ge=1, le=MAX_LENGTH)
     valid: str = setting("3000", "validation pairs: count or fraction")
     test: str = setting("6000", "test pairs: count or fraction")
-    split_seed: int = setting(1234, "seed of the grouped split (keep it fixed across runs)")
-    batch_size: int = setting(64, "sentence pairs per batch")
-    eval_bleu: int = setting(1000, "validation pairs translated (greedy) for BLEU each epoch (0: none)")
-    beam: int = setting(5, "beam width of `rnnkit evaluate` / `rnnkit translate`")
-    length_penalty: float = setting(0.6, "alpha of Wu et al. (2016)")
-    coverage: float = setting(0.0, "beta of the coverage penalty of Wu et al. (2016) in beam search")
+    split_seed: int = setting(1234, "seed of the grouped split (keep it fixed across runs)", ge=0, le=MAX_SEED)
+    batch_size: int = setting(64, "sentence pairs per batch", ge=1, le=MAX_BATCH)
+    eval_bleu: int = setting(1000, "validation pairs translated (greedy) for BLEU each epoch (0: none)", ge=0)
+    beam: int = setting(5, "beam width of `rnnkit evaluate` / `rnnkit translate`", ge=1, le=MAX_BEAM)
+    length_penalty: float = setting(0.6, "alpha of Wu et al. (2016)", ge=0)
+    coverage: float = setting(0.0, "beta of the coverage penalty of Wu et al. (2016) in beam search", ge=0)
 
 
 @dataclass
 class TranslationModelConfig:
-    cell: str = setting("gru", "lstm | gru | rnn")
-    embed_size: int = setting(256, "size of the source and target embeddings")
-    hidden_size: int = setting(256, "hidden units per layer (per direction in the encoder)")
-    num_layers: int = setting(1, "stacked layers of the encoder and of the decoder")
+    cell: str = setting("gru", "lstm | gru | rnn", choices=tuple(CELLS))
+    embed_size: int = setting(256, "size of the source and target embeddings", ge=1, le=MAX_UNITS)
+    hidden_size: int = setting(256, "hidden units per layer (per direction in the encoder)", ge=1, le=MAX_UNITS)
+    num_layers: int = setting(1, "stacked layers of the encoder and of the decoder", ge=1, le=MAX_LAYERS)
     bidirectional: bool = setting(True, "bidirectional encoder (its final states bridged to the decoder)")
-    attention: str = setting("general", "none | dot | general | additive")
+    attention: str = setting("general", "none | dot | general | additive", choices=ATTENTIONS)
     input_feeding: bool = setting(True, "feed the previous attentional state with the next input (needs attention)")
-    dropout: float = setting(0.2, "on the embeddings, between layers and before the output layer")
-    teacher_forcing: float = setting(1.0, "probability of feeding the true previous token")
-    label_smoothing: float = setting(0.1, "of the training cross-entropy (0: none)")
+    dropout: float = setting(0.2, "on the embeddings, between layers and before the output layer", ge=0, lt=1)
+    teacher_forcing: float = setting(1.0, "probability of feeding the true previous token", ge=0, le=1)
+    label_smoothing: float = setting(0.1, "of the training cross-entropy (0: none)", ge=0, lt=1)
 
 
 @dataclass

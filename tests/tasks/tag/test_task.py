@@ -235,4 +235,6 @@ def test_cli_bad_input(tmp_path, capsys):
     assert "needs --data DIR" in capsys.readouterr().err
     assert main(["tag", "--run", str(tmp_path / "r")]) == 2
     assert "give the text to tag" in capsys.readouterr().err
-    assert main(["train", "tag", "--data", str(tmp_path), "--column", "deprel"]) == 2
+    with pytest.raises(SystemExit) as exc:  # refused by the flag's declared choices, before any work
+        main(["train", "tag", "--data", str(tmp_path), "--column", "deprel"])
+    assert exc.value.code == 2 and "--column: must be one of" in capsys.readouterr().err
