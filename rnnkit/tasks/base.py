@@ -115,3 +115,21 @@ def lazy_exports(package: str, names: dict[str, str]):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__, list(names)
+
+
+def add_run_option(parser: argparse.ArgumentParser, task: str, positional: bool = False) -> None:
+    """``--run RUN`` of the commands that use a trained run (default: the newest ``runs/TASK-*``);
+    with ``positional``, the run may also come first without the flag (``rnnkit sample RUN``)."""
+    if positional:
+        parser.add_argument("run_positional", nargs="?", metavar="RUN", help="run folder (the same as --run RUN)")
+    parser.add_argument("--run", help=f"run folder of rnnkit train {task} (default: the newest runs/{task}-*)")
+
+
+def chosen_run(args: argparse.Namespace, task: str) -> Path:
+    """The run of :func:`add_run_option`'s flags: --run, the positional, or the newest one."""
+    from rnnkit.train.checkpoint import newest_run
+
+    given = getattr(args, "run_positional", None)
+    if args.run and given and args.run != given:
+        raise ValueError(f"give the run once: --run {args.run} or {given}, not both")
+    return Path(args.run or given) if (args.run or given) else newest_run("runs", task, f"rnnkit train {task}")

@@ -1,6 +1,7 @@
 """The task registry and the interface every task package provides."""
 
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,24 @@ def test_a_folder_that_is_no_run_is_a_clear_error(tmp_path):
 
 def test_registry_order_is_the_names():
     assert [task.NAME for task in all_tasks()] == list(TASK_NAMES)
+
+
+def test_a_run_is_chosen_by_flag_or_position_once(tmp_path, monkeypatch):
+    import argparse
+
+    from rnnkit.tasks.base import add_run_option, chosen_run
+
+    parser = argparse.ArgumentParser()
+    add_run_option(parser, "lm", positional=True)
+    assert chosen_run(parser.parse_args(["a"]), "lm") == chosen_run(parser.parse_args(["--run", "a"]), "lm")
+    with pytest.raises(ValueError, match="give the run once: --run a or b, not both"):
+        chosen_run(parser.parse_args(["b", "--run", "a"]), "lm")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="no lm run under runs/"):
+        chosen_run(parser.parse_args([]), "lm")
+    for name, age in (("lm-old", 100), ("lm-new", 0), ("tag-x", 0)):
+        last = tmp_path / "runs" / name / "checkpoints" / "last"
+        last.parent.mkdir(parents=True)
+        last.write_text("step_1")
+        os.utime(last, (1e9 - age, 1e9 - age))
+    assert chosen_run(parser.parse_args([]), "lm").name == "lm-new"

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from rnnkit.settings import MAX_LENGTH, MAX_SEED, bounded
+from rnnkit.tasks.base import add_run_option, chosen_run
 from rnnkit.tasks.forecast.run import MAX_SAMPLES, ForecastDataConfig
 from rnnkit.tasks.forecast.task import ForecastModelConfig, ForecastTrainConfig
 
@@ -64,7 +65,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 def add_commands(sub) -> dict:
     fo = sub.add_parser("forecast", help="forecast past the end of the data with a trained forecast run")
-    fo.add_argument("run", help="run folder of rnnkit train forecast")
+    add_run_option(fo, NAME, positional=True)
     fo.add_argument("--horizon", type=bounded(int, ge=1, le=MAX_LENGTH), default=None,
                     help="steps to forecast (default: the run's)")
     fo.add_argument("--test", action="store_true", help="forecast the run's test part instead, next to the truth")
@@ -86,7 +87,7 @@ def _forecast(args: argparse.Namespace) -> int:
 
         require("matplotlib", "forecast", "rnnkit forecast --plot")
         plot = plot_path(args.plot)  # a folder gets forecast.png: print the file that is written
-    predictor = load(args.run, args.checkpoint, args.device)
+    predictor = load(chosen_run(args, NAME), args.checkpoint, args.device)
     rows = predictor.forecast(args.horizon, args.samples, args.seed, args.test, plot)
     keys = list(rows[0]) if rows else []
     print("\t".join(keys))

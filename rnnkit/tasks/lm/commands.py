@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from rnnkit.settings import MAX_LENGTH, MAX_SEED, bounded
+from rnnkit.tasks.base import chosen_run
 from rnnkit.tasks.lm.task import LMDataConfig, LMModelConfig
 from rnnkit.train.config import TrainConfig
 
@@ -47,13 +48,12 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub) -> dict:
-    from rnnkit.tasks.base import add_model_options
+    from rnnkit.tasks.base import add_model_options, add_run_option
 
     sa = sub.add_parser("sample", help="generate text from a trained language model",
                         description="Generate text from a trained language model: --run RUN (default: the newest "
                         "runs/lm-*); `rnnkit sample RUN` works too.")
-    sa.add_argument("run_positional", nargs="?", metavar="RUN", help="run folder (the same as --run RUN)")
-    sa.add_argument("--run", help="run folder of rnnkit train lm (default: the newest runs/lm-*)")
+    add_run_option(sa, NAME, positional=True)
     sa.add_argument("--prime", default="", help="text to start from")
     sa.add_argument("--length", type=bounded(int, ge=0, le=MAX_LENGTH), default=300)
     sa.add_argument("--temperature", type=bounded(float, gt=0), default=0.8)
@@ -65,11 +65,6 @@ def add_commands(sub) -> dict:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from rnnkit.train.checkpoint import newest_run
-
-    if args.run and args.run_positional and args.run != args.run_positional:
-        raise ValueError(f"give the run once: --run {args.run} or {args.run_positional}, not both")
-    run = args.run or args.run_positional or newest_run("runs", "lm", "rnnkit train lm")
-    predictor = load(run, args.checkpoint, args.device)
+    predictor = load(chosen_run(args, NAME), args.checkpoint, args.device)
     print(predictor.sample(args.prime, args.length, args.temperature, args.top_k, args.top_p, args.seed))
     return 0

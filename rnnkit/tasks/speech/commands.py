@@ -10,6 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from rnnkit.tasks.base import chosen_run
 from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTrainConfig
 
 logger = logging.getLogger(__name__)
@@ -52,22 +53,21 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def add_commands(sub) -> dict:
-    from rnnkit.tasks.base import add_model_options
+    from rnnkit.tasks.base import add_model_options, add_run_option
 
     rc = sub.add_parser("recognize", help="print the digits of a spoken number's recordings with a trained speech run",
                         description="Print the digits a trained speech run hears in the recordings of one spoken "
                         "number (16-bit PCM mono .wav files, one word each, in order, all at one sample rate), on "
                         "one line without spaces, e.g. 314. --run RUN: default the newest runs/speech-*.")
     rc.add_argument("wavs", nargs="+", metavar="WAV", help="the recordings of one spoken number, in order")
-    rc.add_argument("--run", help="run folder of rnnkit train speech (default: the newest runs/speech-*)")
+    add_run_option(rc, NAME)
     add_model_options(rc)
     return {"recognize": _recognize}
 
 
 def _recognize(args: argparse.Namespace) -> int:
-    from rnnkit.train.checkpoint import newest_run
 
-    run = args.run or newest_run("runs", "speech", "rnnkit train speech")
+    run = chosen_run(args, NAME)
     digits = load(run, args.checkpoint, args.device).recognize(args.wavs)
     print("".join(str(d) for d in digits))
     return 0

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from rnnkit.tasks.base import add_model_options
+from rnnkit.tasks.base import add_model_options, add_run_option, chosen_run
 from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TagTrainConfig
 from rnnkit.tasks.tag.treebank import TaggedSentence, write_conllu, write_tsv
 
@@ -76,7 +76,7 @@ def add_commands(sub) -> dict:
                         f"{MAX_WORD_CHARS // 2} characters (both with a warning).")
     tg.add_argument("text", nargs="*", help="text to tag (default: --file)")
     tg.add_argument("--file", help="plain-text file to tag (one or more sentences per line); - reads standard input")
-    tg.add_argument("--run", help="run folder of rnnkit train tag (default: the newest runs/tag-*)")
+    add_run_option(tg, NAME)
     tg.add_argument("--format", default="conllu", choices=["conllu", "tsv"])
     tg.add_argument("--out", help="write here instead of standard output")
     add_model_options(tg)
@@ -84,11 +84,10 @@ def add_commands(sub) -> dict:
 
 
 def _tag(args: argparse.Namespace) -> int:
-    from rnnkit.train.checkpoint import newest_run
 
     if bool(args.text) == bool(args.file):
         raise ValueError("give the text to tag as arguments or --file FILE (one of the two)")
-    run = args.run or newest_run("runs", "tag", "rnnkit train tag")
+    run = chosen_run(args, NAME)
     predictor = load(run, args.checkpoint, args.device)
     if args.file == "-":
         sentences = predictor.tag_sentences(sys.stdin.read())

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from rnnkit.settings import MAX_SEED, bounded
-from rnnkit.tasks.base import add_model_options
+from rnnkit.tasks.base import add_model_options, add_run_option, chosen_run
 from rnnkit.tasks.translate.task import (
     MAX_BEAM,
     TranslateTrainConfig,
@@ -79,7 +79,7 @@ def add_commands(sub) -> dict:
                         f"longest training sentences (its --max-length), {MAX_SOURCE_TOKENS} tokens at most, is "
                         f"refused; the output stops at twice the source's tokens plus 10.")
     tl.add_argument("text", nargs="+", help="sentences to translate (each argument one sentence)")
-    tl.add_argument("--run", help="run folder of rnnkit train translate (default: the newest runs/translate-*)")
+    add_run_option(tl, NAME)
     tl.add_argument("--beam", type=bounded(int, ge=0, le=MAX_BEAM), default=5, help="beam width (0: greedy)")
     tl.add_argument("--n-best", type=bounded(int, ge=1, le=MAX_BEAM), default=1,
                     help="print this many beam outputs per sentence")
@@ -95,9 +95,8 @@ def add_commands(sub) -> dict:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from rnnkit.train.checkpoint import newest_run
 
-    run = args.run or newest_run("runs", "translate", "rnnkit train translate")
+    run = chosen_run(args, NAME)
     results = load(run, args.checkpoint, args.device).translate(
         args.text, args.beam, args.n_best, args.length_penalty, args.coverage, args.unk, args.temperature,
         args.top_k, args.top_p, args.seed, attention_png=args.attention_png)
