@@ -627,10 +627,18 @@ def task_checkpoint(run: str | Path, task: str, checkpoint: str = "best",
 def newest_run(root: str | Path, prefix: str, command: str) -> Path:
     """The most recently trained ``<prefix>*`` run folder under ``root`` (for commands whose
     ``--run`` is optional); ``command`` names what makes such runs, for the error."""
-    candidates = [p for p in Path(root).glob(f"{prefix}*") if (p / "checkpoints" / "last").is_file()]
+    def finished(run: Path) -> Optional[Path]:
+        """What marks a trained run: its last checkpoint, or an ensemble's record (forecasting)."""
+        for marker in (run / "checkpoints" / "last", run / "forecast.json"):
+            if marker.is_file() and not marker.is_symlink():
+                return marker
+        return None
+
+    candidates = [(marker.stat().st_mtime, run) for run in Path(root).glob(f"{prefix}-*")
+                  if (marker := finished(run)) is not None]
     if not candidates:
         raise CheckpointError(f"no {prefix} run under {root}/; pass --run RUN (a folder of {command})")
-    return max(candidates, key=lambda p: (p / "checkpoints" / "last").stat().st_mtime)
+    return max(candidates)[1]
 
 
 def run_task(run: str | Path) -> Optional[str]:

@@ -3,6 +3,7 @@ record the settings, build the Trainer (and the CPU kernels before the clock sta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -47,11 +48,13 @@ def resume_changes(record: dict, configs: tuple) -> list[tuple[str, str, Any, An
     """(section, setting, recorded value, given value) of every setting that differs from the record."""
     changes = []
     for section, cfg in zip(SECTIONS, configs):
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
         for name, value in asdict(cfg).items():
             if name in record[section] and record[section][name] != value:
                 changes.append((section, name, record[section][name], value))
-            elif name not in record[section]:  # a setting newer than the run: its default must do
-                changes.append((section, name, "(not recorded)", value))
+            elif name not in record[section] and value != defaults[name]:
+                # a setting newer than the run: the run trained as its default does
+                changes.append((section, name, "(not recorded: the default)", value))
     return changes
 
 

@@ -137,3 +137,14 @@ def test_two_trainings_in_one_folder_the_second_is_refused(tmp_path):
         first.kill()  # kill -9: the operating system drops its lock with it
         first.wait()
     assert main(["train", "lm", "--run", str(run), "--resume", "--epochs", "1", "--no-progress"]) == 0
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train"] + _lm(tmp_path) + ["--run", str(run), "--epochs", "1", "--no-progress"]) == 0
+    record = json.loads((run / "config.json").read_text())
+    del record["model"]["tie_weights"]  # as if the run predates the setting
+    (run / "config.json").write_text(json.dumps(record))
+    assert main(["train", "lm", "--run", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert main(["train", "lm", "--run", str(run), "--resume", "--epochs", "3", "--tie-weights"]) == 2
+    assert "model.tie_weights is '(not recorded: the default)' in the run, given True" in capsys.readouterr().err

@@ -42,8 +42,7 @@ def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse
 
     if resume:
         raise RnnkitError(NOT_RESUMABLE)
-    train_forecast(data_cfg, model_cfg, train_cfg, run)
-    return {"status": "finished"}
+    return train_forecast(data_cfg, model_cfg, train_cfg, run)
 
 
 def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):

@@ -50,7 +50,7 @@ from rnnkit.tasks.forecast.task import (
     step_inputs,
 )
 from rnnkit.tasks.forecast.transform import SeriesTransform
-from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, seed_everything
+from rnnkit.train import TrainConfig, Trainer, distributed, load_weights, run_lock, seed_everything
 from rnnkit.train.trainer import pick_device
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,8 @@ def _train_member(p: Prepared, cfg: ForecastDataConfig, model_cfg: ForecastModel
     model = task.build_model()
     trainer = Trainer(model, task, replace(train_cfg, seed=seed), folder)
     summary = trainer.fit()
+    if summary["status"] == "interrupted":
+        raise MemberStopped(summary.get("signal") or "SIGINT", folder)
     best = folder / "checkpoints" / "best"
     if best.is_dir() and trainer.is_main:  # torchrun: only rank 0 forecasts with the models
         load_weights(model, best, trainer.device)
@@ -236,14 +238,40 @@ def forecast_from(models: list, transform: SeriesTransform, p: Prepared, origin:
     return out
 
 
+class MemberStopped(Exception):
+    """Ctrl-C or SIGTERM stopped the training of one member of the ensemble."""
+
+    def __init__(self, signal: str, folder: Path) -> None:
+        super().__init__(signal)
+        self.signal, self.folder = signal, folder
+
+
 def train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, train_cfg: TrainConfig,
                    run_dir: str | Path) -> dict:
     """Train the forecaster (an ensemble of ``cfg.ensemble`` models) in ``run_dir``, run the
-    baselines, log and save the test metrics table and the plot.  The run folder keeps its own
-    copy of the series (``series.csv``), which the predictor reads."""
+    baselines, log and save the test metrics table and the plot; the run's record
+    (``forecast.json``) with "status": "finished".  The run folder keeps its own copy of the
+    series (``series.csv``), which the predictor reads, and is locked while the run trains.
+
+    Ctrl-C or SIGTERM stops the member in training (its checkpoint saved) and the whole run:
+    {"status": "interrupted", "signal": ...}, and no ``forecast.json`` (forecast runs are not
+    resumable: start again with another folder)."""
     require_extras(cfg)
+    folder = run_lock.acquire(run_dir) if distributed.is_main() else None
+    try:
+        return {**_train_forecast(cfg, model_cfg, train_cfg, Path(run_dir)), "status": "finished"}
+    except MemberStopped as stop:
+        logger.info(f"interrupted by {stop.signal} while training {stop.folder}; the run is incomplete "
+                    f"(no forecast.json): start it again with another --run")
+        return {"status": "interrupted", "signal": stop.signal}
+    finally:
+        if folder is not None:
+            run_lock.release(folder, every=True)
+
+
+def _train_forecast(cfg: ForecastDataConfig, model_cfg: ForecastModelConfig, train_cfg: TrainConfig,
+                    run_dir: Path) -> dict:
     started = time.perf_counter()
-    run_dir = Path(run_dir)
     if (run_dir / "forecast.json").exists():
         raise RnnkitError(f"{run_dir} already holds a forecast run; choose another --run")
     if cfg.select < 0 or cfg.select > cfg.ensemble:
