@@ -19,25 +19,12 @@ from rnnkit.cli import main
 from rnnkit.errors import DataError
 from rnnkit.tasks.tag.predictor import MAX_SENTENCE_WORDS, MAX_WORD_CHARS, TagPredictor
 from rnnkit.tasks.translate.predictor import MAX_SOURCE_TOKENS, TranslatePredictor
-from tests.tasks.tag.test_task import write_treebank
-
-TEXT = "the y a x a. B x c\nd the y  b\n\nx a"
+from tests.tasks.tag.test_predictor import TEXT, train_tiny_tagger, tsv_sentences
 
 
 @pytest.fixture(scope="module")
 def tag_run(tmp_path_factory) -> Path:
-    """A tiny tagger trained on the toy treebank (two epochs)."""
-    folder = tmp_path_factory.mktemp("tagger")
-    data = write_treebank(folder / "toy")
-    run = folder / "run"
-    assert main(["train", "tag", "--data", str(data), "--run", str(run), "--epochs", "2", "--hidden-size", "16",
-                 "--num-layers", "1", "--word-embed", "8", "--char-hidden", "8", "--char-embed", "8",
-                 "--lr", "0.01", "--batch-size", "16", "--no-progress", "--dropout", "0"]) == 0
-    return run
-
-
-def tsv_sentences(text: str) -> list[list[tuple[str, str]]]:
-    return [[tuple(line.split("\t")) for line in block.splitlines()] for block in text.split("\n\n") if block]
+    return train_tiny_tagger(tmp_path_factory.mktemp("tagger"))
 
 
 # ---------------------------------------------------------------------------------- tagging

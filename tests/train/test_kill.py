@@ -39,8 +39,8 @@ def _env() -> dict:
     return env
 
 
-def _command(data: Path, run: Path, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "rnnkit", "train", "lm", "--data", str(data), "--run", str(run), *ARGS] + (
+def _command(data: Path, run: Path, resume: bool, args: list[str] = ARGS) -> list[str]:
+    return [sys.executable, "-m", "rnnkit", "train", "lm", "--data", str(data), "--run", str(run), *args] + (
         ["--resume"] if resume else [])
 
 

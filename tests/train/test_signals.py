@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,28 +22,20 @@ from rnnkit.train import checkpoint as ckpt
 from rnnkit.train import read_state, resolve_checkpoint
 from rnnkit.train.metrics_log import read_metrics
 from rnnkit.train.trainer import stop_on_signals
+from tests.train.test_kill import DEADLINE, _env
+from tests.train.test_kill import _command as kill_command
 from tests.train.test_trainer import corpus, make  # noqa: F401  (corpus: a fixture)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix",
                                 reason="POSIX signals")
 
-ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--epochs", "3", "--bptt", "10", "--batch-size", "16", "--hidden-size", "16", "--embed-size", "8",
         "--num-layers", "2", "--dropout", "0.1", "--checkpoint-every", "7", "--log-every", "2", "--seed", "0",
         "--device", "cpu", "--no-progress", "--sample-length", "0"]
-DEADLINE = 120  # seconds any one launch may take before the test calls it a hang
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
-               RNNKIT_FUSED="0")  # the unfused path: no kernel build in the subprocess
-    return env
 
 
 def _command(data: Path, run: Path, resume: bool = False) -> list[str]:
-    return [sys.executable, "-m", "rnnkit", "train", "lm", "--data", str(data), "--run", str(run), *ARGS] + (
-        ["--resume"] if resume else [])
+    return kill_command(data, run, resume, ARGS)
 
 
 def _weights(run: Path) -> dict:

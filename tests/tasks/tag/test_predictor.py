@@ -16,16 +16,19 @@ from tests.tasks.tag.test_task import write_treebank
 TEXT = "the y a x a. B x c\nd the y  b\n\nx a"
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A tiny tagger trained on the toy treebank (two epochs), with its treebank beside it."""
-    folder = tmp_path_factory.mktemp("tagger")
+def train_tiny_tagger(folder: Path) -> Path:
+    """A tiny tagger trained on the toy treebank (two epochs) in ``folder/run``, its treebank beside it."""
     data = write_treebank(folder / "toy")
     run = folder / "run"
     assert main(["train", "tag", "--data", str(data), "--run", str(run), "--epochs", "2", "--hidden-size", "16",
                  "--num-layers", "1", "--word-embed", "8", "--char-hidden", "8", "--char-embed", "8",
                  "--lr", "0.01", "--batch-size", "16", "--no-progress", "--dropout", "0"]) == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return train_tiny_tagger(tmp_path_factory.mktemp("tagger"))
 
 
 def tsv_sentences(text: str) -> list[list[tuple[str, str]]]:
