@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 
 from rnnkit.errors import CheckpointError
 
-TASK_NAMES = ("lm", "tag", "translate", "speech", "forecast")
+TASK_NAMES = ("lm", "tag", "translate", "speech", "forecast", "classify")
 
 Command = Callable[[argparse.Namespace], int]
 

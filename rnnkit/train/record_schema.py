@@ -455,6 +455,9 @@ TOKEN_VOCAB = {"itos": Check([str], lambda v: tuple(v[:4]) == SPECIALS and _dist
 TAG_VOCABULARIES = Obj({"words": TOKEN_VOCAB, "chars": TOKEN_VOCAB, "lower": bool,
                         "tags": Check([str], _distinct, "a list of distinct tags")},
                        {"counts": Maybe(MapOf(Number(int, ge=0, le=MAX_INT)))})
+CLASSIFY_VOCAB = {"words": TOKEN_VOCAB, "chars": TOKEN_VOCAB, "lower": bool,
+                  "labels": Check([str], lambda v: len(v) >= 2 and _distinct(v),
+                                  "a list of at least 2 distinct labels")}
 TOKENIZER = Check(Obj({"kind": Choice("word", "subword"), "lower": bool}, {"model": str}),
                   lambda t: ("model" in t) == (t["kind"] == "subword") and (t["kind"] == "word"
                                                                            or _subword_model(t["model"])),
@@ -478,6 +481,7 @@ TASK_META: dict[str, tuple[dict, dict, list]] = {
     "speech": ({"input_size": SIZE, "normalizer": NORMALIZER, "model": Given(sized=True), "data": Given()}, {},
                [("normalizer", _same_sizes, "as many means and deviations as input_size")]),
     "forecast": ({"input_size": SIZE, "outputs": SIZE, "model": Given(sized=True)}, {"transform": Given()}, []),
+    "classify": ({"vocab": CLASSIFY_VOCAB, "model": Given(sized=True), "data": Given()}, {}, []),
 }
 COMMON_META = {"task": str}, {"seed": int, "source": str}
 
