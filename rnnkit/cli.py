@@ -83,7 +83,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     train = sub.add_parser("train", help="train a model for a task")
     tasks = train.add_subparsers(dest="task", metavar="TASK", required=True)
     for task in all_tasks():
-        task.add_train_flags(_train_parser(tasks, task))
+        train_parser = _train_parser(tasks, task)
+        if hasattr(task, "add_train_flags"):  # the optional hook of tasks.base.Task
+            task.add_train_flags(train_parser)
         handlers.update(task.add_commands(sub))
 
     ev = sub.add_parser("evaluate", help="evaluate a trained run on a split",

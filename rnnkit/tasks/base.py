@@ -22,16 +22,16 @@ Command = Callable[[argparse.Namespace], int]
 
 
 class Task(Protocol):
-    """What a task's ``commands`` module provides (a module satisfies a Protocol)."""
+    """What a task's ``commands`` module provides (a module satisfies a Protocol).
+
+    Optional: ``add_train_flags(parser)``, flags of `rnnkit train NAME` beyond the config
+    fields (the language model's ``--sample-length``)."""
 
     NAME: str  # the CLI command of `rnnkit train NAME`, the run-folder prefix and the checkpoint's task name
     HELP: str  # one line in `rnnkit train --help`
     DESCRIPTION: str  # the text of `rnnkit train NAME --help`
     CONFIGS: tuple[type, type, type]  # data, model and training config dataclasses, each with its defaults
     RESUMABLE: bool  # whether `rnnkit train NAME --resume` continues a run
-
-    def add_train_flags(self, parser: argparse.ArgumentParser) -> None:
-        """Flags of `rnnkit train NAME` beyond the config fields."""
 
     def train(self, data_cfg: Any, model_cfg: Any, train_cfg: Any, run: str, resume: bool,
               args: argparse.Namespace) -> dict:

@@ -21,6 +21,7 @@ optional and extra keys); a config dataclass; or :class:`Number`, :class:`Choice
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import dataclasses
@@ -163,11 +164,12 @@ def _at(at: str, key: Any) -> str:
     return f"{at}{name}" if isinstance(key, int) or not at else f"{at}.{name}"
 
 
-class Spec:
+class Spec(abc.ABC):
     what = "a value"
 
+    @abc.abstractmethod
     def check(self, value: Any, at: str) -> None:
-        raise NotImplementedError
+        """Raise :class:`_Bad` naming ``at`` when ``value`` does not fit."""
 
     def bad(self, value: Any, at: str, detail: str = "") -> _Bad:
         return _Bad(at, f"expected {self.what}, got {describe(value)}{detail}")
@@ -375,6 +377,10 @@ class Given(Spec):
 
     def __init__(self, sized: bool = False, **overrides: Any) -> None:
         self.sized, self.overrides = sized, overrides
+
+    def check(self, value: Any, at: str) -> None:
+        # check() replaces every Given by the Config of its class before checking anything
+        raise TypeError(f"{at or 'a schema'}: no config class was given for this Given(); pass it to check()")
 
 
 def as_spec(spec: Any) -> Spec:

@@ -173,7 +173,7 @@ def test_a_signal_during_validation_stops_after_the_epochs_checkpoints(corpus, t
 
 def test_handlers_only_in_the_main_thread_and_restored(corpus, tmp_path):  # noqa: F811
     def custom(signum, frame):
-        pass
+        """A handler of the test's own: fit must put it back as it was."""
 
     previous = signal.signal(signal.SIGTERM, custom)
     try:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from rnnkit.tasks.base import add_model_options, add_run_option, chosen_run
 from rnnkit.tasks.classify.task import ClassifierModelConfig, ClassifyDataConfig, ClassifyTrainConfig
-
-logger = logging.getLogger(__name__)
 
 NAME = "classify"
 HELP = "sentence classification (e.g. sentiment): embeddings, (bi)LSTM, pooling, softmax"
@@ -27,10 +24,6 @@ DESCRIPTION = ("Train a sentence classifier: --data is a folder with train.txt, 
                "Settings: defaults < --config file < flags.")
 CONFIGS = (ClassifyDataConfig, ClassifierModelConfig, ClassifyTrainConfig)
 RESUMABLE = True
-
-
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    pass
 
 
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
@@ -52,13 +45,13 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     r = load(args.run, args.checkpoint, args.device).evaluate(args.split, args.data)
-    logger.info(f"{args.split}: accuracy {r['acc']:.4f}, macro-F1 {r['macro_f1']:.4f} ({r['examples']} texts); "
+    print(f"{args.split}: accuracy {r['acc']:.4f}, macro-F1 {r['macro_f1']:.4f} ({r['examples']} texts); "
                 f"loss {r['loss']:.4f}")
-    logger.info("class\tsupport\tprecision\trecall\tF1")
+    print("class\tsupport\tprecision\trecall\tF1")
     for label, c in r["per_class"].items():
-        logger.info(f"{label}\t{c['support']}\t{c['precision']:.4f}\t{c['recall']:.4f}\t{c['f1']:.4f}")
+        print(f"{label}\t{c['support']}\t{c['precision']:.4f}\t{c['recall']:.4f}\t{c['f1']:.4f}")
     if r.get("plot"):
-        logger.info(f"confusion matrix: {r['plot']}")
+        print(f"confusion matrix: {r['plot']}")
 
 
 def add_commands(sub) -> dict:

@@ -7,13 +7,10 @@ newest ``runs/speech-*``.  Satisfies :class:`rnnkit.tasks.base.Task`."""
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from rnnkit.tasks.base import chosen_run
 from rnnkit.tasks.speech.task import SpeechDataConfig, SpeechModelConfig, SpeechTrainConfig
-
-logger = logging.getLogger(__name__)
 
 NAME = "speech"
 HELP = "label each spoken digit of a spoken number (sequence of word vectors, uni/bidirectional)"
@@ -23,10 +20,6 @@ DESCRIPTION = ("Train a recurrent labeler on spoken numbers: 3-10 recordings of 
                "--holdout-speaker NAME. Settings: defaults < --config file < flags.")
 CONFIGS = (SpeechDataConfig, SpeechModelConfig, SpeechTrainConfig)
 RESUMABLE = True
-
-
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    pass
 
 
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
@@ -47,7 +40,7 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     r = load(args.run, args.checkpoint, args.device).evaluate(args.split, args.data)
-    logger.info(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
+    print(f"{args.split}: word accuracy {r['word_acc']:.4f}, sequence accuracy {r['seq_acc']:.4f} "
                 f"(first words {r['first_word_acc']:.4f}, later words {r['later_word_acc']:.4f}); "
                 f"loss {r['loss']:.4f}; {int(r['sequences'])} spoken numbers, {int(r['words'])} words")
 

@@ -11,7 +11,6 @@ BiLSTM as its first and last 32 characters; both with a warning on standard erro
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Sequence, TextIO
@@ -20,8 +19,6 @@ from rnnkit.tasks.base import add_model_options, add_run_option, chosen_run
 from rnnkit.tasks.tag.task import TaggerModelConfig, TaggingDataConfig, TagTrainConfig
 from rnnkit.tasks.tag.treebank import TaggedSentence, write_conllu, write_tsv
 
-logger = logging.getLogger(__name__)
-
 NAME = "tag"
 HELP = "part-of-speech tagger (character + word BiLSTM, optional CRF) on a CoNLL-U treebank"
 DESCRIPTION = ("Train a tagger on a UD treebank folder (--data DIR with *-ud-train.conllu and "
@@ -29,10 +26,6 @@ DESCRIPTION = ("Train a tagger on a UD treebank folder (--data DIR with *-ud-tra
                "Settings: defaults < --config file < flags.")
 CONFIGS = (TaggingDataConfig, TaggerModelConfig, TagTrainConfig)
 RESUMABLE = True
-
-
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    pass
 
 
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
@@ -56,13 +49,13 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     r = load(args.run, args.checkpoint, args.device).evaluate(args.split, args.data, args.ensemble)
     which = f"{args.split} (ensemble of {r['models']} runs)" if args.ensemble else args.split
-    logger.info(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
+    print(f"{which}: accuracy {r['acc']:.4f} ({r['tokens']} words), out-of-vocabulary accuracy "
                 f"{r['oov_acc']:.4f} ({r['oov_tokens']} words)")
-    logger.info("tag\tsupport\tprecision\trecall")
+    print("tag\tsupport\tprecision\trecall")
     for tag, t in r["per_tag"].items():
-        logger.info(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
+        print(f"{tag}\t{t['support']}\t{t['precision']:.4f}\t{t['recall']:.4f}")
     if r.get("plot"):
-        logger.info(f"confusion matrix: {r['plot']}")
+        print(f"confusion matrix: {r['plot']}")
 
 
 def add_commands(sub) -> dict:
@@ -97,7 +90,7 @@ def _tag(args: argparse.Namespace) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             write_tagged(sentences, f, args.format, column)
-        logger.info(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
+        print(f"tagged {len(sentences)} sentences ({sum(map(len, sentences))} words) into {args.out}")
     else:
         write_tagged(sentences, sys.stdout, args.format, column)
     return 0

@@ -28,10 +28,6 @@ CONFIGS = (TranslationDataConfig, TranslationModelConfig, TranslateTrainConfig)
 RESUMABLE = True
 
 
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
 def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse.Namespace) -> dict:
     from rnnkit.tasks.translate.run import train_translation
 
