@@ -207,7 +207,8 @@ def _train(args) -> int:
                 if args.run is None:
                     raise ValueError("--resume needs --run RUN (the run folder to continue)")
                 record = read_record(run)
-            configs = _task_configs(args, task.CONFIGS, record)
+            classes = task.configs_for(args, record) if hasattr(task, "configs_for") else task.CONFIGS
+            configs = _task_configs(args, classes, record)
             summary = task.train(*configs, run, resume, args)
             return (143 if summary.get("signal") == "SIGTERM" else 130) if summary.get("status") == "interrupted" else 0
         finally:

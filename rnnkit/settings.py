@@ -9,7 +9,7 @@ import re
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 from rnnkit.errors import RnnkitError
 
@@ -178,12 +178,15 @@ def _names_all(text: str, choices: tuple) -> bool:
     return all(re.search(rf"(?<!\w){re.escape(str(c))}(?!\w)", text) for c in choices)
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """One ``--field-name`` flag per field of ``cls``, default None (meaning: not given); the
-    help is the field's ``setting(..., help)`` text, its default and its range, which the
-    flag's ``type=`` checks (:func:`bounded`)."""
-    group = parser.add_argument_group(title)
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, title: str, skip: Collection[str] = (),
+                        description: Optional[str] = None) -> None:
+    """One ``--field-name`` flag per field of ``cls`` (except the names in ``skip``), default
+    None (meaning: not given); the help is the field's ``setting(..., help)`` text, its
+    default and its range, which the flag's ``type=`` checks (:func:`bounded`)."""
+    group = parser.add_argument_group(title, description)
     for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
         kind = _field_type(cls, field)
         flag = "--" + field.name.replace("_", "-")
         help_text = flag_help(cls, field)

@@ -25,7 +25,10 @@ class Task(Protocol):
     """What a task's ``commands`` module provides (a module satisfies a Protocol).
 
     Optional: ``add_train_flags(parser)``, flags of `rnnkit train NAME` beyond the config
-    fields (the language model's ``--sample-length``)."""
+    fields (the language model's ``--sample-length``); ``configs_for(args, record)``, the
+    three config classes for these arguments when a task trains more than one kind of model
+    (forecasting: one series, or many with ``--m4``; ``record`` is a resumed run's
+    ``config.json``, else None)."""
 
     NAME: str  # the CLI command of `rnnkit train NAME`, the run-folder prefix and the checkpoint's task name
     HELP: str  # one line in `rnnkit train --help`

@@ -486,7 +486,9 @@ TASK_META: dict[str, tuple[dict, dict, list]] = {
                    "tgt_tokenizer": TOKENIZER, "model": Given(sized=True), "data": Given()}, {}, []),
     "speech": ({"input_size": SIZE, "normalizer": NORMALIZER, "model": Given(sized=True), "data": Given()}, {},
                [("normalizer", _same_sizes, "as many means and deviations as input_size")]),
-    "forecast": ({"input_size": SIZE, "outputs": SIZE, "model": Given(sized=True)}, {"transform": Given()}, []),
+    "forecast": ({"input_size": SIZE, "outputs": SIZE, "model": Given(sized=True)},
+                 {"transform": Given(), "kind": Choice("global"), "horizon": SIZE, "period": SIZE, "window": SIZE,
+                  "log": bool}, []),
     "classify": ({"vocab": CLASSIFY_VOCAB, "model": Given(sized=True), "data": Given()}, {}, []),
 }
 COMMON_META = {"task": str}, {"seed": int, "source": str}
