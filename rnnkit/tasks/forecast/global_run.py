@@ -10,7 +10,8 @@ has never been trained on those targets, only conditioned on them.
 
 An ensemble trains ``ensemble`` members one after another, each in ``members/<i>`` with its
 own seed and checkpoints; a run stopped by Ctrl-C or SIGTERM continues with ``--resume``
-from the member it was training (the finished ones are kept).
+from the member it was training (a finished member's Trainer, resumed, has nothing left to
+do; a resume that raises ``--epochs`` trains every member further).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 MAX_ENSEMBLE = 100
 RECORD = "m4.json"  # a finished global run's record
-DONE = "done.json"  # in a member's folder when it has finished training
 
 
 @dataclass
@@ -240,38 +240,30 @@ def _train_global(cfg: GlobalDataConfig, given: GlobalDataConfig, model_cfg: Glo
                 f"{model_cfg.num_layers}x{model_cfg.hidden_size} {model_cfg.cell.upper()} ({model_cfg.decoder} "
                 f"decoder, {model_cfg.base} base, quantiles {model_cfg.quantiles}) x{cfg.ensemble}")
     members, scores = [], []
-    task = None
+    task = GlobalForecastTask(data.series, cfg, model_cfg, train_cfg.seed)
     for i in range(cfg.ensemble):
         member_dir = run_dir / "members" / str(i)
-        done = member_dir / DONE
-        seed = train_cfg.seed + i
-        task = GlobalForecastTask(data.series, cfg, model_cfg, seed) if task is None else task
-        task.seed = seed
+        task.seed = seed = train_cfg.seed + i
+        seed_everything(seed, train_cfg.deterministic)
         model = task.build_model()
-        if done.is_file():
-            logger.info(f"member {i}: finished earlier ({json.loads(done.read_text(encoding='utf-8'))})")
-        else:
-            seed_everything(seed, train_cfg.deterministic)
-            model = task.build_model()
-            member_cfg = type(train_cfg)(**{**asdict(train_cfg), "seed": seed})
-            trainer = Trainer(model, task, member_cfg, member_dir, record)
-            if resume and (member_dir / "checkpoints" / "last").exists():
-                logger.info(f"member {i}: resuming from {trainer.resume()} (step {trainer.step})")
-            summary = trainer.fit()
-            if summary["status"] == "interrupted":
-                logger.info(f"interrupted by {summary.get('signal')} while training member {i} (checkpoints/last "
-                            f"of {member_dir} holds step {summary['step']}); continue with --resume")
-                return {"status": "interrupted", "signal": summary.get("signal")}
-            if main:
-                done.write_text(json.dumps({"step": summary["step"], "epoch": summary["epoch"],
-                                            "best_owa": summary["best"]}) + "\n", encoding="utf-8")
+        trainer = Trainer(model, task, type(train_cfg)(**{**asdict(train_cfg), "seed": seed}), member_dir, record)
+        if resume and (member_dir / "checkpoints" / "last").exists():  # a finished member returns at once
+            logger.info(f"member {i}: resuming from {trainer.resume()} (step {trainer.step})")
+        elif cfg.ensemble > 1:
+            logger.info(f"member {i} of {cfg.ensemble}: seed {seed}")
+        summary = trainer.fit()
+        if summary["status"] == "interrupted":
+            logger.info(f"interrupted by {summary.get('signal')} while training member {i} (checkpoints/last "
+                        f"of {member_dir} holds step {summary['step']}); continue with --resume")
+            return {"status": "interrupted", "signal": summary.get("signal")}
         if not main:
             continue
         where = member_dir / "checkpoints" / ("best" if (member_dir / "checkpoints" / "best").is_dir() else "last")
         load_weights(model, where, torch.device("cpu"))
         members.append(model.eval())
         scores.append(task.evaluate(model, "valid"))
-        logger.info(f"member {i} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in scores[-1].items()))
+        logger.info(f"member {i} validation (its best checkpoint): "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in scores[-1].items()))
     if not main:
         return {"status": "finished"}
     from rnnkit.tasks.forecast.m4_scores import owa
