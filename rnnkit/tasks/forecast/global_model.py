@@ -23,6 +23,11 @@ directions", IJF 37(1)).  This module holds the model and its training windows:
   Bontempi, Atiya & Sorjamaa 2012); ``rollout`` predicts one step ahead at every step
   (teacher-forced in training, on every step after the first season) and forecasts by
   feeding its median back, step by step, keeping the recurrent state (DeepAR's decoder);
+- optionally (direct decoder) a **linear highway** from the last ``highway`` inputs to every
+  output, in parallel with the network: the autoregressive component of LSTNet (Lai, Chang,
+  Yang & Liu 2018, "Modeling long- and short-term temporal patterns with deep neural
+  networks", SIGIR), which gives the outputs the values one week back (and any linear
+  combination of the window) without asking the recurrent state to carry them that far;
 - **quantile outputs** trained by the pinball loss (Koenker & Bassett 1978), the mean over
   quantiles ``q`` of ``max(q (y - f), (q - 1)(y - f))``; the median is the point forecast and
   an outer pair of quantiles the prediction interval (the 2.5% and 97.5% quantiles give the
@@ -40,7 +45,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import DataError
 from rnnkit.models import LAYERS
-from rnnkit.settings import MAX_LAYERS, MAX_UNITS, setting
+from rnnkit.settings import MAX_LAYERS, MAX_LENGTH, MAX_UNITS, setting
 
 DECODERS = ("direct", "rollout")
 SEASON_INPUTS = ("onehot", "embedding", "none")
@@ -76,6 +81,8 @@ class GlobalModelConfig:
     base: str = setting("snaive", "snaive: the network predicts the correction to the seasonal naive forecast "
                         "(the last season repeated, in the normalized scale) | none: the values themselves",
                         choices=BASES)
+    highway: int = setting(0, "direct decoder: also map the last N normalized inputs linearly to every output "
+                           "(LSTNet's autoregressive highway; 0: none)", ge=0, le=MAX_LENGTH)
     quantiles: str = setting(QUANTILES, "quantiles the model predicts (pinball loss); the median is the "
                              "forecast, the outermost pair the interval")
 
@@ -105,6 +112,13 @@ class GlobalForecaster(nn.Module):
                                     dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         steps = self.horizon if cfg.decoder == "direct" else 1
         self.head = nn.Linear(cfg.hidden_size, steps * len(self.quantiles))
+        if cfg.highway and cfg.decoder != "direct":
+            raise ValueError("highway maps the input window to the direct decoder's outputs; the rollout decoder "
+                             "has none (use --decoder direct, or --highway 0)")
+        if cfg.highway:
+            self.highway = nn.Linear(cfg.highway, steps * len(self.quantiles))
+            nn.init.zeros_(self.highway.weight)  # it starts from the base alone and learns what to add
+            nn.init.zeros_(self.highway.bias)
 
     def step_inputs(self, z: Tensor, season: Tensor) -> Tensor:
         parts = [z.unsqueeze(-1)]
@@ -120,7 +134,13 @@ class GlobalForecaster(nn.Module):
                              f"and {tuple(season.shape)}")
         out, state = self.rnn(self.step_inputs(z, season), state)
         if self.cfg.decoder == "direct":
-            pred = self.head(out[-1]).view(z.size(1), self.horizon, len(self.quantiles))
+            pred = self.head(out[-1])
+            if self.cfg.highway:
+                if z.size(0) < self.cfg.highway:
+                    raise ValueError(f"the highway reads the last {self.cfg.highway} inputs; got a window of "
+                                     f"{z.size(0)}")
+                pred = pred + self.highway(z[-self.cfg.highway:].T)
+            pred = pred.view(z.size(1), self.horizon, len(self.quantiles))
             if self.cfg.base == "snaive":  # the last season, repeated over the horizon
                 if z.size(0) < self.period:
                     raise ValueError(f"the seasonal naive base needs a window of at least one season "

@@ -132,6 +132,24 @@ def test_rollout_step_by_step_equals_the_teacher_forced_pass():
         np.testing.assert_allclose(out[0].detach(), full[t].detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_highway_is_a_linear_map_of_the_window_beside_the_network():
+    """The highway starts at zero (the model is then the network over its base) and adds
+    W z[-N:] + b to every output: checked against the same sum computed by hand."""
+    torch.manual_seed(0)
+    cfg = GlobalModelConfig(hidden_size=6, num_layers=1, highway=10)
+    model = GlobalForecaster(cfg, horizon=4, period=5)
+    plain = GlobalForecaster(GlobalModelConfig(hidden_size=6, num_layers=1), horizon=4, period=5)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("highway")})
+    z, season = torch.randn(12, 3), torch.randint(0, 5, (12, 3))
+    torch.testing.assert_close(model(z, season)[0], plain(z, season)[0])
+    torch.nn.init.normal_(model.highway.weight)
+    torch.nn.init.normal_(model.highway.bias)
+    extra = (z[-10:].T @ model.highway.weight.T + model.highway.bias).view(3, 4, 3)
+    torch.testing.assert_close(model(z, season)[0], plain(z, season)[0] + extra)
+    with pytest.raises(ValueError, match="highway"):
+        GlobalForecaster(GlobalModelConfig(decoder="rollout", highway=10), horizon=4, period=5)
+
+
 def test_direct_base_needs_a_whole_season():
     model = GlobalForecaster(GlobalModelConfig(hidden_size=4, num_layers=1), horizon=3, period=6)
     with pytest.raises(ValueError, match="at least one season"):
