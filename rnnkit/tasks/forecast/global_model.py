@@ -50,6 +50,7 @@ from rnnkit.settings import MAX_LAYERS, MAX_LENGTH, MAX_UNITS, setting
 DECODERS = ("direct", "rollout")
 SEASON_INPUTS = ("onehot", "embedding", "none")
 BASES = ("snaive", "none")
+WEIGHTINGS = ("equal", "owa")
 QUANTILES = "0.025,0.5,0.975"
 
 
@@ -183,10 +184,14 @@ class GlobalForecaster(nn.Module):
         return torch.stack(steps, 1)
 
 
-def pinball_loss(pred: Tensor, target: Tensor, q: Tensor) -> Tensor:
-    """Mean pinball (quantile) loss; pred (..., Q), target (...), q (Q,)."""
+def pinball_loss(pred: Tensor, target: Tensor, q: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """Mean pinball (quantile) loss; pred (..., B, Q), target (..., B), q (Q,); ``weight`` (B,)
+    weighs each window (its mean should be about 1)."""
     diff = target.unsqueeze(-1) - pred
-    return torch.maximum(q * diff, (q - 1) * diff).mean()
+    loss = torch.maximum(q * diff, (q - 1) * diff)
+    if weight is not None:
+        loss = loss * weight.unsqueeze(-1)
+    return loss.mean()
 
 
 class SeriesBank:
@@ -199,7 +204,9 @@ class SeriesBank:
     """
 
     def __init__(self, series: list[np.ndarray], held_out: int, window: int, horizon: int, period: int,
-                 log: bool = True) -> None:
+                 log: bool = True, weighting: str = "equal") -> None:
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if not series:
             raise DataError("no series to train on")
         self.window, self.horizon, self.period, self.log = int(window), int(horizon), max(int(period), 1), log
@@ -212,12 +219,36 @@ class SeriesBank:
             raise DataError(f"log normalization needs positive values; series {i} has "
                             f"{np.nanmin(self.values[i]):g} (train without --log)")
         self.fit_ends = self.lengths - int(held_out)
+        self.weighting = weighting
         short = np.flatnonzero(self.fit_ends - self.window - self.horizon < 0)
         if len(short):
             i = int(short[0])
             raise DataError(f"{len(short)} series are too short for a window of {self.window} and a horizon of "
                             f"{self.horizon} after holding out {held_out} points; series {i} has "
                             f"{self.lengths[i]} points, needs at least {self.window + self.horizon + held_out}")
+
+        if weighting == "owa":
+            self._owa_weights()
+
+    def _owa_weights(self) -> None:
+        """Per-series MASE scales of the training part, mean |y_t - y_{t-m}| (m = 1 when the
+        part is shorter than two seasons), and the mean over series of ``level / scale``."""
+        m = self.period
+        self.scales = np.empty(len(self.lengths))
+        ratios = np.empty(len(self.lengths))
+        for i, end in enumerate(self.fit_ends):
+            y = self.values[i, :end]
+            lag = m if end > 2 * m else 1
+            self.scales[i] = max(float(np.mean(np.abs(y[lag:] - y[:-lag]))), 1e-12 * max(abs(y).max(), 1e-300))
+            ratios[i] = float(np.mean(y)) / self.scales[i]
+        self.mean_ratio = float(np.mean(ratios))
+
+    def window_weights(self, rows: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """OWA weighting of each window's loss: half for sMAPE, which the normalized error
+        already measures, and half for MASE, whose error is the normalized one times
+        ``level / scale`` (relative to its mean over series, at most 10 times it)."""
+        r = np.minimum(level / self.scales[rows] / self.mean_ratio, 10.0)
+        return 0.5 * (1.0 + r)
 
     def training_origins(self, rng: np.random.Generator, per_series: int) -> np.ndarray:
         """``per_series`` random (series, origin) pairs per series, (N * per_series, 2); origins
@@ -244,6 +275,8 @@ class SeriesBank:
         out = {"z": self.normalize(x, level).T, "season": season.T, "future_season": future_season.T,
                "level": level}
         if with_targets:
+            if self.weighting == "owa":
+                out["weight"] = self.window_weights(rows, level)
             y = np.full(future.shape, np.nan)
             inside = future < self.lengths[rows][:, None]
             y[inside] = self.values[np.broadcast_to(rows[:, None], future.shape)[inside], future[inside]]
@@ -272,14 +305,14 @@ def window_loss(model: GlobalForecaster, t: dict) -> Tensor:
     """Pinball loss of one batch of windows (tensors from :func:`to_tensors`)."""
     if model.cfg.decoder == "direct":
         pred, _ = model(t["z"], t["season"])  # (B, H, Q)
-        return pinball_loss(pred, t["target"], model.q)
+        return pinball_loss(pred.transpose(0, 1), t["target"].T, model.q, t.get("weight"))
     # rollout: teacher-forced over the window and the future; each step predicts the next value
     z = torch.cat([t["z"], t["target"].T[:-1]], 0)  # (W + H - 1, B)
     season = torch.cat([t["season"], t["future_season"][:-1]], 0)
     pred, _ = model(z, season)  # (W + H - 1, B, Q)
     target = torch.cat([t["z"][1:], t["target"].T], 0)  # the next value of every step
     start = model.period - 1  # after the first season: the level is known by then
-    return pinball_loss(pred[start:], target[start:], model.q)
+    return pinball_loss(pred[start:], target[start:], model.q, t.get("weight"))
 
 
 @torch.no_grad()

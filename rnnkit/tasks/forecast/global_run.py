@@ -30,6 +30,7 @@ import torch
 from rnnkit.errors import DataError, RnnkitError
 from rnnkit.settings import MAX_BATCH, MAX_LENGTH, setting
 from rnnkit.tasks.forecast.global_model import (
+    WEIGHTINGS,
     GlobalForecaster,
     GlobalModelConfig,
     SeriesBank,
@@ -62,6 +63,8 @@ class GlobalDataConfig:
     windows_per_series: int = setting(64, "training windows drawn from each series per epoch", ge=1, le=10**6)
     batch_size: int = setting(256, "windows per batch", ge=1, le=MAX_BATCH)
     log: bool = setting(True, "normalize windows by log(y / level) (positive series) instead of y / level - 1")
+    weighting: str = setting("equal", "loss weight of each window: equal, or owa (half as sMAPE weighs errors, half "
+                             "as MASE does: level / in-sample seasonal naive error)", choices=WEIGHTINGS)
     ensemble: int = setting(1, "members trained with seeds seed .. seed+ensemble-1; their quantiles averaged",
                             ge=1, le=MAX_ENSEMBLE)
 
@@ -121,7 +124,7 @@ class GlobalForecastTask:
 
         self.cfg, self.model_cfg, self.seed = cfg, model_cfg, seed
         self.series = series
-        self.bank = SeriesBank(series, cfg.holdout, cfg.window, cfg.horizon, cfg.period, cfg.log)
+        self.bank = SeriesBank(series, cfg.holdout, cfg.window, cfg.horizon, cfg.period, cfg.log, cfg.weighting)
         self.origins, self.truth, self.histories = validation_truth(self.bank, series)
         self.naive2 = run_benchmarks(self.histories, cfg.horizon, cfg.period, ["naive2"], workers=1,
                                      progress=False)["naive2"]

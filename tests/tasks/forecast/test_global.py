@@ -78,6 +78,24 @@ def test_gather_normalizes_by_the_last_season_and_inverts():
     np.testing.assert_allclose(bank.denormalize(b["target"], b["level"]), b["y"])
 
 
+def test_owa_weights_by_hand():
+    """Window weight 0.5 (1 + r / mean r), r = level / scale: scale is the series' in-sample
+    seasonal naive error on its training part, mean r is over the series of mean / scale."""
+    a = np.tile([1.0, 3.0], 20)  # period 2: |y_t - y_{t-2}| = 0 ... use a drift to make it nonzero
+    a = a + 0.1 * np.arange(40)  # scale 0.2, mean of the first 30 (training part) 3.45
+    b = 10 * np.ones(40) + np.arange(40) % 3  # period 2: |y_t - y_{t-2}| over 30 points
+    bank = SeriesBank([a, b], held_out=10, window=4, horizon=2, period=2, weighting="owa")
+    scale_b = np.mean(np.abs(b[2:30] - b[:28]))
+    assert bank.scales[0] == pytest.approx(0.2) and bank.scales[1] == pytest.approx(scale_b)
+    mean_r = (np.mean(a[:30]) / 0.2 + np.mean(b[:30]) / scale_b) / 2
+    batch = bank.gather(np.array([0, 1]), np.array([10, 20]))
+    level = np.array([a[8:10].mean(), b[18:20].mean()])
+    expected = 0.5 * (1 + np.minimum(level / np.array([0.2, scale_b]) / mean_r, 10))
+    np.testing.assert_allclose(batch["weight"], expected)
+    assert "weight" not in SeriesBank([a, b], held_out=10, window=4, horizon=2, period=2).gather(
+        np.array([0]), np.array([10]))
+
+
 def test_series_too_short_or_not_positive_are_refused():
     with pytest.raises(DataError, match="too short.*needs at least 36"):
         SeriesBank([np.ones(35) + 1, np.ones(80) + 1], held_out=8, window=20, horizon=8, period=6)
