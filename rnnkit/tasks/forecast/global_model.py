@@ -27,7 +27,11 @@ directions", IJF 37(1)).  This module holds the model and its training windows:
   output, in parallel with the network: the autoregressive component of LSTNet (Lai, Chang,
   Yang & Liu 2018, "Modeling long- and short-term temporal patterns with deep neural
   networks", SIGIR), which gives the outputs the values one week back (and any linear
-  combination of the window) without asking the recurrent state to carry them that far;
+  combination of the window) without asking the recurrent state to carry them that far.
+  Over the seasonal naive base it reads the window's seasonal differences ``z_t - z_{t-m}``,
+  so that it adds nothing to a series that repeats its season exactly (the weekly naive
+  forecast is such a combination: minus the sum of the daily differences of the last six
+  days at the same hour);
 - **quantile outputs** trained by the pinball loss (Koenker & Bassett 1978), the mean over
   quantiles ``q`` of ``max(q (y - f), (q - 1)(y - f))``; the median is the point forecast and
   an outer pair of quantiles the prediction interval (the 2.5% and 97.5% quantiles give the
@@ -82,8 +86,9 @@ class GlobalModelConfig:
     base: str = setting("snaive", "snaive: the network predicts the correction to the seasonal naive forecast "
                         "(the last season repeated, in the normalized scale) | none: the values themselves",
                         choices=BASES)
-    highway: int = setting(0, "direct decoder: also map the last N normalized inputs linearly to every output "
-                           "(LSTNet's autoregressive highway; 0: none)", ge=0, le=MAX_LENGTH)
+    highway: int = setting(0, "direct decoder: also map the last N normalized inputs (their seasonal differences "
+                           "over the snaive base) linearly to every output (LSTNet's autoregressive highway; "
+                           "0: none)", ge=0, le=MAX_LENGTH)
     quantiles: str = setting(QUANTILES, "quantiles the model predicts (pinball loss); the median is the "
                              "forecast, the outermost pair the interval")
 
@@ -121,6 +126,15 @@ class GlobalForecaster(nn.Module):
             nn.init.zeros_(self.highway.weight)  # it starts from the base alone and learns what to add
             nn.init.zeros_(self.highway.bias)
 
+    def highway_inputs(self, z: Tensor) -> Tensor:
+        """(B, highway): the last ``highway`` inputs or, over the seasonal naive base, their
+        seasonal differences ``z_t - z_{t-m}``, which vanish on a series that repeats its
+        season exactly (there the base is already right, and the highway adds nothing)."""
+        n = self.cfg.highway
+        if self.cfg.base == "snaive":
+            return (z[-n:] - z[-n - self.period:z.size(0) - self.period]).T
+        return z[-n:].T
+
     def step_inputs(self, z: Tensor, season: Tensor) -> Tensor:
         parts = [z.unsqueeze(-1)]
         if self.cfg.season_input == "onehot":
@@ -137,10 +151,12 @@ class GlobalForecaster(nn.Module):
         if self.cfg.decoder == "direct":
             pred = self.head(out[-1])
             if self.cfg.highway:
-                if z.size(0) < self.cfg.highway:
-                    raise ValueError(f"the highway reads the last {self.cfg.highway} inputs; got a window of "
-                                     f"{z.size(0)}")
-                pred = pred + self.highway(z[-self.cfg.highway:].T)
+                need = self.cfg.highway + (self.period if self.cfg.base == "snaive" else 0)
+                if z.size(0) < need:
+                    raise ValueError(f"the highway reads the last {self.cfg.highway} inputs"
+                                     f"{' and their seasonal differences' if need > self.cfg.highway else ''}; "
+                                     f"needs a window of {need}, got {z.size(0)}")
+                pred = pred + self.highway(self.highway_inputs(z))
             pred = pred.view(z.size(1), self.horizon, len(self.quantiles))
             if self.cfg.base == "snaive":  # the last season, repeated over the horizon
                 if z.size(0) < self.period:
@@ -246,8 +262,9 @@ class SeriesBank:
     def window_weights(self, rows: np.ndarray, level: np.ndarray) -> np.ndarray:
         """OWA weighting of each window's loss: half for sMAPE, which the normalized error
         already measures, and half for MASE, whose error is the normalized one times
-        ``level / scale`` (relative to its mean over series, at most 10 times it)."""
-        r = np.minimum(level / self.scales[rows] / self.mean_ratio, 10.0)
+        ``level / scale`` (relative to its mean over series; capped at 50 times it, against a
+        series that is constant but for one step)."""
+        r = np.minimum(level / self.scales[rows] / self.mean_ratio, 50.0)
         return 0.5 * (1.0 + r)
 
     def training_origins(self, rng: np.random.Generator, per_series: int) -> np.ndarray:

@@ -90,7 +90,7 @@ def test_owa_weights_by_hand():
     mean_r = (np.mean(a[:30]) / 0.2 + np.mean(b[:30]) / scale_b) / 2
     batch = bank.gather(np.array([0, 1]), np.array([10, 20]))
     level = np.array([a[8:10].mean(), b[18:20].mean()])
-    expected = 0.5 * (1 + np.minimum(level / np.array([0.2, scale_b]) / mean_r, 10))
+    expected = 0.5 * (1 + np.minimum(level / np.array([0.2, scale_b]) / mean_r, 50))
     np.testing.assert_allclose(batch["weight"], expected)
     assert "weight" not in SeriesBank([a, b], held_out=10, window=4, horizon=2, period=2).gather(
         np.array([0]), np.array([10]))
@@ -152,18 +152,22 @@ def test_rollout_step_by_step_equals_the_teacher_forced_pass():
 
 def test_highway_is_a_linear_map_of_the_window_beside_the_network():
     """The highway starts at zero (the model is then the network over its base) and adds
-    W z[-N:] + b to every output: checked against the same sum computed by hand."""
+    W d[-N:] + b to every output, d the seasonal differences z_t - z_{t-m}: checked against
+    the same sum computed by hand; a series that repeats its season gets nothing from it."""
     torch.manual_seed(0)
     cfg = GlobalModelConfig(hidden_size=6, num_layers=1, highway=10)
     model = GlobalForecaster(cfg, horizon=4, period=5)
     plain = GlobalForecaster(GlobalModelConfig(hidden_size=6, num_layers=1), horizon=4, period=5)
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("highway")})
-    z, season = torch.randn(12, 3), torch.randint(0, 5, (12, 3))
+    z, season = torch.randn(16, 3), torch.randint(0, 5, (16, 3))
     torch.testing.assert_close(model(z, season)[0], plain(z, season)[0])
     torch.nn.init.normal_(model.highway.weight)
     torch.nn.init.normal_(model.highway.bias)
-    extra = (z[-10:].T @ model.highway.weight.T + model.highway.bias).view(3, 4, 3)
+    diffs = z[-10:] - z[-15:-5]  # over the seasonal naive base: the seasonal differences, period 5
+    extra = (diffs.T @ model.highway.weight.T + model.highway.bias).view(3, 4, 3)
     torch.testing.assert_close(model(z, season)[0], plain(z, season)[0] + extra)
+    periodic = torch.arange(15.0).remainder(5).unsqueeze(1).expand(15, 3) / 10
+    torch.testing.assert_close(model.highway_inputs(periodic), torch.zeros(3, 10))
     with pytest.raises(ValueError, match="highway"):
         GlobalForecaster(GlobalModelConfig(decoder="rollout", highway=10), horizon=4, period=5)
 
