@@ -206,6 +206,8 @@ def _train(args) -> int:
 
                 if args.run is None:
                     raise ValueError("--resume needs --run RUN (the run folder to continue)")
+                if hasattr(task, "check_resumable"):  # a task that resumes some of its runs only
+                    task.check_resumable(args, run)
                 record = read_record(run)
             classes = task.configs_for(args, record) if hasattr(task, "configs_for") else task.CONFIGS
             configs = _task_configs(args, classes, record)

@@ -28,7 +28,8 @@ class Task(Protocol):
     fields (the language model's ``--sample-length``); ``configs_for(args, record)``, the
     three config classes for these arguments when a task trains more than one kind of model
     (forecasting: one series, or many with ``--m4``; ``record`` is a resumed run's
-    ``config.json``, else None)."""
+    ``config.json``, else None); ``check_resumable(args, run)``, raising the reason when
+    ``--resume`` cannot continue that run (forecasting resumes its --m4 runs only)."""
 
     NAME: str  # the CLI command of `rnnkit train NAME`, the run-folder prefix and the checkpoint's task name
     HELP: str  # one line in `rnnkit train --help`

@@ -12,6 +12,7 @@ from rnnkit.errors import RnnkitError
 from rnnkit.settings import MAX_LENGTH, MAX_SEED, ConfigError, bounded
 from rnnkit.tasks.base import add_run_option, chosen_run
 from rnnkit.tasks.forecast.global_model import GlobalModelConfig
+from rnnkit.tasks.forecast.global_predictor import is_global_run
 from rnnkit.tasks.forecast.global_run import GlobalDataConfig, GlobalTrainConfig
 from rnnkit.tasks.forecast.run import MAX_SAMPLES, ForecastDataConfig
 from rnnkit.tasks.forecast.task import ForecastModelConfig, ForecastTrainConfig
@@ -26,7 +27,7 @@ DESCRIPTION = ("Train a forecaster on a CSV series (or a statsmodels series) and
 CONFIGS = (ForecastDataConfig, ForecastModelConfig, ForecastTrainConfig)
 GLOBAL_CONFIGS = (GlobalDataConfig, GlobalModelConfig, GlobalTrainConfig)
 RESUMABLE = False  # single-series runs; --resume is added below, for --m4 runs
-NOT_RESUMABLE = ("single-series forecast runs are not resumable: a run trains its small models one after another "
+NOT_RESUMABLE = ("forecast runs on one series are not resumable: a run trains its small models one after another "
                  "in a few minutes, then selects, refits and compares them with the baselines, and writes its "
                  "results only at the end; start it again with a new --run (global --m4 runs do resume)")
 GLOBAL_DEFAULTS = "hidden-size 64, num-layers 2, epochs 30, lr 0.003, clip 1, schedule cosine, batch-size 256"
@@ -64,6 +65,17 @@ def _is_global(args: argparse.Namespace, record: Optional[dict]) -> bool:
         values = load_config_file(args.config)
         return bool(values.get("m4") or (values.get("data") or {}).get("m4"))
     return False
+
+
+def check_resumable(args: argparse.Namespace, run: str) -> None:
+    """``--resume`` continues global (--m4) runs only: the reason, in one line, for any other."""
+    config = Path(run) / "config.json"
+    if _is_global(args, None) or is_global_run(run):
+        return
+    if config.is_file():
+        raise RnnkitError(NOT_RESUMABLE)
+    raise RnnkitError(NOT_RESUMABLE if getattr(args, "csv", None) or getattr(args, "dataset", None)
+                      else f"{run}: no run to resume (config.json is missing)")
 
 
 def configs_for(args: argparse.Namespace, record: Optional[dict]) -> tuple:

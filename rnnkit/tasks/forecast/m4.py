@@ -51,8 +51,9 @@ class M4Set:
         return len(self.ids)
 
 
-def _open_text(path: Path, mode: str = "r"):
-    if path.suffix == ".gz":
+def _open_text(path: Path, mode: str = "r", compressed: bool | None = None):
+    """A text handle on ``path``, gzip when ``compressed`` (default: a ``.gz`` suffix)."""
+    if path.suffix == ".gz" if compressed is None else compressed:
         return gzip.open(path, mode + "t", encoding="utf-8", newline="")
     return open(path, mode, encoding="utf-8", newline="")
 
@@ -202,7 +203,7 @@ def write_m4_forecasts(path: str | Path, ids: Sequence[str], forecasts: np.ndarr
         raise ValueError(f"forecasts must be finite; got {values[i, j]} for {ids[i]!r} at step {j + 1}")
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with _open_text(tmp, "w") as handle:
+        with _open_text(tmp, "w", compressed=path.suffix == ".gz") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["id"] + [f"F{j + 1}" for j in range(values.shape[1])])
             for sid, row in zip(ids, values.tolist()):

@@ -9,7 +9,7 @@ Measures (per series, over the h steps of the horizon; then averaged over the se
 - sMAPE ``mean 200 |F - A| / (|A| + |F|)`` (percent); MASE (Hyndman & Koehler 2006) the MAE of
   the forecast over ``mean |y_t - y_{t-m}|`` on the whole in-sample series: both are those of
   ``metrics.py`` (a term with A = F = 0 counts 0 there; M4's code would give NaN).
-- MSIS (M4 §2.3, after Gneiting & Raftery 2007): the interval score of a (1 - alpha) interval
+- MSIS (M4, after Gneiting & Raftery 2007): the interval score of a (1 - alpha) interval
   ``(U - L) + 2/alpha (L - A)[A < L] + 2/alpha (A - U)[A > U]``, averaged over the horizon and
   scaled like MASE.
 - OWA: ``(sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2``, on the dataset means.
@@ -53,7 +53,7 @@ BENCHMARKS = ("naive", "snaive", "naive2", "ses", "holt", "damped", "theta", "co
 NEEDS_STATSFORECAST = ("auto_ets", "auto_arima")
 
 # M4 Hourly (414 series, h = 48, m = 24), (sMAPE, MASE) of the statistical benchmarks as
-# published in the M4 results: Makridakis, Spiliotis & Assimakopoulos (2020), Table 4 and the
+# published in the M4 results: Makridakis, Spiliotis & Assimakopoulos (2020) and the
 # competition's "Evaluation and Ranks" table (Mcompetitions/M4-methods).
 PUBLISHED_HOURLY = {
     "naive2": (18.383, 2.395),
@@ -69,7 +69,7 @@ PUBLISHED_HOURLY = {
 PUBLISHED_HOURLY_MSIS = {"smyl": 7.928, "arima": 7.538, "ets": 17.487}
 PUBLISHED_HOURLY_OWA = {"snaive": 0.627, "rnn": 1.036, "mlp": 0.921, "smyl": 0.440, "doornik": 0.410}
 
-SEASONALITY_TCRIT = 1.645  # M4: a 90% (one-sided normal) test on the autocorrelation at lag m
+SEASONALITY_TCRIT = 1.645  # M4's 90% test: |r_m| beyond 1.645 standard errors (two-sided level 10%)
 
 
 # ---- measures ---------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def _interval(actual, lower, upper) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def msis(actual, lower, upper, insample, m: int, alpha: float = 0.05) -> float:
-    """Mean scaled interval score of a (1 - alpha) prediction interval [lower, upper] (M4 §2.3):
+    """Mean scaled interval score of a (1 - alpha) prediction interval [lower, upper] (M4):
     ``mean_h[(U - L) + 2/alpha (L - A)[A < L] + 2/alpha (A - U)[A > U]] / mean_t |y_t - y_{t-m}|``,
     the scale being MASE's on the whole in-sample series."""
     if not 0 < alpha < 1:
@@ -145,7 +145,7 @@ def _scale_fails(y, m: int) -> bool:
 
 
 def owa(smape_mean: float, mase_mean: float, naive2_smape_mean: float, naive2_mase_mean: float) -> float:
-    """Overall weighted average (M4 §2.3): ``(sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2`` on
+    """Overall weighted average (M4): ``(sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2) / 2`` on
     the dataset means (M4 divides the means, not each series' ratios)."""
     if naive2_smape_mean <= 0 or naive2_mase_mean <= 0:
         raise ValueError(f"Naive2's means must be positive, got sMAPE {naive2_smape_mean} and MASE "
@@ -647,7 +647,7 @@ def run_benchmarks(series: Sequence[np.ndarray], horizon: int, m: int, names: Se
     processes (``workers <= 1``: in this process); a tqdm bar counts the series when
     ``progress``.  Deterministic: every fit is deterministic and the results are placed by
     series index whatever the order in which chunks finish."""
-    names = tuple(names)
+    names = tuple(dict.fromkeys(names))  # each once, in the order given
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown or not names:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; valid: {', '.join(BENCHMARKS)}" if unknown
@@ -663,7 +663,7 @@ def run_benchmarks(series: Sequence[np.ndarray], horizon: int, m: int, names: Se
         chunk_size = max(1, math.ceil(n / (8 * workers)))
     starts = range(0, n, chunk_size)
     results: list[Optional[dict[str, np.ndarray]]] = [None] * n
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     began = time.perf_counter()
     with tqdm(total=n, desc="M4 benchmarks", unit="series", disable=not progress) as bar:
