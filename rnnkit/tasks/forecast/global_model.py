@@ -95,6 +95,9 @@ class GlobalModelConfig:
     highway: int = setting(0, "direct decoder: also map the last N normalized inputs (their seasonal differences "
                            "over the snaive base) linearly to every output (LSTNet's autoregressive highway; "
                            "0: none)", ge=0, le=MAX_LENGTH)
+    rnn_window: int = setting(0, "direct decoder: the network reads only the last N steps of the window (the "
+                              "highway, the base and the scale still see all of it; 0: the whole window)",
+                              ge=0, le=MAX_LENGTH)
     scaled: bool = setting(False, "direct decoder over the snaive base: read the seasonal differences in units of "
                            "the window's mean |z_t - z_(t-m)| and scale the correction by it")
     quantiles: str = setting(QUANTILES, "quantiles the model predicts (pinball loss); the median is the "
@@ -122,6 +125,9 @@ class GlobalForecaster(nn.Module):
         season_size = {"onehot": self.period, "embedding": cfg.embedding_size, "none": 0}[cfg.season_input]
         if cfg.season_input == "embedding":
             self.season_embedding = nn.Embedding(self.period, cfg.embedding_size)
+        if cfg.rnn_window and cfg.decoder != "direct":
+            raise ValueError("rnn_window shortens what the direct decoder's network reads; the rollout decoder "
+                             "reads every step (use --rnn-window 0)")
         if cfg.scaled and (cfg.decoder != "direct" or cfg.base != "snaive"):
             raise ValueError("scaled corrects the seasonal naive base of the direct decoder: use --decoder direct "
                              "--base snaive, or --no-scaled")
@@ -169,7 +175,10 @@ class GlobalForecaster(nn.Module):
         if z.dim() != 2 or season.shape != z.shape:
             raise ValueError(f"expected z and season of the same shape (T, B), got {tuple(z.shape)} "
                              f"and {tuple(season.shape)}")
-        out, state = self.rnn(self.step_inputs(z, season), state)
+        inputs = self.step_inputs(z, season)
+        if self.cfg.rnn_window and self.cfg.decoder == "direct":
+            inputs = inputs[-self.cfg.rnn_window:]
+        out, state = self.rnn(inputs, state)
         if self.cfg.decoder == "direct":
             pred = self.head(out[-1])
             scale = self.window_scale(z)[1].unsqueeze(-1) if self.cfg.scaled else None

@@ -195,6 +195,20 @@ def test_scaled_correction_is_in_units_of_the_window_seasonal_error():
         GlobalForecaster(GlobalModelConfig(decoder="rollout", scaled=True), horizon=4, period=3)
 
 
+def test_rnn_window_limits_what_the_network_reads():
+    """With --rnn-window 8 (no highway, no scale) the steps before the last 8 change nothing;
+    without it they do."""
+    torch.manual_seed(2)
+    short = GlobalForecaster(GlobalModelConfig(hidden_size=5, num_layers=1, rnn_window=8), horizon=4, period=3)
+    full = GlobalForecaster(GlobalModelConfig(hidden_size=5, num_layers=1), horizon=4, period=3)
+    full.load_state_dict(short.state_dict())
+    z, season = torch.randn(20, 2), torch.randint(0, 3, (20, 2))
+    other = z.clone()
+    other[:12] = torch.randn(12, 2)
+    torch.testing.assert_close(short(z, season)[0], short(other, season)[0])
+    assert not torch.allclose(full(z, season)[0], full(other, season)[0])
+
+
 def test_direct_base_needs_a_whole_season():
     model = GlobalForecaster(GlobalModelConfig(hidden_size=4, num_layers=1), horizon=3, period=6)
     with pytest.raises(ValueError, match="at least one season"):
