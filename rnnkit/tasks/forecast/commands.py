@@ -119,8 +119,9 @@ def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--m4-test", help="M4-format file of the true futures of the training file's series "
                        "(needed for --split test)")
     group.add_argument("--m4", help="the M4-format training file (default: the run's); its series must be the run's")
-    group.add_argument("--benchmarks", help="comma-separated M4 benchmarks to score beside the model "
-                       "(default: all of them)")
+    group.add_argument("--benchmarks", help="comma-separated M4 benchmarks to score beside the model: naive, snaive, "
+                       "naive2, ses, holt, damped, theta, comb, auto_ets, auto_arima, or all (default: all but "
+                       "auto_arima, which takes about 30 minutes on the 414 hourly series with 2 workers)")
     group.add_argument("--workers", type=bounded(int, ge=1, le=256), default=2,
                        help="processes for the benchmarks (default: 2)")
     group.add_argument("--out", help="folder for the score table, its JSON and the plots (default: RUN/evaluation)")

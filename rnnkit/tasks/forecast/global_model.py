@@ -32,12 +32,6 @@ directions", IJF 37(1)).  This module holds the model and its training windows:
   so that it adds nothing to a series that repeats its season exactly (the weekly naive
   forecast is such a combination: minus the sum of the daily differences of the last six
   days at the same hour);
-- optionally (``scaled``, direct decoder) the seasonal differences of the window in units of
-  their mean absolute value ``s`` (the seasonal naive forecast's error on the window, the
-  unit of MASE) as a second input, and the correction multiplied by ``s``: a series that
-  barely changes from one season to the next gets corrections of its own small size, as
-  MASE measures them (the scale-free output of Smyl 2020's normalized residuals, taken to
-  the seasonal differences);
 - **quantile outputs** trained by the pinball loss (Koenker & Bassett 1978), the mean over
   quantiles ``q`` of ``max(q (y - f), (q - 1)(y - f))``; the median is the point forecast and
   an outer pair of quantiles the prediction interval (the 2.5% and 97.5% quantiles give the
@@ -96,10 +90,8 @@ class GlobalModelConfig:
                            "over the snaive base) linearly to every output (LSTNet's autoregressive highway; "
                            "0: none)", ge=0, le=MAX_LENGTH)
     rnn_window: int = setting(0, "direct decoder: the network reads only the last N steps of the window (the "
-                              "highway, the base and the scale still see all of it; 0: the whole window)",
+                              "highway and the base still see all of it; 0: the whole window)",
                               ge=0, le=MAX_LENGTH)
-    scaled: bool = setting(False, "direct decoder over the snaive base: read the seasonal differences in units of "
-                           "the window's mean |z_t - z_(t-m)| and scale the correction by it")
     quantiles: str = setting(QUANTILES, "quantiles the model predicts (pinball loss); the median is the "
                              "forecast, the outermost pair the interval")
 
@@ -128,10 +120,7 @@ class GlobalForecaster(nn.Module):
         if cfg.rnn_window and cfg.decoder != "direct":
             raise ValueError("rnn_window shortens what the direct decoder's network reads; the rollout decoder "
                              "reads every step (use --rnn-window 0)")
-        if cfg.scaled and (cfg.decoder != "direct" or cfg.base != "snaive"):
-            raise ValueError("scaled corrects the seasonal naive base of the direct decoder: use --decoder direct "
-                             "--base snaive, or --no-scaled")
-        self.rnn = LAYERS[cfg.cell](1 + int(cfg.scaled) + season_size, cfg.hidden_size, num_layers=cfg.num_layers,
+        self.rnn = LAYERS[cfg.cell](1 + season_size, cfg.hidden_size, num_layers=cfg.num_layers,
                                     dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         steps = self.horizon if cfg.decoder == "direct" else 1
         self.head = nn.Linear(cfg.hidden_size, steps * len(self.quantiles))
@@ -152,19 +141,8 @@ class GlobalForecaster(nn.Module):
             return (z[-n:] - z[-n - self.period:z.size(0) - self.period]).T
         return z[-n:].T
 
-    def window_scale(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """The window's seasonal differences (T, B), zero over its first season, and their mean
-        absolute value per window (B,), at least 1e-4: the scale of the seasonal naive
-        forecast's error on this window, the unit of a MASE."""
-        d = torch.zeros_like(z)
-        d[self.period:] = z[self.period:] - z[:-self.period]
-        return d, d[self.period:].abs().mean(0).clamp_min(1e-4)
-
     def step_inputs(self, z: Tensor, season: Tensor) -> Tensor:
         parts = [z.unsqueeze(-1)]
-        if self.cfg.scaled:
-            d, scale = self.window_scale(z)
-            parts.append((d / scale).unsqueeze(-1))
         if self.cfg.season_input == "onehot":
             parts.append(nn.functional.one_hot(season, self.period).to(z.dtype))
         elif self.cfg.season_input == "embedding":
@@ -181,17 +159,13 @@ class GlobalForecaster(nn.Module):
         out, state = self.rnn(inputs, state)
         if self.cfg.decoder == "direct":
             pred = self.head(out[-1])
-            scale = self.window_scale(z)[1].unsqueeze(-1) if self.cfg.scaled else None
             if self.cfg.highway:
                 need = self.cfg.highway + (self.period if self.cfg.base == "snaive" else 0)
                 if z.size(0) < need:
                     raise ValueError(f"the highway reads the last {self.cfg.highway} inputs"
                                      f"{' and their seasonal differences' if need > self.cfg.highway else ''}; "
                                      f"needs a window of {need}, got {z.size(0)}")
-                pred = pred + (self.highway(self.highway_inputs(z)) if scale is None
-                               else self.highway(self.highway_inputs(z) / scale))
-            if scale is not None:  # in units of the window's seasonal naive error
-                pred = pred * scale
+                pred = pred + self.highway(self.highway_inputs(z))
             pred = pred.view(z.size(1), self.horizon, len(self.quantiles))
             if self.cfg.base == "snaive":  # the last season, repeated over the horizon
                 if z.size(0) < self.period:

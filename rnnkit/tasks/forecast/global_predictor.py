@@ -31,6 +31,9 @@ from rnnkit.train.trainer import pick_device
 logger = logging.getLogger(__name__)
 
 SPLITS = ("valid", "test")
+# every benchmark but AutoARIMA, which takes about half an hour on the 414 hourly series with two
+# processes (``benchmarks=["all"]`` adds it)
+DEFAULT_BENCHMARKS = ("naive", "snaive", "naive2", "ses", "holt", "damped", "theta", "comb", "auto_ets")
 
 
 def is_global_run(run: str | Path) -> bool:
@@ -114,6 +117,8 @@ class GlobalForecastPredictor:
         """Score the model and the M4 benchmarks on the same series: ``split`` "valid" (the
         held-out last points of the training file) or "test" (the training file's series,
         forecast from their ends, against ``test``, an M4-format file of their true futures).
+        ``benchmarks``: names from :data:`~rnnkit.tasks.forecast.m4_scores.BENCHMARKS` (default
+        :data:`DEFAULT_BENCHMARKS`; "all" for every one).
         Returns {"table": {name: {"smape", "mase", "owa", ...}}, "per_series": {...}} and, with
         ``out`` (a folder), writes ``<split>-scores.csv``, ``<split>-scores.json`` and the
         plots there."""
@@ -136,7 +141,12 @@ class GlobalForecastPredictor:
             bank = SeriesBank(list(data.series), d.holdout, d.window, d.horizon, d.period, d.log)
             origins, truth, histories = validation_truth(bank, list(data.series))
             fc = self.forecast(data, origins)
-        names = list(BENCHMARKS if benchmarks is None else benchmarks)
+        names = list(DEFAULT_BENCHMARKS if benchmarks is None else benchmarks)
+        if "all" in names:
+            names = [n for n in names if n != "all"] + [n for n in BENCHMARKS if n not in names]
+        unknown = [n for n in names if n not in BENCHMARKS]
+        if unknown:
+            raise DataError(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}, or all")
         if "naive2" not in names:
             names.insert(0, "naive2")  # OWA is relative to it
         bench = self._benchmarks(split, train, histories, names, workers)

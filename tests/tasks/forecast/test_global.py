@@ -120,11 +120,11 @@ def test_quantiles_must_hold_the_median():
 
 # ------------------------------------------------------------------- the seasonal naive base
 @pytest.mark.parametrize("decoder, extra", [("direct", {}), ("rollout", {}),
-                                            ("direct", {"highway": 12, "scaled": True})])
+                                            ("direct", {"highway": 12, "rnn_window": 10})])
 def test_a_silent_network_forecasts_the_seasonal_naive(decoder, extra):
     """With the head's weights and bias at zero the network adds nothing to its base: the
     forecast is exactly the seasonal naive one (the last season repeated), for both decoders
-    (and with the highway, which starts at zero, and the scaled correction)."""
+    (and with the highway, which starts at zero)."""
     series = seasonal_series(5, 6)
     cfg = GlobalModelConfig(hidden_size=8, num_layers=1, decoder=decoder, **extra)
     model = GlobalForecaster(cfg, horizon=15, period=6)
@@ -173,26 +173,6 @@ def test_highway_is_a_linear_map_of_the_window_beside_the_network():
     torch.testing.assert_close(model.highway_inputs(periodic), torch.zeros(3, 10))
     with pytest.raises(ValueError, match="highway"):
         GlobalForecaster(GlobalModelConfig(decoder="rollout", highway=10), horizon=4, period=5)
-
-
-def test_scaled_correction_is_in_units_of_the_window_seasonal_error():
-    """scaled: the correction is s * (head + highway(d / s)), s = mean |z_t - z_(t-m)| over the
-    window; checked against that sum computed by hand."""
-    torch.manual_seed(1)
-    model = GlobalForecaster(GlobalModelConfig(hidden_size=5, num_layers=1, highway=6, scaled=True), horizon=4,
-                             period=3)
-    torch.nn.init.normal_(model.highway.weight)
-    z, season = torch.randn(10, 2), torch.randint(0, 3, (10, 2))
-    d = z[3:] - z[:-3]
-    s = d.abs().mean(0)
-    inputs = torch.cat([z.unsqueeze(-1), torch.cat([torch.zeros(3, 2), d / s], 0).unsqueeze(-1),
-                        torch.nn.functional.one_hot(season, 3).float()], -1)
-    out, _ = model.rnn(inputs)
-    corr = s[:, None] * (model.head(out[-1]) + model.highway(d[-6:].T / s[:, None]))
-    base = z[-3:].T.repeat(1, 2)[:, :4, None]
-    torch.testing.assert_close(model(z, season)[0], corr.view(2, 4, 3) + base)
-    with pytest.raises(ValueError, match="scaled"):
-        GlobalForecaster(GlobalModelConfig(decoder="rollout", scaled=True), horizon=4, period=3)
 
 
 def test_rnn_window_limits_what_the_network_reads():
