@@ -21,7 +21,7 @@ from rnnkit.tasks.forecast.series import (
 )
 from rnnkit.tasks.forecast.transform import SeriesTransform
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "timeseries"
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "timeseries"
 
 
 def write(tmp_path, text, name="s.csv"):

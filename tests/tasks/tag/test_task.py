@@ -19,7 +19,7 @@ from rnnkit.tasks.tag.task import (
 from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu
 from tests.conftest import fit_task
 
-EWT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ud_english_ewt"
+EWT = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "ud_english_ewt"
 
 TAGS = {"a": "A", "b": "B", "c": "C", "d": "D", "the": "DET"}
 

@@ -14,7 +14,7 @@ from rnnkit.tasks.tag.treebank import (
     write_tsv,
 )
 
-EWT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ud_english_ewt"
+EWT = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "ud_english_ewt"
 
 SAMPLE = """# sent_id = s1
 # text = I'm here.

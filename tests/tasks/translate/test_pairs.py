@@ -13,7 +13,7 @@ from rnnkit.tasks.translate.pairs import (
     tokenizer_from_dict,
 )
 
-SPA_ENG = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "spa_eng" / "spa.txt.gz"
+SPA_ENG = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "spa_eng" / "spa.txt.gz"
 
 
 def write(tmp_path, text, name="pairs.tsv"):
