@@ -30,7 +30,8 @@ RESUMABLE = False  # single-series runs; --resume is added below, for --m4 runs
 NOT_RESUMABLE = ("forecast runs on one series are not resumable: a run trains its small models one after another "
                  "in a few minutes, then selects, refits and compares them with the baselines, and writes its "
                  "results only at the end; start it again with a new --run (global --m4 runs do resume)")
-GLOBAL_DEFAULTS = "hidden-size 64, num-layers 2, epochs 30, lr 0.003, clip 1, schedule cosine, batch-size 256"
+GLOBAL_DEFAULTS = ("window seven seasons (at least twice the horizon), log on, hidden-size 64, num-layers 2, "
+                   "batch-size 256, epochs 30, lr 0.003, clip 1, schedule cosine")
 
 
 def _names(configs) -> set[str]:
