@@ -131,6 +131,9 @@ class GlobalForecastPredictor:
         train = train or d.m4
         data = read_m4(train)
         self._check_same_series(train, data)
+        if split == "valid" and test is not None:
+            raise DataError("--split valid scores the held-out last points of the training file; --m4-test goes "
+                            "with --split test")
         if split == "test":
             if test is None:
                 raise DataError("--split test needs the true futures: --m4-test TEST.csv[.gz]")

@@ -255,6 +255,10 @@ def test_cli_round_trip_train_forecast_evaluate(tmp_path, capsys):
                                                               for t, s in zip(future, train)]))
     assert table["naive2"]["owa"] == pytest.approx(1.0)
     assert "rnnkit" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--split", "valid", "--m4-test", str(test_file)]) == 2
+    assert "--m4-test goes with --split test" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--benchmarks", "snaive"]) == 2  # the test split needs the truth
+    assert "--m4-test" in capsys.readouterr().err
 
 
 def test_resume_continues_a_stopped_run(tmp_path):
