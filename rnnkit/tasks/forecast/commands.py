@@ -185,7 +185,7 @@ def _forecast(args: argparse.Namespace) -> int:
         return _forecast_many(args, run)
     given = [flag for flag, name in (("--m4", "m4"), ("--out", "out"), ("--intervals", "intervals"))
              if getattr(args, name, None)]
-    if given:
+    if given and (run / "config.json").is_file():  # else loading says what is wrong with the folder
         raise ConfigError(f"{', '.join(given)}: options of global (--m4) runs; {run} is a single-series forecast run")
 
     plot = None
