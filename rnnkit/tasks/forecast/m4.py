@@ -212,7 +212,7 @@ def write_m4_forecasts(path: str | Path, ids: Sequence[str], forecasts: np.ndarr
     finally:
         if tmp.exists():
             tmp.unlink()
-    logger.info(f"wrote {len(ids)} forecasts of {values.shape[1]} steps to {path}")
+    logger.debug(f"wrote {len(ids)} forecasts of {values.shape[1]} steps to {path}")
 
 
 def read_m4_forecasts(path: str | Path) -> tuple[list[str], np.ndarray]:
