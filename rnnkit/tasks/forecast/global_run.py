@@ -190,8 +190,14 @@ def summary_scores(scores: dict, naive2: dict, owa) -> dict[str, float]:
 def read_training_series(cfg: GlobalDataConfig):
     from rnnkit.tasks.forecast.m4 import read_m4
 
-    data = read_m4(cfg.m4, min_length=cfg.window + cfg.horizon + cfg.holdout)
-    return data
+    need = cfg.window + cfg.horizon + cfg.holdout
+    try:
+        return read_m4(cfg.m4, min_length=need)
+    except DataError as exc:
+        if f"at least {need}" not in str(exc):
+            raise
+        raise DataError(f"{exc} (a window of {cfg.window}, a horizon of {cfg.horizon} and {cfg.holdout} held-out "
+                        f"points; a smaller --window or --holdout fits shorter series)") from None
 
 
 def train_global(data_cfg: GlobalDataConfig, model_cfg: GlobalModelConfig, train_cfg: TrainConfig,

@@ -291,6 +291,14 @@ def test_global_flags_without_m4_are_refused(tmp_path, capsys):
     assert "--decoder: a setting of the global model" in capsys.readouterr().err
 
 
+def test_a_series_too_short_for_the_window_is_named_with_the_reason(tmp_path, capsys):
+    train_file, _, _, _ = _tiny(tmp_path)
+    assert main(["train", "forecast", "--m4", str(train_file), "--horizon", "8", "--period", "6", "--window", "300",
+                 "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "series 'S0': 150 values; expected at least 316 (a window of 300, a horizon of 8 and 8 held-out" in err
+
+
 def test_horizon_and_period_are_required(tmp_path, capsys):
     train_file, _, _, _ = _tiny(tmp_path)
     assert main(["train", "forecast", "--m4", str(train_file), "--period", "6", "--run", str(tmp_path / "r")]) != 0
