@@ -30,6 +30,63 @@ def autocast_enabled(device_type: str) -> bool:
         return False
 
 
+SECOND_ORDER = ("rnnkit's hand-derived BPTT backward (backend 'bptt', 'fused' and 'auto') is first-order only, so "
+                "this second derivative (create_graph=True: a gradient penalty, a Hessian, gradgradcheck) cannot go "
+                "through it; build the layer with backend='reference', whose per-step graph autograd differentiates "
+                "twice")
+
+
+def first_order_only(backward):
+    """Decorate an autograd Function's ``backward``: run it without building a graph and, when
+    it runs under ``create_graph=True`` for inputs that need gradients, give its results a
+    node that raises :data:`SECOND_ORDER` if anything differentiates through them.
+
+    ``torch.autograd.function.once_differentiable`` does this only when the incoming
+    gradients require grad; a gradient penalty's incoming gradient often does not (the loss is
+    linear in the output), and its dependence on the weights through the saved tensors was
+    then dropped without a word.  Here the test is whether the forward's inputs (weights
+    included) need gradients."""
+    from torch._C import _functions
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        if not torch.is_grad_enabled() or not any(ctx.needs_input_grad):
+            return outputs
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        err = _functions.DelayedError(SECOND_ORDER.encode(), len(outputs))
+        # A zero that depends on every forward input needing a gradient: the error node then
+        # lies on the path from the results to each of those inputs, so that differentiating
+        # with respect to any of them (torch.autograd.grad included, which skips nodes off its
+        # paths) reaches it and raises.
+        anchor = sum((t.reshape(-1)[:1] * 0).sum() for t in getattr(ctx, "grad_inputs", ()))
+
+        def marked(t):
+            if t is None:
+                return None
+            t = t.detach()
+            if isinstance(anchor, torch.Tensor):
+                return t + anchor.to(t.dtype)
+            return t.requires_grad_(True)
+
+        return err(*[marked(t) for t in outputs])
+
+    return wrapper
+
+
+def remember_grad_inputs(forward):
+    """Decorate an autograd Function's ``forward``: keep the tensor inputs that need gradients
+    on ``ctx.grad_inputs`` (references, no copies), for :func:`first_order_only`."""
+
+    @functools.wraps(forward)
+    def wrapper(ctx, *args, **kwargs):
+        ctx.grad_inputs = tuple(a for a in args if isinstance(a, torch.Tensor) and a.requires_grad)
+        return forward(ctx, *args, **kwargs)
+
+    return wrapper
+
+
 def without_autocast(fn):
     """Run a Function's forward/backward with autocast off: the explicit BPTT keeps the state
     and every accumulation in the dtype of its inputs (backward may be called from inside an

@@ -26,10 +26,10 @@ weight gradients follow as single matrix products over all steps.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import (
     Steps,
+    first_order_only,
     fused_bias,
     hidden_weight_grad,
     inference_chunks,
@@ -40,6 +40,7 @@ from rnnkit.engine.bptt.common import (
     layer_output,
     or_empty,
     recurrent_weight,
+    remember_grad_inputs,
     state_buffer,
     without_autocast,
 )
@@ -59,6 +60,7 @@ class GRUFunction(torch.autograd.Function):
 
     @staticmethod
     @without_autocast
+    @remember_grad_inputs
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 3
@@ -84,7 +86,7 @@ class GRUFunction(torch.autograd.Function):
         return out, h_n
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     @without_autocast
     def backward(ctx, d_out, d_hn):
         x, w_ih, w_hh, gates, u_n, states = ctx.saved_tensors

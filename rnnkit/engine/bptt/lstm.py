@@ -30,10 +30,10 @@ input gradients then follow as single matrix products over all steps.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import (
     Steps,
+    first_order_only,
     fused_bias,
     hidden_weight_grad,
     inference_chunks,
@@ -45,6 +45,7 @@ from rnnkit.engine.bptt.common import (
     layer_output,
     or_empty,
     recurrent_weight,
+    remember_grad_inputs,
     state_buffer,
     without_autocast,
 )
@@ -65,6 +66,7 @@ class LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     @without_autocast
+    @remember_grad_inputs
     def forward(ctx, x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels=None):
         T, B, _ = x.shape
         H = w_hh.shape[0] // 4
@@ -95,7 +97,7 @@ class LSTMFunction(torch.autograd.Function):
         return out, h_n, c_n
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     @without_autocast
     def backward(ctx, d_out, d_hn, d_cn):
         x, c0, w_ih, w_hh, w_hr, gates, g, cells, states, ms = ctx.saved_tensors

@@ -27,10 +27,10 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnkit.engine.bptt.common import (
     Steps,
+    first_order_only,
     hidden_weight_grad,
     inference_chunks,
     inference_finish,
@@ -38,6 +38,7 @@ from rnnkit.engine.bptt.common import (
     input_grads,
     input_projection,
     layer_output,
+    remember_grad_inputs,
     state_buffer,
     without_autocast,
 )
@@ -77,6 +78,7 @@ class RNNFunction(torch.autograd.Function):
 
     @staticmethod
     @without_autocast
+    @remember_grad_inputs
     def forward(ctx, x, h0, w_ih, w_hh, b, lengths, nonlinearity):
         T, B, _ = x.shape
         steps = Steps.build(T, lengths, x.device)
@@ -93,7 +95,7 @@ class RNNFunction(torch.autograd.Function):
         return out, h_n
 
     @staticmethod
-    @once_differentiable
+    @first_order_only
     @without_autocast
     def backward(ctx, d_out, d_hn):
         x, w_ih, w_hh, states = ctx.saved_tensors
