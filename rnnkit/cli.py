@@ -151,7 +151,7 @@ def _train_parser(tasks, task):
     parser = tasks.add_parser(task.NAME, help=task.HELP, description=task.DESCRIPTION)
     parser.add_argument("--config", help="TOML or YAML file with [data], [model] and [train] tables")
     parser.add_argument("--run", help=f"run folder (default: runs/{task.NAME}-<time>)")
-    if task.RESUMABLE:
+    if task.RESUMABLE or hasattr(task, "check_resumable"):  # all its runs, or those check_resumable allows
         parser.add_argument("--resume", action="store_true",
                             help="continue the run in --run from its last checkpoint, with the run's own settings "
                             "(config.json); only --epochs, --max-steps and logging flags may change")

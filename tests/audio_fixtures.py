@@ -10,7 +10,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-FSDD_TAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd" / "recordings.tar.gz"
+from tests.files import SHARED_DATA
+
+FSDD_TAR = SHARED_DATA / "fsdd" / "recordings.tar.gz"
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 8000, width: int = 2, channels: int = 1) -> Path:

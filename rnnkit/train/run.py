@@ -58,6 +58,11 @@ def resume_changes(record: dict, configs: tuple) -> list[tuple[str, str, Any, An
     return changes
 
 
+def changed_settings(record: dict, configs: tuple) -> dict[str, list]:
+    """:func:`resume_changes` as ``{"section.name": [in the run, given]}``."""
+    return {f"{sec}.{name}": [was, given] for sec, name, was, given in resume_changes(record, configs)}
+
+
 def check_resume(record: dict, configs: tuple, override: bool = False) -> None:
     """Refuse a resume that would change a setting other than :data:`RESUME_SAFE` (and, with
     ``override``, :data:`RESUME_OVERRIDE`)."""
@@ -95,6 +100,22 @@ def open_run(run_dir: str | Path, resume: bool, data_cfg, model_cfg, train_cfg: 
     return run_dir
 
 
+def write_run_config(run_dir: Path, configs: tuple, **extra: Any) -> dict:
+    """Write a new run's ``config.json``: ``extra`` keys (e.g. "task") and the three config
+    sections; returns the record."""
+    record = {**extra, **dict(zip(SECTIONS, map(asdict, configs)))}
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def log_resume(run_dir: Path, changed: dict, **extra: Any) -> None:
+    """Append a resume's line to ``resumes.jsonl``: its time, ``extra`` (e.g. the step) and
+    the settings it changed, ``{"section.name": [was, given]}``."""
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra, "changed": changed}
+    with open(run_dir / "resumes.jsonl", "a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
 def build_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig, run_dir: Path,
                   resume: bool) -> Trainer:
     """A Trainer for ``task`` in ``run_dir``, holding the folder's lock (:mod:`rnnkit.train.run_lock`)
@@ -106,7 +127,7 @@ def build_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig,
     folder = run_lock.acquire(run_dir) if distributed.is_main() else None  # held since open_run: no wait
     try:
         if distributed.is_main() and not resume:
-            (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            write_run_config(run_dir, configs)
         trainer = Trainer(model, task, train_cfg, run_dir, record)
     except BaseException:
         if folder is not None:
@@ -120,8 +141,7 @@ def build_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig,
         fused_cpu_available()  # build the CPU kernels (once per machine) before the clock starts
     if resume:
         logger.info(f"resuming from {trainer.resume()} (step {trainer.step})")
-        changed = {f"{sec}.{name}": [was, given] for sec, name, was, given
-                   in resume_changes(read_record(run_dir), configs)}
+        changed = changed_settings(read_record(run_dir), configs)
         for group in trainer.optimizer.param_groups:  # the checkpoint's optimizer state has the old ones
             if "train.lr" in changed:
                 group["lr"] = train_cfg.lr
@@ -133,9 +153,7 @@ def build_trainer(model, task: Any, data_cfg, model_cfg, train_cfg: TrainConfig,
             logger.info("changed on resume: " + ", ".join(f"{k} {was!r} -> {given!r}"
                                                            for k, (was, given) in changed.items()))
         if distributed.is_main():
-            entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": trainer.step, "changed": changed}
-            with open(run_dir / "resumes.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps(entry) + "\n")
+            log_resume(run_dir, changed, step=trainer.step)
     return trainer
 
 

@@ -26,7 +26,7 @@ DESCRIPTION = ("Train a forecaster on a CSV series (or a statsmodels series) and
                "Settings: defaults < --config file < flags.")
 CONFIGS = (ForecastDataConfig, ForecastModelConfig, ForecastTrainConfig)
 GLOBAL_CONFIGS = (GlobalDataConfig, GlobalModelConfig, GlobalTrainConfig)
-RESUMABLE = False  # single-series runs; --resume is added below, for --m4 runs
+RESUMABLE = False  # single-series runs; --resume continues --m4 runs (check_resumable)
 NOT_RESUMABLE = ("forecast runs on one series are not resumable: a run trains its small models one after another "
                  "in a few minutes, then selects, refits and compares them with the baselines, and writes its "
                  "results only at the end; start it again with a new --run (global --m4 runs do resume)")
@@ -41,12 +41,6 @@ def _names(configs) -> set[str]:
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     from rnnkit.settings import add_dataclass_flags
 
-    parser.add_argument("--resume", action="store_true",
-                        help="with --m4: continue the run in --run from its last checkpoint, with the run's own "
-                        "settings (single-series runs are not resumable)")
-    parser.add_argument("--override", action="store_true",
-                        help="with --resume: also allow changing --lr, --clip, --weight-decay, --early-stop, "
-                        "--plateau-patience, --device and --bf16")
     shared = _names(CONFIGS)
     for cls, title in zip(GLOBAL_CONFIGS, ("many series (--m4) data", "many series (--m4) model",
                                            "many series (--m4) training")):

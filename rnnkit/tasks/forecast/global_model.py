@@ -225,15 +225,16 @@ class SeriesBank:
     ``values`` (N, L) float64, NaN after each series' end; ``lengths`` (N,);
     ``fit_ends`` (N,): targets of training windows must end at or before it (the length
     minus the held-out part).  Windows are (series, origin) pairs; the origin is the index
-    of the first forecast step.
+    of the first forecast step.  ``held_out=None``: a bank to forecast from, not to train on
+    (no training windows are checked for; forecasts read the last ``window`` points).
     """
 
-    def __init__(self, series: list[np.ndarray], held_out: int, window: int, horizon: int, period: int,
+    def __init__(self, series: list[np.ndarray], held_out: Optional[int], window: int, horizon: int, period: int,
                  log: bool = True, weighting: str = "equal") -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         if not series:
-            raise DataError("no series to train on")
+            raise DataError("no series: expected at least one, got none")
         self.window, self.horizon, self.period, self.log = int(window), int(horizon), max(int(period), 1), log
         self.lengths = np.array([len(s) for s in series], dtype=np.int64)
         self.values = np.full((len(series), int(self.lengths.max())), np.nan)
@@ -243,8 +244,10 @@ class SeriesBank:
             i = int(np.nanargmin(np.nanmin(self.values, axis=1)))
             raise DataError(f"log normalization needs positive values; series {i} has "
                             f"{np.nanmin(self.values[i]):g} (train without --log)")
-        self.fit_ends = self.lengths - int(held_out)
+        self.fit_ends = self.lengths - int(held_out or 0)
         self.weighting = weighting
+        if held_out is None:
+            return
         short = np.flatnonzero(self.fit_ends - self.window - self.horizon < 0)
         if len(short):
             i = int(short[0])

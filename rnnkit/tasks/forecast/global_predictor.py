@@ -99,12 +99,7 @@ class GlobalForecastPredictor:
         if bad:
             raise DataError(f"series {ids[bad[0]]} has {'non-positive or ' if d.log else ''}non-finite values; the "
                             f"model {'takes logs of ' if d.log else 'reads '}its windows")
-        bank = SeriesBank.__new__(SeriesBank)  # the windows only: no held-out part to check
-        bank.window, bank.horizon, bank.period, bank.log = d.window, d.horizon, d.period, d.log
-        bank.lengths = np.array([len(s) for s in arrays], dtype=np.int64)
-        bank.values = np.full((len(arrays), int(bank.lengths.max())), np.nan)
-        for i, s in enumerate(arrays):
-            bank.values[i, :len(s)] = s
+        bank = SeriesBank(arrays, None, d.window, d.horizon, d.period, d.log)
         ends = bank.lengths if origins is None else np.asarray(origins, dtype=np.int64)
         q = forecast_windows(self.models, bank, np.arange(len(arrays)), ends)
         return {"ids": ids, "forecast": q[..., self.models[0].median], "lower": q[..., 0], "upper": q[..., -1],
@@ -130,7 +125,8 @@ class GlobalForecastPredictor:
         d = self.data
         train = train or d.m4
         data = read_m4(train)
-        self._check_same_series(train, data)
+        digest = file_digest(train)
+        self._check_same_series(train, data, digest)
         if split == "valid" and test is not None:
             raise DataError("--split valid scores the held-out last points of the training file; --m4-test goes "
                             "with --split test")
@@ -152,7 +148,7 @@ class GlobalForecastPredictor:
             raise DataError(f"unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}, or all")
         if "naive2" not in names:
             names.insert(0, "naive2")  # OWA is relative to it
-        bench = self._benchmarks(split, train, histories, names, workers)
+        bench = self._benchmarks(split, digest, histories, names, workers)
         rows = {"rnnkit": score(truth, fc["forecast"], histories, d.period, lower=fc["lower"], upper=fc["upper"])}
         rows.update({name: score(truth, bench[name], histories, d.period) for name in names})
         n2 = rows["naive2"]
@@ -175,7 +171,7 @@ class GlobalForecastPredictor:
                     logger.warning(f"no plots: {exc}")
         return result
 
-    def _check_same_series(self, train, data) -> None:
+    def _check_same_series(self, train, data, digest: str) -> None:
         known_file = self.run / "data.json"
         if not known_file.is_file():
             return
@@ -183,15 +179,15 @@ class GlobalForecastPredictor:
         if known.get("ids") != list(data.ids):
             raise DataError(f"{train} does not hold the series this run was trained on (the ids differ from the "
                             f"run's data.json)")
-        if known.get("sha256") != file_digest(train):
+        if known.get("sha256") != digest:
             logger.warning(f"{train} is not byte for byte the file the run was trained on (same ids); scoring it")
 
-    def _benchmarks(self, split: str, train, histories, names: list[str], workers: int) -> dict:
-        """The benchmarks' forecasts, cached in the run folder by the training file's digest."""
+    def _benchmarks(self, split: str, digest: str, histories, names: list[str], workers: int) -> dict:
+        """The benchmarks' forecasts, cached in the run folder by the training file's ``digest``."""
         from rnnkit.tasks.forecast.m4_scores import run_benchmarks
 
         d = self.data
-        key = f"{split}-{file_digest(train)[:16]}-h{d.horizon}-m{d.period}-o{d.holdout if split == 'valid' else 0}"
+        key = f"{split}-{digest[:16]}-h{d.horizon}-m{d.period}-o{d.holdout if split == 'valid' else 0}"
         cache = self.run / "benchmarks" / f"{key}.npz"
         have = {}
         if cache.is_file():

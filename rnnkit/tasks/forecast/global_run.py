@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -41,7 +41,7 @@ from rnnkit.tasks.forecast.global_model import (
 from rnnkit.train import distributed, load_weights, run_lock
 from rnnkit.train.config import TrainConfig
 from rnnkit.train.distributed import check_global_batch, shard_slice
-from rnnkit.train.run import check_resume, read_record, resume_changes
+from rnnkit.train.run import changed_settings, check_resume, log_resume, read_record, write_run_config
 from rnnkit.train.trainer import Trainer, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -161,16 +161,22 @@ class GlobalForecastTask:
     def evaluate(self, model: GlobalForecaster, split: str) -> dict[str, float]:
         """Validation: sMAPE, MASE, OWA (against Naive2 on the same points) and, with an
         interval, MSIS and coverage of the held-out part."""
+        was_training = model.training
+        scores = self.scores_of(self.forecast([model]), model.median)
+        model.train(was_training)
+        return scores
+
+    def scores_of(self, q: np.ndarray, median: int) -> dict[str, float]:
+        """The validation scores of quantile forecasts q (N, H, Q): sMAPE, MASE and OWA of the
+        median, MSIS and coverage of the outermost pair (when there is one)."""
         from rnnkit.tasks.forecast.m4_scores import owa
 
-        was_training = model.training
-        q = self.forecast([model])
-        model.train(was_training)
-        return summary_scores(self.score(q[..., model.median], q[..., 0], q[..., -1]) if len(model.quantiles) > 1
-                              else self.score(q[..., model.median]), self._naive2_scores, owa)
+        lower, upper = (q[..., 0], q[..., -1]) if q.shape[-1] > 1 else (None, None)
+        return summary_scores(self.score(q[..., median], lower, upper), self._naive2_scores, owa)
 
     def meta(self) -> dict:
-        model = self.build_model()
+        with torch.device("meta"):  # the sizes only: no memory, no initialization
+            model = self.build_model()
         return {"task": "forecast", "kind": "global", "model": asdict(self.model_cfg),
                 "input_size": model.rnn.input_size, "outputs": model.head.out_features,
                 "horizon": self.cfg.horizon, "period": self.cfg.period, "window": self.cfg.window,
@@ -223,7 +229,8 @@ def _train_global(cfg: GlobalDataConfig, given: GlobalDataConfig, model_cfg: Glo
     if resume:
         if not (run_dir / "config.json").is_file():
             raise RnnkitError(f"{run_dir}: no run to resume (config.json is missing)")
-        check_resume(read_record(run_dir), configs, override)
+        previous = read_record(run_dir)
+        check_resume(previous, configs, override)
     elif (run_dir / "config.json").exists() or (run_dir / RECORD).exists():
         raise RnnkitError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run")
     data = read_training_series(cfg)
@@ -231,7 +238,7 @@ def _train_global(cfg: GlobalDataConfig, given: GlobalDataConfig, model_cfg: Glo
     main = distributed.is_main()
     if main and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_run_config(run_dir, configs, task="forecast")
         (run_dir / "data.json").write_text(json.dumps({"m4": str(cfg.m4), "sha256": digest, "ids": data.ids},
                                                       indent=1) + "\n", encoding="utf-8")
     elif resume:
@@ -239,10 +246,8 @@ def _train_global(cfg: GlobalDataConfig, given: GlobalDataConfig, model_cfg: Glo
         if known["sha256"] != digest:
             raise DataError(f"{cfg.m4} is not the file this run was trained on (its sha256 differs from the "
                             f"run's data.json); resume with the same file")
-        changed = {f"{sec}.{name}": [was, now] for sec, name, was, now in resume_changes(read_record(run_dir), configs)}
         if main:
-            with open(run_dir / "resumes.jsonl", "a", encoding="utf-8") as log:
-                log.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": changed}) + "\n")
+            log_resume(run_dir, changed_settings(previous, configs))
     n_points = sum(len(s) for s in data.series)
     logger.info(f"data: {cfg.m4}: {len(data)} series, {n_points:,} points; horizon {cfg.horizon}, period "
                 f"{cfg.period}, window {cfg.window}, last {cfg.holdout} points of each series held out; model "
@@ -255,7 +260,7 @@ def _train_global(cfg: GlobalDataConfig, given: GlobalDataConfig, model_cfg: Glo
         task.seed = seed = train_cfg.seed + i
         seed_everything(seed, train_cfg.deterministic)
         model = task.build_model()
-        trainer = Trainer(model, task, type(train_cfg)(**{**asdict(train_cfg), "seed": seed}), member_dir, record)
+        trainer = Trainer(model, task, replace(train_cfg, seed=seed), member_dir, record)
         if resume and (member_dir / "checkpoints" / "last").exists():  # a finished member returns at once
             logger.info(f"member {i}: resuming from {trainer.resume()} (step {trainer.step})")
         elif cfg.ensemble > 1:
@@ -275,11 +280,7 @@ def _train_global(cfg: GlobalDataConfig, given: GlobalDataConfig, model_cfg: Glo
                     + ", ".join(f"{k} {v:.4f}" for k, v in scores[-1].items()))
     if not main:
         return {"status": "finished"}
-    from rnnkit.tasks.forecast.m4_scores import owa
-
-    q = task.forecast(members)
-    ens = summary_scores(task.score(q[..., members[0].median], q[..., 0], q[..., -1]) if q.shape[-1] > 1
-                         else task.score(q[..., members[0].median]), task._naive2_scores, owa)
+    ens = task.scores_of(task.forecast(members), members[0].median)
     elapsed = time.perf_counter() - started
     result = {"task": "forecast", "kind": "global", "members": [f"members/{i}" for i in range(cfg.ensemble)],
               "member_valid": scores, "valid": ens,

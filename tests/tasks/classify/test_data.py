@@ -19,8 +19,9 @@ from rnnkit.tasks.classify.data import (
     tokenize,
 )
 from rnnkit.tasks.classify.run import check_labels
+from tests.files import SHARED_DATA
 
-SST2 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "sst2"
+SST2 = SHARED_DATA / "sst2"
 
 
 def write(path: Path, text: str) -> Path:

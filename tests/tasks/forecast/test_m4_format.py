@@ -2,27 +2,21 @@
 submission format written and read back, and the errors that name file, line and column."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rnnkit.errors import DataError
 from rnnkit.tasks.forecast.m4 import M4Set, read_m4, read_m4_forecasts, read_m4_test, write_m4_forecasts
+from tests.files import SHARED_DATA, write_text
 
-M4 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "m4"
+M4 = SHARED_DATA / "m4"
 
 HEADER = '"V1","V2","V3","V4","V5"\n'
 
 
 def write(tmp_path, text, name="s.csv"):
-    path = tmp_path / name
-    if name.endswith(".gz"):
-        with gzip.open(path, "wt", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_text(tmp_path / name, text)
 
 
 TRAIN = HEADER + '"H1","1","2","3","4"\n"H2","5.5","6",""\n"H3","7","","",""\n'

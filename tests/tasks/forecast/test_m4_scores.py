@@ -4,7 +4,6 @@ the ETS fits built on it, the benchmarks, and the published M4 Hourly figures.""
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ import pytest
 from rnnkit.errors import DataError
 from rnnkit.tasks.forecast import m4_scores as S
 from rnnkit.tasks.forecast.m4 import read_m4, read_m4_test
+from tests.files import SHARED_DATA
 
-M4 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "m4"
+M4 = SHARED_DATA / "m4"
 
 
 # ---- measures ----------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """CSV series loading, bad-input errors, splits, scaling and windows without leakage."""
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from rnnkit.tasks.forecast.series import (
     write_series_csv,
 )
 from rnnkit.tasks.forecast.transform import SeriesTransform
+from tests.files import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "timeseries"
+SHARED = SHARED_DATA / "timeseries"
 
 
 def write(tmp_path, text, name="s.csv"):

@@ -18,8 +18,9 @@ from rnnkit.tasks.tag.task import (
 )
 from rnnkit.tasks.tag.treebank import TaggedSentence, find_treebank, read_conllu
 from tests.conftest import fit_task
+from tests.files import SHARED_DATA
 
-EWT = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "ud_english_ewt"
+EWT = SHARED_DATA / "ud_english_ewt"
 
 TAGS = {"a": "A", "b": "B", "c": "C", "d": "D", "the": "DET"}
 

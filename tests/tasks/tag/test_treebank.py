@@ -1,6 +1,4 @@
-import gzip
 import io
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,9 @@ from rnnkit.tasks.tag.treebank import (
     write_conllu,
     write_tsv,
 )
+from tests.files import SHARED_DATA, write_text
 
-EWT = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "ud_english_ewt"
+EWT = SHARED_DATA / "ud_english_ewt"
 
 SAMPLE = """# sent_id = s1
 # text = I'm here.
@@ -32,13 +31,7 @@ SAMPLE = """# sent_id = s1
 
 
 def write(tmp_path, text, name="t.conllu"):
-    path = tmp_path / name
-    if name.endswith(".gz"):
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_text(tmp_path / name, text)
 
 
 @pytest.mark.parametrize("name", ["t.conllu", "t.conllu.gz"])

@@ -1,5 +1,3 @@
-import gzip
-from pathlib import Path
 
 import pytest
 
@@ -12,18 +10,13 @@ from rnnkit.tasks.translate.pairs import (
     read_pairs,
     tokenizer_from_dict,
 )
+from tests.files import SHARED_DATA, write_text
 
-SPA_ENG = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "spa_eng" / "spa.txt.gz"
+SPA_ENG = SHARED_DATA / "spa_eng" / "spa.txt.gz"
 
 
 def write(tmp_path, text, name="pairs.tsv"):
-    path = tmp_path / name
-    if name.endswith(".gz"):
-        with gzip.open(path, "wt", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    return path
+    return write_text(tmp_path / name, text)
 
 
 @pytest.mark.parametrize("name", ["pairs.tsv", "pairs.tsv.gz"])
