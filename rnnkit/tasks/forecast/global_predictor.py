@@ -253,17 +253,6 @@ def format_table(table: dict, split: str) -> str:
     return "\n".join(lines)
 
 
-def per_series_owa(per_series: dict, name: str) -> np.ndarray:
-    """Each series' OWA, its sMAPE and MASE relative to Naive2's on the same series (a
-    series on which Naive2 is exact in a measure leaves that ratio out)."""
-    n2 = per_series["naive2"]
-    s, m = per_series[name]["smape"], per_series[name]["mase"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rs = np.where(n2["smape"] > 0, s / n2["smape"], np.nan)
-        rm = np.where(n2["mase"] > 0, m / n2["mase"], np.nan)
-    return np.nanmean(np.stack([rs, rm]), axis=0)
-
-
 def plot_forecast_page(path: Path, ids, histories, truth, fc: dict, period: int, count: int = 6, seed: int = 0,
                        title: str = "") -> Path:
     """A page of ``count`` series picked at random (fixed seed): the last weeks of history,
@@ -304,7 +293,11 @@ def plot_owa_against(path: Path, per_series: dict, other: str, title: str = "") 
     from rnnkit.plotting import pyplot
 
     plt = pyplot("forecast")
-    x, y = per_series_owa(per_series, other), per_series_owa(per_series, "rnnkit")
+    from rnnkit.tasks.forecast.m4_scores import owa_per_series
+
+    n2 = per_series["naive2"]
+    x, y = (owa_per_series(per_series[name]["smape"], per_series[name]["mase"], n2["smape"], n2["mase"])
+            for name in (other, "rnnkit"))
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.scatter(x[keep], y[keep], s=8, alpha=0.6)
