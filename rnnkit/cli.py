@@ -50,7 +50,12 @@ def info() -> str:
     from rnnkit.engine import kernels
     from rnnkit.engine.layer import BACKENDS
 
-    built = kernels.fused_cpu_built()
+    build, key, state = kernels.fused_cpu_state()
+    if os.environ.get("RNNKIT_FUSED", "1") == "0":
+        state += "; not used by backend 'auto' (RNNKIT_FUSED=0)"
+    elif state == "not built":
+        state = f"not built; compiled on first use ({kernels.BUILD_TIME})"
+    compiler = key["compiler"]
     dist = torch.distributed
     backends = [name for name, ok in (("gloo", dist.is_available() and dist.is_gloo_available()),
                                       ("nccl", dist.is_available() and dist.is_nccl_available())) if ok]
@@ -59,8 +64,10 @@ def info() -> str:
         f"torch {torch.__version__} (threads: {torch.get_num_threads()})",
         f"cuda available: {torch.cuda.is_available()}",
         f"backends: {', '.join(BACKENDS)}",
-        f"fused CPU kernels ({kernels.fused_cpu_name()}): "
-        f"{'built' if built else 'compiled on first use'}",
+        f"fused CPU kernels: {state}",
+        f"  build: {build} (the digest covers source, flags, compiler, PyTorch and Python)",
+        f"  compiler: {compiler['command']}"
+        + (f" -> {compiler['path']} ({compiler['version']})" if compiler["path"] else " (not found)"),
         f"distributed training (torchrun): {', '.join(backends) or 'not available in this PyTorch build'}",
     ]
     return "\n".join(lines)
