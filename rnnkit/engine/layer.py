@@ -14,10 +14,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.engine import kernels as _kernels
-from rnnkit.engine.bptt import GRUFunction, LSTMFunction, RNNFunction
-from rnnkit.engine.bptt.gru import gru_inference
-from rnnkit.engine.bptt.lstm import lstm_inference
-from rnnkit.engine.bptt.rnn import rnn_inference
+from rnnkit.engine import ops as _ops
 from rnnkit.engine.reference import reference_layer
 
 BACKENDS = ("auto", "reference", "bptt", "fused")
@@ -42,20 +39,36 @@ def check_backend(backend: str) -> str:
 
 def resolve_backend(backend: str, mode: str, x: Tensor) -> tuple[str, object]:
     """The backend that will run and, for "fused", the kernel module."""
+    backend = _resolve(backend, mode, x)
+    return backend, (_kernels.fused_cpu() if backend == "fused" else None)
+
+
+def _resolve(backend: str, mode: str, x: Tensor) -> str:
+    """The backend that will run: "reference", "bptt" or "fused" (raises for a "fused" that
+    cannot run here)."""
     check_backend(backend)
     if backend in ("reference", "bptt"):
-        return backend, None
+        return backend
     fits = x.device.type == "cpu" and x.dtype in _FUSED_DTYPES
     if backend == "fused":
         if x.device.type != "cpu":
             raise ValueError(f"backend='fused' runs on the CPU; got input on {x.device}. Use 'auto' or 'bptt'")
         if x.dtype not in _FUSED_DTYPES:
             raise TypeError(f"backend='fused' supports float32 and float64; got {x.dtype}. Use 'auto' or 'bptt'")
-        return ("bptt", None) if mode == "RNN" else ("fused", _kernels.fused_cpu())
+        return "bptt" if mode == "RNN" else ("fused" if _fused_ready(True) else "bptt")
     # auto
-    if mode != "RNN" and fits and os.environ.get("RNNKIT_FUSED", "1") != "0" and _kernels.fused_cpu_available():
-        return "fused", _kernels.fused_cpu()
-    return "bptt", None
+    return "fused" if mode != "RNN" and fits and _fused_ready(False) else "bptt"
+
+
+@torch.compiler.assume_constant_result
+def _fused_ready(explicit: bool) -> bool:
+    """Whether the fused CPU kernels are built and loadable (building them on first call);
+    for an explicit ``backend='fused'`` their absence raises KernelUnavailable.  A constant
+    to torch.compile, which then traces the operators without entering the build code."""
+    if explicit:
+        _kernels.fused_cpu()
+        return True
+    return os.environ.get("RNNKIT_FUSED", "1") != "0" and _kernels.fused_cpu_available()
 
 
 def reverse_index(lengths: Optional[Tensor], T: int, device: torch.device) -> Optional[Tensor]:
@@ -105,15 +118,17 @@ def run_layer(
     Returns:
         ``(output (T, B, P), h_n (B, P), c_n (B, H) or None)``; output is zero past each end.
 
-    When no gradient is needed (:func:`needs_grad` false: under ``torch.no_grad()``, or no
-    input, state or weight requires grad), "bptt" and "fused" run their forward without the
-    autograd Function (``lstm_inference``, ``gru_inference``, ``rnn_inference``): the same
-    operations and bitwise the same outputs, but the per-step gates and states that backward
-    would read are held one chunk of steps at a time, so memory is about the output's
-    O(T * B * P) instead of several times that.  ("reference" saves nothing for backward
-    under no_grad anyway.)
+    "bptt" and "fused" run as the custom operators of :mod:`rnnkit.engine.ops`
+    (``torch.ops.rnnkit.lstm`` etc.), so that torch.compile, torch.export and the ONNX
+    exporter see one node per layer and direction.  When no gradient is needed
+    (:func:`needs_grad` false: under ``torch.no_grad()``, or no input, state or weight
+    requires grad), the operator runs with ``save=False``: the Functions' forward without
+    what backward reads (``lstm_inference``, ``gru_inference``, ``rnn_inference``): the same
+    operations and bitwise the same outputs, but the per-step gates and states are held one
+    chunk of steps at a time, so memory is about the output's O(T * B * P) instead of several
+    times that.  ("reference" saves nothing for backward under no_grad anyway.)
     """
-    backend, kernels = resolve_backend(backend, mode, x)
+    backend = _resolve(backend, mode, x)
     if backend == "reference":
         return reference_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
 
@@ -124,9 +139,9 @@ def run_layer(
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     c_n = None
     grad = needs_grad(x, h0, c0, *weights)
+    fused = backend == "fused"
     if mode == "GRU":
-        gru = GRUFunction.apply if grad else gru_inference
-        out, h_n = gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, kernels)
+        out, h_n = _ops.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, fused, grad)
     else:
         b = None
         if b_ih is not None and b_hh is not None:
@@ -134,11 +149,9 @@ def run_layer(
         elif b_ih is not None or b_hh is not None:
             b = b_ih if b_ih is not None else b_hh
         if mode == "LSTM":
-            lstm = LSTMFunction.apply if grad else lstm_inference
-            out, h_n, c_n = lstm(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, kernels)
+            out, h_n, c_n = _ops.lstm_layer(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, fused, grad)
         else:
-            rnn = RNNFunction.apply if grad else rnn_inference
-            out, h_n = rnn(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
+            out, h_n = _ops.rnn_layer(x, h0, w_ih, w_hh, b, lengths, nonlinearity, grad)
     if reverse:
         out = reverse_time(out, index)
     return out, h_n, c_n

@@ -123,6 +123,10 @@ def normalize_lengths(
             f"{owner}: Expected lengths of shape ({batch},) (one per sequence), "
             f"got {tuple(lengths.shape)}"
         )
+    if _tracing():
+        # Under torch.compile / export / jit.trace the values are not known while tracing;
+        # the operators check them when they run (rnnkit.engine.bptt.common.Steps.build).
+        return lengths
     low, high = int(lengths.min()), int(lengths.max())
     if low < 1 or high > steps:
         raise ValueError(

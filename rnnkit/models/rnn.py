@@ -164,6 +164,56 @@ class RNNBase(nn.Module):
             s += f", backend={self.backend!r}"
         return s
 
+    def _autocast_result(self, result, device_type: str, packed: bool):
+        """``result`` (computed in float32) in the dtypes torch.nn gives under autocast."""
+        if self.weight_ih_l0.dtype != torch.float32:  # autocast only lowers float32
+            return result
+        low = torch.get_autocast_dtype(device_type)
+        out_low, h_low, c_low = _autocast_dtypes(self.mode, device_type, packed, self.proj_size > 0)
+        output, state = result
+        if out_low:
+            output = _cast_input(output, low)
+        if self.mode == "LSTM":
+            h_n, c_n = state
+            return output, (h_n.to(low) if h_low else h_n, c_n.to(low) if c_low else c_n)
+        return output, (state.to(low) if h_low else state)
+
+    @property
+    def _flat_weights(self) -> list[Optional[Tensor]]:
+        """The parameters in torch.nn's flat order (``_flat_weights_names``), as torch.nn
+        keeps them (code that reads ``rnn._flat_weights`` works unchanged)."""
+        return [getattr(self, name, None) for name in self._flat_weights_names]
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this before scripting a module (and each submodule)."""
+        raise RuntimeError(
+            f"{type(self).__name__}: rnnkit's layers cannot be compiled by torch.jit.script "
+            "(their forward runs rnnkit's Python engine, which TorchScript does not parse). Use "
+            "torch.export.export (or torch.compile) instead; torch.jit.trace also works, recording "
+            "one torch.ops.rnnkit operator per layer and direction (see docs/compatibility.md)"
+        )
+
+    def to_torch(self) -> nn.RNNBase:
+        """An equivalent ``torch.nn.RNN``/``LSTM``/``GRU`` holding copies of these weights
+        (for tools that key on torch.nn's types, e.g. dynamic quantization); raises
+        ValueError for settings torch.nn lacks (the RNN's sigmoid and identity)."""
+        kwargs = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                      dropout=self.dropout, bidirectional=self.bidirectional)
+        if self.mode == "RNN":
+            if self.nonlinearity not in ("tanh", "relu"):
+                raise ValueError(
+                    f"RNN.to_torch: torch.nn.RNN supports nonlinearity 'tanh' or 'relu', "
+                    f"got {self.nonlinearity!r}"
+                )
+            kwargs["nonlinearity"] = self.nonlinearity
+        if self.proj_size:
+            kwargs["proj_size"] = self.proj_size
+        ref = self.weight_ih_l0
+        peer = getattr(nn, self.mode)(self.input_size, self.hidden_size, **kwargs, device=ref.device, dtype=ref.dtype)
+        peer.load_state_dict(self.state_dict())
+        peer.train(self.training)
+        return peer
+
     # ----------------------------------------------------------------------------- forward
 
     def _prepare_input(self, input, lengths: Lengths):
@@ -256,10 +306,12 @@ class RNNBase(nn.Module):
         device_type = self.weight_ih_l0.device.type
         if autocast_enabled(device_type):
             # The recurrence runs in the parameters' dtype (state and accumulation in fp32 under
-            # mixed precision); inputs that autocast made lower-precision are cast back.
+            # mixed precision); inputs that autocast made lower-precision are cast back, and
+            # the results come out in the dtypes torch.nn's layer gives under autocast.
             with torch.autocast(device_type, enabled=False):
                 dtype = self.weight_ih_l0.dtype
-                return self.forward(_cast_input(input, dtype), _cast_state(hx, dtype), lengths)
+                result = self.forward(_cast_input(input, dtype), _cast_state(hx, dtype), lengths)
+            return self._autocast_result(result, device_type, isinstance(input, PackedSequence))
         x, lengths, (kind, packed) = self._prepare_input(input, lengths)
         h0, c0 = self._prepare_state(hx, x, kind == "unbatched")
         h_n, c_n = [], []
@@ -298,6 +350,23 @@ class RNNBase(nn.Module):
         if self.mode == "LSTM":
             return output, (h_n, c_n)
         return output, h_n
+
+
+def _autocast_dtypes(mode: str, device_type: str, packed: bool, projected: bool) -> tuple[bool, bool, bool]:
+    """Which of (output, h_n, c_n) torch.nn's layer returns in autocast's lower-precision
+    dtype (given float32 parameters), as PyTorch 2.13 does it: on CUDA every result
+    (cuDNN's autocast wrapper); on the CPU the RNN's, not the GRU's, and the LSTM's unless
+    the input is packed, with c_n kept in float32 when projecting (tests/models compare
+    against torch.nn on the CPU)."""
+    if device_type != "cpu":
+        return True, True, True
+    if mode == "RNN":
+        return True, True, True
+    if mode == "GRU":
+        return False, False, False
+    if projected:
+        return True, True, False
+    return (False, False, False) if packed else (True, True, True)
 
 
 def _cast_input(input, dtype):

@@ -30,10 +30,10 @@ def autocast_enabled(device_type: str) -> bool:
         return False
 
 
-SECOND_ORDER = ("rnnkit's hand-derived BPTT backward (backend 'bptt', 'fused' and 'auto') is first-order only, so "
-                "this second derivative (create_graph=True: a gradient penalty, a Hessian, gradgradcheck) cannot go "
-                "through it; build the layer with backend='reference', whose per-step graph autograd differentiates "
-                "twice")
+SECOND_ORDER = ("this autograd Function (rnnkit's bare hand-derived BPTT backward) is first-order only, so this "
+                "second derivative (create_graph=True: a gradient penalty, a Hessian, gradgradcheck) cannot go "
+                "through it; call the layers (rnnkit.LSTM, ...) or the operators torch.ops.rnnkit.*, whose "
+                "backward differentiates twice, or use backend='reference'")
 
 
 def first_order_only(backward):
@@ -159,8 +159,10 @@ class Steps:
     def build(cls, T: int, lengths: Optional[Tensor], device: torch.device) -> "Steps":
         if lengths is None:
             return cls(T, None, None, None)
-        T_run = int(lengths.max())
         cpu_lengths = lengths.to("cpu", torch.int64).contiguous()
+        low, T_run = int(cpu_lengths.min()), int(cpu_lengths.max())
+        if low < 1 or T_run > T:
+            raise ValueError(f"lengths must lie in [1, {T}] (the input has {T} steps), got min {low} and max {T_run}")
         lengths = lengths.to(device)
         mask = (torch.arange(T_run, device=device).unsqueeze(1) < lengths).unsqueeze(2)
         batch_index = torch.arange(lengths.numel(), device=device)
