@@ -220,6 +220,29 @@ def test_a_stale_torch_lock_file_is_removed_with_a_message(fresh, monkeypatch, c
     assert f"removing the stale lock file {folder / 'lock'}" in caplog.text
 
 
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs /proc")
+def test_a_stale_lock_waits_for_the_compiler_the_killed_build_left(tmp_path, caplog):
+    """ninja runs each compile in a process group of its own: killing a build's job can leave
+    its compiler running in the build folder; the next build waits for it before compiling."""
+    (tmp_path / "lock").write_text("")
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while orphan.pid not in kernels._processes_in(tmp_path):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with caplog.at_level(logging.INFO, logger="rnnkit"), pytest.raises(kernels.KernelUnavailable) as exc:
+            kernels._clear_stale_baton(tmp_path, wait_s=0.5)
+        assert str(orphan.pid) in exc.value.reason and str(tmp_path / "lock") in exc.value.reason
+        assert f"waiting for processes [{orphan.pid}]" in caplog.text
+        assert (tmp_path / "lock").exists()
+    finally:
+        orphan.kill()
+        orphan.wait()
+    kernels._clear_stale_baton(tmp_path, wait_s=5)
+    assert not (tmp_path / "lock").exists()
+
+
 HOLD_LOCK = textwrap.dedent("""
     import fcntl, os, sys, time
     fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
@@ -321,4 +344,7 @@ def test_a_build_killed_midway_leaves_no_lock_that_blocks_the_next(tmp_path):
     out, err = second.communicate(timeout=900)
     assert second.returncode == 0, err
     assert f"removing the stale lock file {folder / 'lock'}" in err
+    if Path("/proc/self/cwd").exists():  # the killed build's compiler ran on; the second build waited for it
+        assert f"left running in {folder}" in err
     assert Path(out.strip()).parent == folder and not (folder / "lock").exists()
+    assert kernels._processes_in(folder) == []

@@ -18,7 +18,8 @@ operating system releases when its holder exits, however it exits).  The first p
 it, builds and loads; the others wait for it, then load the finished build without compiling.
 PyTorch's own lock file in the folder (``lock``, a plain file that a killed build leaves
 behind, on which PyTorch would wait forever) is therefore only ever stale when rnnkit's lock is
-free: it is removed with a warning that names it.  A wait on a live holder is bounded by
+free: it is removed with a warning that names it, once the compiler processes that the killed
+build may have left running in the folder have ended.  A wait on a live holder is bounded by
 ``BUILD_WAIT_S``; past it, the kernels count as unavailable and the message names the lock file
 and the holder's process id.
 
@@ -255,15 +256,43 @@ def build_lock(folder: Path, wait_s: float | None = None):
         os.close(fd)  # releases the flock
 
 
-def _clear_stale_baton(folder: Path) -> None:
+def _processes_in(folder: Path) -> list[int]:
+    """Other processes whose working folder is ``folder`` (Linux; elsewhere none are seen)."""
+    target = os.path.realpath(folder)
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry / "cwd") == target:
+                        found.append(int(entry.name))
+    return found
+
+
+def _clear_stale_baton(folder: Path, wait_s: float | None = None) -> None:
     """Remove PyTorch's lock file in ``folder`` if one is there: called with the build lock
-    held, so the process that made it is gone (killed while building)."""
+    held, so the process that made it is gone (killed while building).  Its compiler may still
+    be running (ninja starts each command in a process group of its own, which a kill of the
+    job does not reach): first wait, at most ``wait_s`` seconds, for the processes still at
+    work in the folder, so that two compilers never write the same object file."""
     baton = folder / "lock"
-    if baton.exists():
-        logger.warning(f"rnnkit: removing the stale lock file {baton}, left by a build that was stopped; "
-                       "building again")
-        with contextlib.suppress(FileNotFoundError):
-            baton.unlink()
+    if not baton.exists():
+        return
+    wait_s = BUILD_WAIT_S if wait_s is None else wait_s
+    left = _processes_in(folder)
+    if left:
+        logger.warning(f"rnnkit: waiting for processes {left}, left running in {folder} by a build that was stopped")
+        deadline = time.monotonic() + wait_s
+        while left:
+            if time.monotonic() > deadline:
+                reason = (f"processes {left} of a stopped build still run in {folder} after {wait_s:.0f} s "
+                          f"(its lock file: {baton}); end them and retry")
+                raise KernelUnavailable(f"backend='fused' needs rnnkit's CPU kernels, but {reason}", reason)
+            time.sleep(0.2)
+            left = _processes_in(folder)
+    logger.warning(f"rnnkit: removing the stale lock file {baton}, left by a build that was stopped; building again")
+    with contextlib.suppress(FileNotFoundError):
+        baton.unlink()
 
 
 def missing_tools() -> str | None:
