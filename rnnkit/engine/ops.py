@@ -386,11 +386,28 @@ _GRU = _autograd("GRU", torch.ops.rnnkit.gru, torch.ops.rnnkit.gru_backward, 2, 
 _RNN = _autograd("RNN", torch.ops.rnnkit.rnn, torch.ops.rnnkit.rnn_backward, 2, 5)
 
 
+def _plain_eager(x: Tensor) -> bool:
+    """Whether a call on ``x`` is plain eager PyTorch: no compiler, tracer, exporter,
+    torch.func transform or dispatch mode (FakeTensor, FLOP counters, ...) is watching.
+    Then a forward without gradient calls the operator's implementation directly, sparing
+    the dispatcher's few tens of microseconds per layer (the same function, the same
+    result); anything that watches sees the operator."""
+    return (
+        type(x) is Tensor
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()
+        and torch._C._len_torch_dispatch_stack() == 0
+    )
+
+
 def lstm_layer(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, fused: bool, grad: bool):
     """``(output, h_n, c_n)`` of one LSTM layer in one direction (see :func:`lstm`);
     ``grad``: whether autograd records it (else nothing is kept for backward)."""
     if grad:
         return _LSTM.apply(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, fused)[:3]
+    if _plain_eager(x):
+        return lstm_inference(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, _kernels_for(fused))
     return torch.ops.rnnkit.lstm(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, fused, False)[:3]
 
 
@@ -398,6 +415,8 @@ def gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, fused: bool, grad: bool):
     """``(output, h_n)`` of one GRU layer in one direction (see :func:`gru`)."""
     if grad:
         return _GRU.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, fused)[:2]
+    if _plain_eager(x):
+        return gru_inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, _kernels_for(fused))
     return torch.ops.rnnkit.gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, fused, False)[:2]
 
 
@@ -405,4 +424,6 @@ def rnn_layer(x, h0, w_ih, w_hh, b, lengths, nonlinearity: str, grad: bool):
     """``(output, h_n)`` of one RNN layer in one direction (see :func:`rnn`)."""
     if grad:
         return _RNN.apply(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
+    if _plain_eager(x):
+        return rnn_inference(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
     return torch.ops.rnnkit.rnn(x, h0, w_ih, w_hh, b, lengths, nonlinearity, False)

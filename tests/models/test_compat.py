@@ -242,3 +242,18 @@ def test_word_language_model_trains_like_torch_nn(backend):
     assert losses[0][0] > losses[0][-1] + 0.1  # it learns
     for theirs, ours in zip(*losses):
         assert abs(theirs - ours) < 1e-9
+
+
+@pytest.mark.parametrize("cls, _", LAYERS, ids=IDS)
+def test_inference_export_and_the_eager_shortcut_run_the_operator(cls, _):
+    """Under no_grad, plain eager calls the operator's implementation directly; export still
+    records the operator, and both give the eager result bit for bit."""
+    model = _layer(cls).eval()
+    x = torch.randn(6, 3, 6)
+    with torch.no_grad():
+        eager = model(x)[0]
+        program = torch.export.export(model, (x,))
+        exported = program.module()(x)[0]
+    targets = {str(node.target) for node in program.graph.nodes}
+    assert any(t.startswith("rnnkit.") for t in targets), targets
+    torch.testing.assert_close(exported, eager, rtol=0, atol=0)
