@@ -47,6 +47,11 @@ def _resolve(backend: str, mode: str, x: Tensor) -> str:
     """The backend that will run: "reference", "bptt" or "fused" (raises for a "fused" that
     cannot run here)."""
     check_backend(backend)
+    if backend == "reference" and torch.jit.is_tracing():
+        # The reference loop would be unrolled for the example's length, and the traced graph
+        # (or the ONNX model made from it) silently wrong for any other: trace the operator
+        # of the same math instead.
+        return "bptt"
     if backend in ("reference", "bptt"):
         return backend
     fits = x.device.type == "cpu" and x.dtype in _FUSED_DTYPES

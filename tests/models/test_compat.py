@@ -257,3 +257,14 @@ def test_inference_export_and_the_eager_shortcut_run_the_operator(cls, _):
     targets = {str(node.target) for node in program.graph.nodes}
     assert any(t.startswith("rnnkit.") for t in targets), targets
     torch.testing.assert_close(exported, eager, rtol=0, atol=0)
+
+
+def test_a_traced_reference_layer_is_not_fixed_to_the_example_length():
+    """backend='reference' is a Python loop over time; traced, it would be unrolled for the
+    example's length.  Under tracing it records the operator of the same math instead."""
+    model = rnnkit.LSTM(6, 8, backend="reference")
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(model, (torch.randn(5, 2, 6),), check_trace=False)
+    x = torch.randn(9, 2, 6)
+    assert traced(x)[0].shape == (9, 2, 8)
+    torch.testing.assert_close(traced(x)[0], model(x)[0])
