@@ -160,7 +160,7 @@ def _forward_fused(kernels, gates, bias, u, u_n, hs, h0, recurrent, b_hh):
     """The time loop with the pointwise part of each step in one fused CPU kernel call; the
     input-side bias b_ih (3H,) is added there, not in ``gates``."""
     h0c = h0.contiguous()  # the kernel reads h_0 as raw memory
-    if recurrent.kind == "transposed":  # the whole loop in C++
+    if recurrent.kind != "packed":  # the whole loop in C++ (w_t: a contiguous copy or a view)
         kernels.gru_forward_loop(gates, bias, u, u_n, hs, h0c, recurrent.w_t, or_empty(b_hh))
         return
     # A packed (MKL) weight has no C++ loop: the loop stays here, one kernel call per step.

@@ -194,9 +194,9 @@ def _forward_fused(kernels, gates, bias, g_act, cells, hs, ms, h0, c0, recurrent
     """The time loop with the pointwise part of each step in one fused CPU kernel call; the
     bias (4H,) is added there, not in ``gates``."""
     c0 = c0.contiguous()  # the kernel reads c_0 as raw memory
-    if recurrent.kind == "transposed":  # the whole loop in C++
+    if recurrent.kind != "packed":  # the whole loop in C++ (w_t: a contiguous copy or a view)
         kernels.lstm_forward_loop(
-            gates, bias, g_act, cells, hs, or_empty(ms), h0, c0, recurrent.w_t, or_empty(w_hr_t)
+            gates, bias, g_act, cells, hs, or_empty(ms), h0.contiguous(), c0, recurrent.w_t, or_empty(w_hr_t)
         )
         return
     # A packed (MKL) weight has no C++ loop: the loop stays here, one kernel call per step.

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 // The loops below sit inside AT_DISPATCH lambdas (macro arguments), where only _Pragma works.
@@ -129,6 +130,62 @@ void for_rows(int64_t B, int64_t H, const Fn& fn) {
 // Whether sequence b is still running at step t (lengths empty: always).
 inline bool running(const int64_t* lengths, int64_t b, int64_t t) {
   return lengths == nullptr || t < lengths[b];
+}
+
+// The Fortran BLAS GEMMs of the BLAS PyTorch is linked with (MKL in the x86 wheels, which
+// export them).  Declared weak: where a PyTorch build does not export them, they are null and
+// gemm_rows below falls back to ATen.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+inline void blas_gemm(char ta, int m, int n, int k, float alpha, const float* a, int lda,
+                      const float* b, int ldb, float beta, float* c, int ldc) {
+  const char tb = 'N';
+  sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+inline void blas_gemm(char ta, int m, int n, int k, double alpha, const double* a, int lda,
+                      const double* b, int ldb, double beta, double* c, int ldc) {
+  const char tb = 'N';
+  dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+template <typename T>
+bool blas_available() {
+  return std::is_same<T, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
+}
+
+// c (rows, n) = beta * c + a (rows, k) w, with a and c contiguous row-major and w (k, n) a 2-D
+// tensor with one unit stride (a contiguous matrix or the transpose of one).  One BLAS call:
+// inside the time loops this spares each step the dispatcher, a view and (for results that
+// were allocated per step) an allocation, which dominate at small batch and width.
+template <typename T>
+void gemm_rows(const T* a, int64_t rows, const torch::Tensor& w, T beta, T* c) {
+  const int64_t k = w.size(0), n = w.size(1);
+  const bool row_major = w.stride(1) == 1;
+  TORCH_CHECK(row_major || w.stride(0) == 1, "rnnkit fused kernel: a weight needs one unit stride");
+  const int64_t ld = row_major ? std::max<int64_t>(w.stride(0), n) : std::max<int64_t>(w.stride(1), k);
+  const int64_t big = std::numeric_limits<int>::max();
+  if (blas_available<T>() && rows < big && n < big && k < big && ld < big) {
+    // Column-major BLAS computes c^T (n, rows) = w^T (n, k) a^T (k, rows).
+    blas_gemm(row_major ? 'N' : 'T', static_cast<int>(n), static_cast<int>(rows),
+              static_cast<int>(k), T(1), w.data_ptr<T>(), static_cast<int>(ld), a,
+              static_cast<int>(k), beta, c, static_cast<int>(n));
+    return;
+  }
+  auto opts = w.options();
+  torch::Tensor a_t = torch::from_blob(const_cast<T*>(a), {rows, k}, opts);
+  torch::Tensor c_t = torch::from_blob(c, {rows, n}, opts);
+  if (beta == T(0)) {
+    at::mm_out(c_t, a_t, w);
+  } else {
+    c_t.addmm_(a_t, w);
+  }
 }
 
 // ---------------------------------------------------------------------------------------- LSTM
@@ -395,14 +452,19 @@ void lstm_forward_loop(torch::Tensor gates, torch::Tensor bias, torch::Tensor g_
                        torch::Tensor w_hr_t) {
   const bool proj = ms.numel() > 0;
   torch::Tensor out = proj ? ms : hs;
-  torch::Tensor h = h0;
-  for (int64_t t = 0; t < gates.size(0); ++t) {
-    gates.select(0, t).addmm_(h, w_hh_t);
-    lstm_forward_step(gates, bias, g_act, cells, out, c0, t);
-    torch::Tensor h_t = hs.select(0, t);
-    if (proj) at::mm_out(h_t, ms.select(0, t), w_hr_t);
-    h = h_t;
-  }
+  check(hs, gates, "hs");
+  check(h0, gates, "h0");
+  const int64_t B = gates.size(1), G = gates.size(2), H = G / 4, P = hs.size(2);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_forward_loop", [&] {
+    const scalar_t* h = h0.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < gates.size(0); ++t) {
+      gemm_rows<scalar_t>(h, B, w_hh_t, scalar_t(1), gates.data_ptr<scalar_t>() + t * B * G);
+      lstm_forward_step(gates, bias, g_act, cells, out, c0, t);
+      scalar_t* h_t = hs.data_ptr<scalar_t>() + t * B * P;
+      if (proj) gemm_rows<scalar_t>(ms.data_ptr<scalar_t>() + t * B * H, B, w_hr_t, scalar_t(0), h_t);
+      h = h_t;
+    }
+  });
 }
 
 // dy (T, B, P) the gradient from above; dc (B, H) enters as dL/dc_n and leaves as dL/dc_0.
@@ -410,38 +472,60 @@ void lstm_backward_loop(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
                         torch::Tensor c0, torch::Tensor dy, torch::Tensor dc,
                         torch::Tensor d_gates, torch::Tensor lengths, torch::Tensor w_hh,
                         torch::Tensor w_hr) {
-  const int64_t T = gates.size(0);
+  const int64_t T = gates.size(0), B = gates.size(1), G = gates.size(2), H = G / 4;
+  const int64_t P = dy.size(2);
   const bool proj = w_hr.numel() > 0;
+  check(dy, gates, "dy");
+  check(d_gates, gates, "d_gates");
   const torch::Tensor none = torch::empty({0}, gates.options());
-  for (int64_t t = T - 1; t >= 0; --t) {
-    // delta h_t = dy_t + W_hh^T delta a_{t+1}; without a projection the kernel adds dy_t.
-    if (t == T - 1) {
-      torch::Tensor dm = proj ? at::mm(dy.select(0, t), w_hr) : dy.select(0, t);
+  torch::Tensor dm = torch::empty({B, H}, gates.options());  // gradient reaching m_t
+  torch::Tensor dh = proj ? torch::empty({B, P}, gates.options()) : none;
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_loop", [&] {
+    const scalar_t* dy_p = dy.data_ptr<scalar_t>();
+    const scalar_t* dg_p = d_gates.data_ptr<scalar_t>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const scalar_t* dy_t = dy_p + t * B * P;
+      const scalar_t* d_next = dg_p + (t + 1) * B * G;  // delta a_{t+1} (read for t < T-1)
+      // delta h_t = dy_t + W_hh^T delta a_{t+1}; without a projection the kernel adds dy_t.
+      if (!proj) {
+        if (t == T - 1) {
+          lstm_backward_step(gates, g_act, cells, c0, dy.select(0, t), none, dc, d_gates, lengths, t);
+        } else {
+          gemm_rows<scalar_t>(d_next, B, w_hh, scalar_t(0), dm.data_ptr<scalar_t>());
+          lstm_backward_step(gates, g_act, cells, c0, dm, dy.select(0, t), dc, d_gates, lengths, t);
+        }
+        continue;
+      }
+      scalar_t* dh_p = dh.data_ptr<scalar_t>();
+      std::memcpy(dh_p, dy_t, sizeof(scalar_t) * B * P);
+      if (t < T - 1) gemm_rows<scalar_t>(d_next, B, w_hh, scalar_t(1), dh_p);
+      gemm_rows<scalar_t>(dh_p, B, w_hr, scalar_t(0), dm.data_ptr<scalar_t>());
       lstm_backward_step(gates, g_act, cells, c0, dm, none, dc, d_gates, lengths, t);
-    } else if (proj) {
-      torch::Tensor dh = at::addmm(dy.select(0, t), d_gates.select(0, t + 1), w_hh);
-      lstm_backward_step(gates, g_act, cells, c0, at::mm(dh, w_hr), none, dc, d_gates, lengths, t);
-    } else {
-      torch::Tensor recurrent = at::mm(d_gates.select(0, t + 1), w_hh);
-      lstm_backward_step(gates, g_act, cells, c0, recurrent, dy.select(0, t), dc, d_gates,
-                         lengths, t);
     }
-  }
+  });
 }
 
 void gru_forward_loop(torch::Tensor gates, torch::Tensor bias, torch::Tensor u,
                       torch::Tensor u_n, torch::Tensor hs, torch::Tensor h0,
                       torch::Tensor w_hh_t, torch::Tensor b_hh) {
-  torch::Tensor h = h0;
-  for (int64_t t = 0; t < gates.size(0); ++t) {
-    if (b_hh.numel() > 0) {
-      at::addmm_out(u, b_hh, h, w_hh_t);
-    } else {
-      at::mm_out(u, h, w_hh_t);
+  check(hs, gates, "hs");
+  check(h0, gates, "h0");
+  check(u, gates, "u");
+  const bool has_b = b_hh.numel() > 0;
+  if (has_b) check(b_hh, gates, "b_hh");
+  const int64_t B = gates.size(1), G = gates.size(2), H = G / 3;
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_forward_loop", [&] {
+    const scalar_t* h = h0.data_ptr<scalar_t>();
+    scalar_t* u_p = u.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < gates.size(0); ++t) {
+      if (has_b) {  // u = b_hh + h W_hh^T
+        for (int64_t b = 0; b < B; ++b) std::memcpy(u_p + b * G, b_hh.data_ptr<scalar_t>(), sizeof(scalar_t) * G);
+      }
+      gemm_rows<scalar_t>(h, B, w_hh_t, has_b ? scalar_t(1) : scalar_t(0), u_p);
+      gru_forward_step(gates, bias, u, u_n, hs, h0, t);
+      h = hs.data_ptr<scalar_t>() + t * B * H;
     }
-    gru_forward_step(gates, bias, u, u_n, hs, h0, t);
-    h = hs.select(0, t);
-  }
+  });
 }
 
 // dh (B, H) enters as delta h_T; returns delta h_0.
@@ -449,10 +533,18 @@ torch::Tensor gru_backward_loop(torch::Tensor gates, torch::Tensor u_n, torch::T
                                 torch::Tensor h0, torch::Tensor dh, torch::Tensor dy,
                                 torch::Tensor d_u, torch::Tensor d_x, torch::Tensor carry,
                                 torch::Tensor lengths, torch::Tensor w_hh) {
-  for (int64_t t = gates.size(0) - 1; t >= 0; --t) {
-    gru_backward_step(gates, u_n, hs, h0, dh, dy, d_u, d_x, carry, lengths, t);
-    dh = at::addmm(carry, d_u.select(0, t), w_hh);
-  }
+  const int64_t B = gates.size(1), G = gates.size(2), H = G / 3;
+  check(d_u, gates, "d_u");
+  check(carry, gates, "carry");
+  dh = dh.contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_loop", [&] {
+    for (int64_t t = gates.size(0) - 1; t >= 0; --t) {
+      gru_backward_step(gates, u_n, hs, h0, dh, dy, d_u, d_x, carry, lengths, t);
+      // delta h_{t-1} = carry + W_hh^T d_u[t]
+      std::memcpy(dh.data_ptr<scalar_t>(), carry.data_ptr<scalar_t>(), sizeof(scalar_t) * B * H);
+      gemm_rows<scalar_t>(d_u.data_ptr<scalar_t>() + t * B * G, B, w_hh, scalar_t(1), dh.data_ptr<scalar_t>());
+    }
+  });
   return dh;
 }
 
