@@ -223,3 +223,31 @@ def test_a_checkout_at_another_path_reuses_the_kernel_build(tmp_path):
     assert where.startswith(str(tmp_path)) and built == "True"
     assert "compiling" not in proc.stderr
     assert so.stat().st_mtime_ns == built_at, "the other checkout rebuilt the kernels"
+
+
+@pytest.mark.parametrize("mode,P", [("LSTM", 0), ("LSTM", 2), ("GRU", 0)])
+@pytest.mark.parametrize("layout", ["transposed", "view", "packed"])
+def test_fused_loops_without_direct_blas_and_in_every_weight_layout(mode, P, layout, monkeypatch):
+    """The fused loops call the BLAS directly; with that switched off they take ATen's path.
+    Both, and every layout of the recurrent weight, give the reference's numbers."""
+    from rnnkit.engine.bptt import recurrent_matmul
+
+    kernels = fused_cpu()
+    monkeypatch.setattr(recurrent_matmul.RecurrentWeight, "_choose", staticmethod(lambda w: layout))
+    gen = torch.Generator().manual_seed(3)
+    T, B, D, H = 5, 3, 4, 6
+    weights = make_weights(mode, D, H, P, True, dtype=torch.float32, gen=gen)
+    x, h0, c0 = make_inputs(mode, T, B, D, H, P, dtype=torch.float32, gen=gen)
+    leaves = [x, h0] + ([c0] if c0 is not None else []) + [w for w in weights if w is not None]
+    results = []
+    try:
+        for direct, backend in ((True, "fused"), (False, "fused"), (True, "reference")):
+            kernels.set_direct_blas(direct)
+            out, h_n, c_n = run_layer(mode, x, h0, c0, weights, torch.tensor([5, 2, 4]), False, backend)
+            grads = torch.autograd.grad(loss_of(out, h_n, c_n, torch.Generator().manual_seed(5)), leaves)
+            results.append((out, *grads))
+    finally:
+        kernels.set_direct_blas(True)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

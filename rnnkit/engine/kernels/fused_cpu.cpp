@@ -155,9 +155,18 @@ inline void blas_gemm(char ta, int m, int n, int k, double alpha, const double* 
   dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
 }
 
+// Whether gemm_rows may call the BLAS directly (tests switch it off to check the fallback).
+bool g_direct_blas = true;
+
 template <typename T>
 bool blas_available() {
-  return std::is_same<T, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
+  return g_direct_blas && (std::is_same<T, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr);
+}
+
+// Turns the direct BLAS calls on or off; returns whether they are available at all.
+bool set_direct_blas(bool on) {
+  g_direct_blas = on;
+  return sgemm_ != nullptr && dgemm_ != nullptr;
 }
 
 // c (rows, n) = beta * c + a (rows, k) w, with a and c contiguous row-major and w (k, n) a 2-D
@@ -575,4 +584,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_forward_loop", &gru_forward_loop);
   m.def("gru_backward_loop", &gru_backward_loop);
   m.def("activation", &activation);
+  m.def("set_direct_blas", &set_direct_blas);
 }
