@@ -230,10 +230,12 @@ def test_a_checkout_at_another_path_reuses_the_kernel_build(tmp_path):
 def test_fused_loops_without_direct_blas_and_in_every_weight_layout(mode, P, layout, monkeypatch):
     """The fused loops call the BLAS directly; with that switched off they take ATen's path.
     Both, and every layout of the recurrent weight, give the reference's numbers."""
-    from rnnkit.engine.bptt import recurrent_matmul
+    from rnnkit.engine.bptt import gru, lstm
+    from rnnkit.engine.bptt.recurrent_matmul import RecurrentWeight
 
     kernels = fused_cpu()
-    monkeypatch.setattr(recurrent_matmul.RecurrentWeight, "_choose", staticmethod(lambda w: layout))
+    for module in (lstm, gru):
+        monkeypatch.setattr(module, "recurrent_weight", lambda w, batch, k: RecurrentWeight(w, batch, force=layout))
     gen = torch.Generator().manual_seed(3)
     T, B, D, H = 5, 3, 4, 6
     weights = make_weights(mode, D, H, P, True, dtype=torch.float32, gen=gen)

@@ -107,11 +107,18 @@ def without_autocast(fn):
 
 
 def recurrent_weight(w_hh: Tensor, batch: int, kernels=None) -> RecurrentWeight:
-    """``w_hh`` (G, P) laid out once for the loop's T products with (batch, P) states; the
-    fused CPU kernels bring their tiled transpose, 2-3x faster than a strided copy on large
-    weights."""
-    transpose = kernels.transpose_contiguous if kernels is not None else None
-    return RecurrentWeight(w_hh, batch, transpose=transpose)
+    """``w_hh`` (G, P) laid out once for the loop's T products with (batch, P) states.
+
+    The fused CPU kernels run the whole loop in C++ with one direct BLAS call per step: a
+    contiguous ``W_hh^T`` (made by their tiled transpose, 2-3x faster than a strided copy on
+    large weights), or, for a single sequence, ``W_hh`` itself (the product is then a
+    matrix-vector product that reads W_hh's rows as they lie, and the transpose is spared).
+    MKL's packed format needs a per-step Python loop and is not used there."""
+    if kernels is None:
+        return RecurrentWeight(w_hh, batch)
+    if batch == 1:
+        return RecurrentWeight(w_hh, batch, force="view")
+    return RecurrentWeight(w_hh, batch, force="transposed", transpose=kernels.transpose_contiguous)
 
 
 def fused_bias(b: Optional[Tensor], gates: Tensor) -> Tensor:
