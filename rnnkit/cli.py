@@ -42,6 +42,22 @@ def _console_logging():
         logger.propagate = propagate
 
 
+def _threads_flag(parser: argparse.ArgumentParser, default: Optional[str] = "auto") -> None:
+    """``--threads`` of ``rnnkit train`` and ``rnnkit evaluate`` (rnnkit.threads' policy)."""
+    from rnnkit.threads import parse_threads
+
+    def threads(text: str):
+        try:
+            return parse_threads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument("--threads", type=threads, default=default, metavar="N|auto|torch",
+                        help="PyTorch CPU threads: a count, 'torch' (PyTorch's default: one per CPU) or 'auto' "
+                        "(default): one per CPU that other processes leave free, following the load while "
+                        "training; several threads on a busy machine can be many times slower (docs/benchmarks.md)")
+
+
 def info() -> str:
     """A short report of versions, threads and available backends."""
     import torch
@@ -100,6 +116,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                         "the run's task: `rnnkit evaluate RUN --help` lists them.")
     ev.add_argument("run", help="run folder")
     ev.add_argument("options", nargs=argparse.REMAINDER, help="options of the run's task (see RUN --help)")
+    _threads_flag(ev)
 
     av = sub.add_parser("average", help="average the weights of checkpoints of one run into a new checkpoint",
                         description="Checkpoint averaging (Vaswani et al. 2017): the element-wise mean of the "
@@ -167,6 +184,7 @@ def _train_parser(tasks, task):
                             "--plateau-patience, --device and --bf16")
     for cls, title in zip(task.CONFIGS, ("data", "model", "training")):
         add_dataclass_flags(parser, cls, title)
+    _threads_flag(parser)
     return parser
 
 
@@ -218,7 +236,10 @@ def _train(args) -> int:
                 record = read_record(run)
             classes = task.configs_for(args, record) if hasattr(task, "configs_for") else task.CONFIGS
             configs = _task_configs(args, classes, record)
-            summary = task.train(*configs, run, resume, args)
+            from rnnkit.threads import policy
+
+            with policy(getattr(args, "threads", "auto"), adapt=True):  # of this run only, recorded nowhere
+                summary = task.train(*configs, run, resume, args)
             return (143 if summary.get("signal") == "SIGTERM" else 130) if summary.get("status") == "interrupted" else 0
         finally:
             distributed.destroy()
@@ -235,11 +256,15 @@ def _evaluate(args) -> int:
     parser.add_argument("--split", default="test", choices=["valid", "test"])
     add_model_options(parser)
     task.add_evaluate_flags(parser)
+    _threads_flag(parser, default=getattr(args, "threads", "auto"))
     if wants_help:
         parser.print_help()
         return 0
     options = parser.parse_args(args.options, namespace=argparse.Namespace(run=args.run))
-    task.evaluate(options)
+    from rnnkit.threads import policy
+
+    with policy(options.threads):
+        task.evaluate(options)
     return 0
 
 
