@@ -165,6 +165,7 @@ def test_rnnkit_info_shows_the_build_and_its_state(fresh, monkeypatch):
     assert f"build: {kernels.fused_cpu_name()}" in text
     assert "fused CPU kernels: unavailable: no C++ compiler" in text
     assert "compiler: /nonexistent/c++ (not found)" in text
+    assert not (fresh / "ext" / kernels.fused_cpu_name()).exists()  # a look makes no build folder
 
 
 # -- when the build message appears, and the lock

@@ -182,16 +182,20 @@ def fused_cpu_name(key: dict | None = None) -> str:
     return f"rnnkit_fused_cpu_{key['arch']}_torch{torch_tag}_{key_digest(key)}"
 
 
-def _build_folder(name: str) -> Path:
+def _build_folder(name: str, create: bool = True) -> Path:
+    """The build folder of ``name`` under PyTorch's extension root (made if ``create``)."""
     from torch.utils.cpp_extension import _get_build_directory
 
-    return Path(_get_build_directory(name, False))
+    if create:
+        return Path(_get_build_directory(name, False))
+    return Path(_get_build_directory("", False)) / name  # the root alone: nothing made for a mere look
 
 
 def _is_built(name: str) -> bool:
     """Whether a build of ``name`` is already in PyTorch's extension cache (best effort)."""
     try:
-        return any(_build_folder(name).glob(f"{name}*.so")) or any(_build_folder(name).glob(f"{name}*.pyd"))
+        folder = _build_folder(name, create=False)
+        return any(folder.glob(f"{name}*.so")) or any(folder.glob(f"{name}*.pyd"))
     except Exception:
         return False
 
