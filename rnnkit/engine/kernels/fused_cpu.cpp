@@ -118,10 +118,13 @@ void check(const torch::Tensor& t, const torch::Tensor& like, const char* name) 
 }
 
 // Runs fn(b) for every batch row, split across PyTorch's intra-op threads once a step has
-// enough work (about 2k elements per thread) to repay the hand-off.
+// enough work (about 16k elements per thread) to repay the hand-off: a parallel region per
+// step is a wake-up and a barrier per step, cheap on an idle machine but costly where another
+// process holds a core (docs/benchmarks.md, "Busy machines"); below that size one thread does
+// the pointwise part in a few microseconds, next to a GEMM many times longer.
 template <typename Fn>
 void for_rows(int64_t B, int64_t H, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 11) / std::max<int64_t>(H, 1));
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(H, 1));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) fn(b);
   });
