@@ -193,6 +193,14 @@ class RNNBase(nn.Module):
             "one torch.ops.rnnkit operator per layer and direction (see docs/compatibility.md)"
         )
 
+    def stream(self, batch_size: int = 1, state=None):
+        """A :class:`~rnnkit.models.streaming.Stream` for online inference with this layer:
+        ``y_t = stream.step(x_t)`` one time step at a time, the state kept between calls
+        (docs/streaming.md).  Uni-directional layers only."""
+        from rnnkit.models.streaming import Stream
+
+        return Stream(self, batch_size=batch_size, state=state)
+
     def to_torch(self) -> nn.RNNBase:
         """An equivalent ``torch.nn.RNN``/``LSTM``/``GRU`` holding copies of these weights
         (for tools that key on torch.nn's types, e.g. dynamic quantization); raises

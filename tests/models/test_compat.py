@@ -268,3 +268,17 @@ def test_a_traced_reference_layer_is_not_fixed_to_the_example_length():
     x = torch.randn(9, 2, 6)
     assert traced(x)[0].shape == (9, 2, 8)
     torch.testing.assert_close(traced(x)[0], model(x)[0])
+
+
+def test_layer_stream_steps_like_the_whole_sequence():
+    torch.manual_seed(0)
+    layer = rnnkit.GRU(4, 6, num_layers=2).eval()
+    x = torch.randn(7, 4)
+    stream = layer.stream()
+    with torch.inference_mode():
+        steps = torch.stack([stream.step(x_t) for x_t in x])
+        whole, h_n = layer(x)
+    torch.testing.assert_close(steps, whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(stream.state, h_n, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="future"):
+        rnnkit.LSTM(4, 6, bidirectional=True).stream()
