@@ -237,19 +237,22 @@ def test_fused_loops_without_direct_blas_and_in_every_weight_layout(mode, P, lay
     for module in (lstm, gru):
         monkeypatch.setattr(module, "recurrent_weight", lambda w, batch, k: RecurrentWeight(w, batch, force=layout))
     gen = torch.Generator().manual_seed(3)
-    T, B, D, H = 5, 3, 4, 6
+    T, B, D, H = 5, 5, 4, 6  # B >= 4: MKL packs the weight
     weights = make_weights(mode, D, H, P, True, dtype=torch.float32, gen=gen)
     x, h0, c0 = make_inputs(mode, T, B, D, H, P, dtype=torch.float32, gen=gen)
     leaves = [x, h0] + ([c0] if c0 is not None else []) + [w for w in weights if w is not None]
     results = []
     try:
-        for direct, backend in ((True, "fused"), (False, "fused"), (True, "reference")):
+        for direct, pack, backend in ((True, True, "fused"), (True, False, "fused"), (False, True, "fused"),
+                                      (True, True, "reference")):
             kernels.set_direct_blas(direct)
-            out, h_n, c_n = run_layer(mode, x, h0, c0, weights, torch.tensor([5, 2, 4]), False, backend)
+            kernels.set_packing(pack)
+            out, h_n, c_n = run_layer(mode, x, h0, c0, weights, torch.tensor([5, 2, 4, 1, 5]), False, backend)
             grads = torch.autograd.grad(loss_of(out, h_n, c_n, torch.Generator().manual_seed(5)), leaves)
             results.append((out, *grads))
     finally:
         kernels.set_direct_blas(True)
+        kernels.set_packing(True)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

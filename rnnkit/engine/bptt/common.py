@@ -109,14 +109,16 @@ def without_autocast(fn):
 def recurrent_weight(w_hh: Tensor, batch: int, kernels=None) -> RecurrentWeight:
     """``w_hh`` (G, P) laid out once for the loop's T products with (batch, P) states.
 
-    The fused CPU kernels run the whole loop in C++ with one direct BLAS call per step: a
-    contiguous ``W_hh^T`` (made by their tiled transpose, 2-3x faster than a strided copy on
-    large weights), or, for a single sequence, ``W_hh`` itself (the product is then a
-    matrix-vector product that reads W_hh's rows as they lie, and the transpose is spared).
-    MKL's packed format needs a per-step Python loop and is not used there."""
+    The fused CPU kernels run the whole loop in C++ with one direct BLAS call per step.  They
+    take ``W_hh`` itself (a transposed view) where they pack it into MKL's GEMM layout once
+    per loop themselves (float32, batches of 4 and more: ``StepGemm`` in fused_cpu.cpp) and
+    for a single sequence (the product is then a matrix-vector product that reads W_hh's rows
+    as they lie); otherwise a contiguous ``W_hh^T`` made by their tiled transpose (2-3x
+    faster than a strided copy on large weights)."""
     if kernels is None:
         return RecurrentWeight(w_hh, batch)
-    if batch == 1:
+    packs = w_hh.dtype == torch.float32 and batch >= 4 and kernels.packing_available()
+    if batch == 1 or packs:
         return RecurrentWeight(w_hh, batch, force="view")
     return RecurrentWeight(w_hh, batch, force="transposed", transpose=kernels.transpose_contiguous)
 

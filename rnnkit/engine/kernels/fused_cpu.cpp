@@ -200,6 +200,74 @@ void gemm_rows(const T* a, int64_t rows, const torch::Tensor& w, T beta, T* c) {
   }
 }
 
+// MKL's packed GEMM (float only): the weight is packed once per time loop into MKL's internal
+// layout, where a plain GEMM repacks it on every call, i.e. every step.  Declared weak like
+// the GEMMs above; absent (another BLAS), the loops use gemm_rows.
+extern "C" {
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha,
+                      const float* src, int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
+                         int lda, const float* b, int ldb, float beta, float* c, int ldc)
+    __attribute__((weak));
+}
+constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
+constexpr int kCblasPacked = 151, kCblasBMatrix = 162;
+// Below this many rows (the batch) MKL computes a matrix-vector-like product without packing.
+constexpr int64_t kPackMinRows = 4;
+bool g_packing = true;  // tests switch packing off
+
+bool packing_available() {
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr &&
+         cblas_sgemm_compute != nullptr;
+}
+
+// Turns MKL packing on or off; returns whether it is available at all.
+bool set_packing(bool on) {
+  g_packing = on;
+  return packing_available();
+}
+
+// c (rows, n) = beta * c + a (rows, k) w for a fixed w (k, n) and row count, repeated every
+// step of a time loop: MKL-packed where that applies, else gemm_rows.
+template <typename T>
+class StepGemm {
+ public:
+  StepGemm(const torch::Tensor& w, int64_t rows) : w_(w), rows_(rows) {
+    const int64_t k = w.size(0), n = w.size(1);
+    const int64_t big = std::numeric_limits<int>::max();
+    if (!std::is_same<T, float>::value || !g_packing || !g_direct_blas || !packing_available() ||
+        rows < kPackMinRows || rows >= big || n >= big || k >= big) {
+      return;
+    }
+    const bool row_major = w.stride(1) == 1;
+    if (!row_major && w.stride(0) != 1) return;
+    const int64_t ld = row_major ? std::max<int64_t>(w.stride(0), n) : std::max<int64_t>(w.stride(1), k);
+    const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, int(rows), int(n), int(k));
+    packed_ = torch::empty({int64_t((bytes + sizeof(float) - 1) / sizeof(float))},
+                           w.options().dtype(torch::kFloat32));
+    cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, row_major ? kCblasNoTrans : kCblasTrans, int(rows),
+                     int(n), int(k), 1.0f, reinterpret_cast<const float*>(w.data_ptr()), int(ld),
+                     packed_.data_ptr<float>());
+  }
+
+  void operator()(const T* a, T beta, T* c) const {
+    if (!packed_.defined()) {
+      gemm_rows<T>(a, rows_, w_, beta, c);
+      return;
+    }
+    const int n = int(w_.size(1)), k = int(w_.size(0));
+    cblas_sgemm_compute(kCblasRowMajor, kCblasNoTrans, kCblasPacked, int(rows_), n, k,
+                        reinterpret_cast<const float*>(a), k, packed_.data_ptr<float>(), n,
+                        float(beta), reinterpret_cast<float*>(c), n);
+  }
+
+ private:
+  torch::Tensor w_;
+  int64_t rows_;
+  torch::Tensor packed_;
+};
+
 // ---------------------------------------------------------------------------------------- LSTM
 
 // One batch row of the LSTM forward step (H units); pointers as in lstm_forward_step.
@@ -469,11 +537,13 @@ void lstm_forward_loop(torch::Tensor gates, torch::Tensor bias, torch::Tensor g_
   const int64_t B = gates.size(1), G = gates.size(2), H = G / 4, P = hs.size(2);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_forward_loop", [&] {
     const scalar_t* h = h0.data_ptr<scalar_t>();
+    const StepGemm<scalar_t> recurrent(w_hh_t, B);
+    const StepGemm<scalar_t> project(proj ? w_hr_t : w_hh_t, proj ? B : 0);
     for (int64_t t = 0; t < gates.size(0); ++t) {
-      gemm_rows<scalar_t>(h, B, w_hh_t, scalar_t(1), gates.data_ptr<scalar_t>() + t * B * G);
+      recurrent(h, scalar_t(1), gates.data_ptr<scalar_t>() + t * B * G);
       lstm_forward_step(gates, bias, g_act, cells, out, c0, t);
       scalar_t* h_t = hs.data_ptr<scalar_t>() + t * B * P;
-      if (proj) gemm_rows<scalar_t>(ms.data_ptr<scalar_t>() + t * B * H, B, w_hr_t, scalar_t(0), h_t);
+      if (proj) project(ms.data_ptr<scalar_t>() + t * B * H, scalar_t(0), h_t);
       h = h_t;
     }
   });
@@ -493,6 +563,8 @@ void lstm_backward_loop(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
   torch::Tensor dm = torch::empty({B, H}, gates.options());  // gradient reaching m_t
   torch::Tensor dh = proj ? torch::empty({B, P}, gates.options()) : none;
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_loop", [&] {
+    const StepGemm<scalar_t> recurrent(w_hh, B);
+    const StepGemm<scalar_t> project(proj ? w_hr : w_hh, proj ? B : 0);
     const scalar_t* dy_p = dy.data_ptr<scalar_t>();
     const scalar_t* dg_p = d_gates.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -503,15 +575,15 @@ void lstm_backward_loop(torch::Tensor gates, torch::Tensor g_act, torch::Tensor 
         if (t == T - 1) {
           lstm_backward_step(gates, g_act, cells, c0, dy.select(0, t), none, dc, d_gates, lengths, t);
         } else {
-          gemm_rows<scalar_t>(d_next, B, w_hh, scalar_t(0), dm.data_ptr<scalar_t>());
+          recurrent(d_next, scalar_t(0), dm.data_ptr<scalar_t>());
           lstm_backward_step(gates, g_act, cells, c0, dm, dy.select(0, t), dc, d_gates, lengths, t);
         }
         continue;
       }
       scalar_t* dh_p = dh.data_ptr<scalar_t>();
       std::memcpy(dh_p, dy_t, sizeof(scalar_t) * B * P);
-      if (t < T - 1) gemm_rows<scalar_t>(d_next, B, w_hh, scalar_t(1), dh_p);
-      gemm_rows<scalar_t>(dh_p, B, w_hr, scalar_t(0), dm.data_ptr<scalar_t>());
+      if (t < T - 1) recurrent(d_next, scalar_t(1), dh_p);
+      project(dh_p, scalar_t(0), dm.data_ptr<scalar_t>());
       lstm_backward_step(gates, g_act, cells, c0, dm, none, dc, d_gates, lengths, t);
     }
   });
@@ -529,11 +601,12 @@ void gru_forward_loop(torch::Tensor gates, torch::Tensor bias, torch::Tensor u,
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_forward_loop", [&] {
     const scalar_t* h = h0.data_ptr<scalar_t>();
     scalar_t* u_p = u.data_ptr<scalar_t>();
+    const StepGemm<scalar_t> recurrent(w_hh_t, B);
     for (int64_t t = 0; t < gates.size(0); ++t) {
       if (has_b) {  // u = b_hh + h W_hh^T
         for (int64_t b = 0; b < B; ++b) std::memcpy(u_p + b * G, b_hh.data_ptr<scalar_t>(), sizeof(scalar_t) * G);
       }
-      gemm_rows<scalar_t>(h, B, w_hh_t, has_b ? scalar_t(1) : scalar_t(0), u_p);
+      recurrent(h, has_b ? scalar_t(1) : scalar_t(0), u_p);
       gru_forward_step(gates, bias, u, u_n, hs, h0, t);
       h = hs.data_ptr<scalar_t>() + t * B * H;
     }
@@ -550,11 +623,12 @@ torch::Tensor gru_backward_loop(torch::Tensor gates, torch::Tensor u_n, torch::T
   check(carry, gates, "carry");
   dh = dh.contiguous().clone();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_loop", [&] {
+    const StepGemm<scalar_t> recurrent(w_hh, B);
     for (int64_t t = gates.size(0) - 1; t >= 0; --t) {
       gru_backward_step(gates, u_n, hs, h0, dh, dy, d_u, d_x, carry, lengths, t);
       // delta h_{t-1} = carry + W_hh^T d_u[t]
       std::memcpy(dh.data_ptr<scalar_t>(), carry.data_ptr<scalar_t>(), sizeof(scalar_t) * B * H);
-      gemm_rows<scalar_t>(d_u.data_ptr<scalar_t>() + t * B * G, B, w_hh, scalar_t(1), dh.data_ptr<scalar_t>());
+      recurrent(d_u.data_ptr<scalar_t>() + t * B * G, scalar_t(1), dh.data_ptr<scalar_t>());
     }
   });
   return dh;
@@ -588,4 +662,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward_loop", &gru_backward_loop);
   m.def("activation", &activation);
   m.def("set_direct_blas", &set_direct_blas);
+  m.def("set_packing", &set_packing);
+  m.def("packing_available", &packing_available);
 }
