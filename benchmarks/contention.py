@@ -46,6 +46,9 @@ import torch
 import rnnkit
 from rnnkit import threads as thread_policy
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from speed import make_step  # noqa: E402  (benchmarks/speed.py, beside this script)
+
 SHAPES = [(35, 20, 200), (35, 20, 650)]
 
 SPIN = {
@@ -84,18 +87,6 @@ def start_busy(kind: str) -> subprocess.Popen:
         raise RuntimeError("the background process did not start")
     time.sleep(0.5)  # let it settle into its loop
     return proc
-
-
-def make_step(model, x, grad, train: bool):
-    if train:
-        def step():
-            out, _ = model(x)
-            out.backward(grad)
-    else:
-        def step():
-            with torch.no_grad():
-                model(x)
-    return step
 
 
 def time_config(models, x, grad, train, repeats, warmup, budget, rng):

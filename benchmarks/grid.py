@@ -25,6 +25,7 @@ import csv
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,23 +33,13 @@ import torch
 
 import rnnkit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import time_call  # noqa: E402  (benchmarks/speed.py, beside this script)
+
 BATCHES = [1, 8, 32, 64]
 SIZES = [128, 256, 512, 1024]
 LAYERS = [1, 2]
 MODES = ["train", "no_grad", "inference_mode"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_call(fn, device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def make_call(model, x, grad, mode: str):
