@@ -263,7 +263,7 @@ def _evaluate(args) -> int:
     options = parser.parse_args(args.options, namespace=argparse.Namespace(run=args.run))
     from rnnkit.threads import policy
 
-    with policy(options.threads):
+    with policy(options.threads, announce=False):  # standard output is the results, for pipes
         task.evaluate(options)
     return 0
 

@@ -209,12 +209,13 @@ def parse_threads(text: str) -> Threads:
     return count
 
 
-def configure(threads: Threads = "auto", adapt: bool = False) -> int:
+def configure(threads: Threads = "auto", adapt: bool = False, announce: bool = True) -> int:
     """Set PyTorch's CPU thread count: a number, ``"auto"`` (:func:`auto_threads`) or None /
     ``"torch"`` (leave PyTorch's setting).  Logs the choice and returns the count in use.  With
     ``"auto"`` and ``adapt``, the count follows the machine's load during training (see
     :class:`Adapt`; installed on every ``torch.optim`` optimizer until :func:`stop_adapting`
-    or the next configure call)."""
+    or the next configure call).  ``announce=False`` logs the choice at DEBUG level only (for
+    commands whose standard output is data, such as ``rnnkit evaluate``)."""
     import torch
 
     stop_adapting()
@@ -234,8 +235,9 @@ def configure(threads: Threads = "auto", adapt: bool = False) -> int:
 
             adapt_hook = Adapt()
             _adapting.append((register_optimizer_step_pre_hook(adapt_hook), adapt_hook))
-        logger.info(f"rnnkit: {count} CPU thread{'s' if count > 1 else ''} ({why}"
-                    f"{', following the load' if follows else ''}; --threads N to choose)")
+        logger.log(logging.INFO if announce else logging.DEBUG,
+                   f"rnnkit: {count} CPU thread{'s' if count > 1 else ''} ({why}"
+                   f"{', following the load' if follows else ''}; --threads N to choose)")
         return count
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a count >= 1, 'auto', 'torch' or None; got {threads!r}")
@@ -245,14 +247,14 @@ def configure(threads: Threads = "auto", adapt: bool = False) -> int:
 
 
 @contextlib.contextmanager
-def policy(threads: Threads = "auto", adapt: bool = False):
+def policy(threads: Threads = "auto", adapt: bool = False, announce: bool = True):
     """:func:`configure` for the duration of a ``with`` block (a command run in-process, a
     test): afterwards no hook is left and PyTorch's thread count is what it was."""
     import torch
 
     before = torch.get_num_threads()
     try:
-        yield configure(threads, adapt=adapt)
+        yield configure(threads, adapt=adapt, announce=announce)
     finally:
         stop_adapting()
         if torch.get_num_threads() != before:
