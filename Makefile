@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of PyTorch used for development and CI; override for another build, e.g.
-#   make test TORCH_SPEC="torch>=2.2"
+#   make test TORCH_SPEC="torch>=2.4"
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install quickstart test test-all lint bench clean

@@ -43,6 +43,7 @@ float32 (check your runtime for float16 and float64).
 
 from __future__ import annotations
 
+import abc
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -86,17 +87,22 @@ class ExportUnsupported(RnnkitError, NotImplementedError):
 # ------------------------------------------------------------------------------ builders
 
 
-class _Builder:
-    """The graph-building calls the translations need, over either exporter's graph."""
+class _Builder(abc.ABC):
+    """The graph-building calls the translations need, over either exporter's graph
+    (:class:`_ScriptBuilder` for the dynamo exporter, :class:`_TorchScriptBuilder` for the
+    TorchScript one)."""
 
+    @abc.abstractmethod
     def op(self, name: str, *inputs, outputs: int = 1, **attrs):
-        raise NotImplementedError
+        """An ONNX node ``name`` over ``inputs``; its output, or a tuple of ``outputs``."""
 
+    @abc.abstractmethod
     def const(self, array: np.ndarray):
-        raise NotImplementedError
+        """A constant holding ``array``."""
 
+    @abc.abstractmethod
     def static_dim(self, value, axis: int) -> Optional[int]:
-        raise NotImplementedError
+        """The size of ``value`` along ``axis`` where the graph knows it, else None."""
 
     def ints(self, values: Sequence[int]):
         return self.const(np.asarray(list(values), dtype=np.int64))

@@ -53,8 +53,11 @@ def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError):  # no cgroup v2 quota here: try v1
+        return _cgroup_v1_quota(root)
+
+
+def _cgroup_v1_quota(root: Path) -> float | None:
     try:
         quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
         period = int((root / "cpu" / "cpu.cfs_period_us").read_text())

@@ -269,7 +269,7 @@ def test_a_live_holder_is_waited_for_a_bounded_time(tmp_path, caplog):
         with caplog.at_level(logging.INFO, logger="rnnkit"):
             with pytest.raises(kernels.KernelUnavailable) as exc:
                 with kernels.build_lock(tmp_path, wait_s=0.5):
-                    pass
+                    pytest.fail("took the lock another process holds")
         assert time.monotonic() - start < 10
         assert str(tmp_path / kernels.LOCK_NAME) in exc.value.reason and str(holder.pid) in exc.value.reason
         assert f"waiting for process {holder.pid}" in caplog.text
