@@ -47,7 +47,7 @@ import rnnkit
 from rnnkit import threads as thread_policy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from speed import make_step  # noqa: E402  (benchmarks/speed.py, beside this script)
+from speed import make_step, parse_shape  # noqa: E402  (benchmarks/speed.py, beside this script)
 
 SHAPES = [(35, 20, 200), (35, 20, 650)]
 
@@ -58,14 +58,6 @@ SPIN = {
     "matmul": ("import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nprint('busy', flush=True)\n"
                "while True:\n    a = torch.tanh(a @ a)\n"),
 }
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    try:
-        T, B, H = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must look like TxBxH (e.g. 35x20x650), got {text!r}") from None
-    return T, B, H
 
 
 def parse_threads(text: str):

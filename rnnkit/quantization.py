@@ -16,33 +16,14 @@ import copy
 import torch
 from torch import nn
 
-from rnnkit.models.cells import GRUCell, LSTMCell, RNNCell
+from rnnkit.models.cells import _CellBase
 from rnnkit.models.rnn import RNNBase
-
-_CELLS = {RNNCell: nn.RNNCell, LSTMCell: nn.LSTMCell, GRUCell: nn.GRUCell}
 
 
 def to_torch(module: nn.Module) -> nn.Module:
     """The torch.nn equivalent of one rnnkit layer or cell, with copies of its weights;
     any other module is returned as it is."""
-    if isinstance(module, RNNBase):
-        return module.to_torch()
-    peer_type = _CELLS.get(type(module))
-    if peer_type is None:
-        return module
-    kwargs = {}
-    if peer_type is nn.RNNCell:
-        if module.nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"RNNCell: torch.nn.RNNCell supports nonlinearity 'tanh' or 'relu', got {module.nonlinearity!r}"
-            )
-        kwargs["nonlinearity"] = module.nonlinearity
-    ref = module.weight_ih
-    peer = peer_type(module.input_size, module.hidden_size, bias=module.bias, device=ref.device,
-                     dtype=ref.dtype, **kwargs)
-    peer.load_state_dict(module.state_dict())
-    peer.train(module.training)
-    return peer
+    return module.to_torch() if isinstance(module, (RNNBase, _CellBase)) else module
 
 
 def swap_to_torch(model: nn.Module) -> nn.Module:

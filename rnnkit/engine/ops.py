@@ -92,10 +92,6 @@ def _fake_grads(inputs: Sequence[Optional[Tensor]], needs: Sequence[bool], like:
     )
 
 
-def _none_if_empty(grads: Sequence[Tensor], needs: Sequence[bool]) -> list[Optional[Tensor]]:
-    return [g if need else None for g, need in zip(grads, needs)]
-
-
 # --------------------------------------------------------------------------------- LSTM
 
 

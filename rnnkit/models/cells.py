@@ -15,6 +15,25 @@ from rnnkit.engine.steps import check_nonlinearity, gru_cell, lstm_cell, rnn_cel
 from rnnkit.models.checks import check_finite, check_float_like, check_shape, check_tensor
 
 
+def torch_equivalent(module: nn.Module, *args, **kwargs) -> nn.Module:
+    """The torch.nn module of ``module``'s class name (``RNN``, ``LSTMCell``, ...), built with
+    ``args`` and ``kwargs`` on its device and dtype, holding copies of its weights, in its
+    train/eval mode.  An RNN's nonlinearity goes along; torch.nn has only tanh and relu."""
+    name = type(module).__name__
+    nonlinearity = getattr(module, "nonlinearity", None) if name in ("RNN", "RNNCell") else None
+    if nonlinearity is not None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"{name}.to_torch: torch.nn.{name} supports nonlinearity 'tanh' or 'relu', got {nonlinearity!r}"
+            )
+        kwargs["nonlinearity"] = nonlinearity
+    ref = next(module.parameters())
+    peer = getattr(nn, name)(*args, **kwargs, device=ref.device, dtype=ref.dtype)
+    peer.load_state_dict(module.state_dict())
+    peer.train(module.training)
+    return peer
+
+
 class _CellBase(nn.Module):
     _gates = 1
 
@@ -44,6 +63,11 @@ class _CellBase(nn.Module):
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
+
+    def to_torch(self) -> nn.Module:
+        """An equivalent ``torch.nn.RNNCell``/``LSTMCell``/``GRUCell`` holding copies of these
+        weights (see :meth:`rnnkit.models.rnn.RNNBase.to_torch`)."""
+        return torch_equivalent(self, self.input_size, self.hidden_size, bias=self.bias)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

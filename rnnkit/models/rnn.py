@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from rnnkit.engine.bptt.common import autocast_enabled
 from rnnkit.engine.layer import check_backend, run_layer
 from rnnkit.engine.steps import GATES, check_nonlinearity
+from rnnkit.models.cells import torch_equivalent
 from rnnkit.models.checks import (
     check_finite,
     check_float_like,
@@ -207,20 +208,9 @@ class RNNBase(nn.Module):
         ValueError for settings torch.nn lacks (the RNN's sigmoid and identity)."""
         kwargs = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                       dropout=self.dropout, bidirectional=self.bidirectional)
-        if self.mode == "RNN":
-            if self.nonlinearity not in ("tanh", "relu"):
-                raise ValueError(
-                    f"RNN.to_torch: torch.nn.RNN supports nonlinearity 'tanh' or 'relu', "
-                    f"got {self.nonlinearity!r}"
-                )
-            kwargs["nonlinearity"] = self.nonlinearity
         if self.proj_size:
             kwargs["proj_size"] = self.proj_size
-        ref = self.weight_ih_l0
-        peer = getattr(nn, self.mode)(self.input_size, self.hidden_size, **kwargs, device=ref.device, dtype=ref.dtype)
-        peer.load_state_dict(self.state_dict())
-        peer.train(self.training)
-        return peer
+        return torch_equivalent(self, self.input_size, self.hidden_size, **kwargs)
 
     # ----------------------------------------------------------------------------- forward
 

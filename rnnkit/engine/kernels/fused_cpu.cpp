@@ -176,17 +176,32 @@ bool set_direct_blas(bool on) {
 // tensor with one unit stride (a contiguous matrix or the transpose of one).  One BLAS call:
 // inside the time loops this spares each step the dispatcher, a view and (for results that
 // were allocated per step) an allocation, which dominate at small batch and width.
-template <typename T>
-void gemm_rows(const T* a, int64_t rows, const torch::Tensor& w, T beta, T* c) {
+// How a weight w (k, n) with one unit stride goes to a BLAS: as stored (w row-major) or as
+// the transpose of a row-major matrix, with its leading dimension; and whether every size of
+// a product with `rows` rows fits the BLAS's 32-bit integers.
+struct WeightLayout {
+  bool row_major;
+  int64_t ld;
+  bool fits_int;
+};
+
+inline WeightLayout weight_layout(const torch::Tensor& w, int64_t rows) {
   const int64_t k = w.size(0), n = w.size(1);
   const bool row_major = w.stride(1) == 1;
   TORCH_CHECK(row_major || w.stride(0) == 1, "rnnkit fused kernel: a weight needs one unit stride");
   const int64_t ld = row_major ? std::max<int64_t>(w.stride(0), n) : std::max<int64_t>(w.stride(1), k);
   const int64_t big = std::numeric_limits<int>::max();
-  if (blas_available<T>() && rows < big && n < big && k < big && ld < big) {
+  return {row_major, ld, rows < big && n < big && k < big && ld < big};
+}
+
+template <typename T>
+void gemm_rows(const T* a, int64_t rows, const torch::Tensor& w, T beta, T* c) {
+  const int64_t k = w.size(0), n = w.size(1);
+  const WeightLayout layout = weight_layout(w, rows);
+  if (blas_available<T>() && layout.fits_int) {
     // Column-major BLAS computes c^T (n, rows) = w^T (n, k) a^T (k, rows).
-    blas_gemm(row_major ? 'N' : 'T', static_cast<int>(n), static_cast<int>(rows),
-              static_cast<int>(k), T(1), w.data_ptr<T>(), static_cast<int>(ld), a,
+    blas_gemm(layout.row_major ? 'N' : 'T', static_cast<int>(n), static_cast<int>(rows),
+              static_cast<int>(k), T(1), w.data_ptr<T>(), static_cast<int>(layout.ld), a,
               static_cast<int>(k), beta, c, static_cast<int>(n));
     return;
   }
@@ -235,20 +250,17 @@ class StepGemm {
  public:
   StepGemm(const torch::Tensor& w, int64_t rows) : w_(w), rows_(rows) {
     const int64_t k = w.size(0), n = w.size(1);
-    const int64_t big = std::numeric_limits<int>::max();
+    const WeightLayout layout = weight_layout(w, rows);
     if (!std::is_same<T, float>::value || !g_packing || !g_direct_blas || !packing_available() ||
-        rows < kPackMinRows || rows >= big || n >= big || k >= big) {
+        rows < kPackMinRows || !layout.fits_int) {
       return;
     }
-    const bool row_major = w.stride(1) == 1;
-    if (!row_major && w.stride(0) != 1) return;
-    const int64_t ld = row_major ? std::max<int64_t>(w.stride(0), n) : std::max<int64_t>(w.stride(1), k);
     const size_t bytes = cblas_sgemm_pack_get_size(kCblasBMatrix, int(rows), int(n), int(k));
     packed_ = torch::empty({int64_t((bytes + sizeof(float) - 1) / sizeof(float))},
                            w.options().dtype(torch::kFloat32));
-    cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, row_major ? kCblasNoTrans : kCblasTrans, int(rows),
-                     int(n), int(k), 1.0f, reinterpret_cast<const float*>(w.data_ptr()), int(ld),
-                     packed_.data_ptr<float>());
+    cblas_sgemm_pack(kCblasRowMajor, kCblasBMatrix, layout.row_major ? kCblasNoTrans : kCblasTrans,
+                     int(rows), int(n), int(k), 1.0f, reinterpret_cast<const float*>(w.data_ptr()),
+                     int(layout.ld), packed_.data_ptr<float>());
   }
 
   void operator()(const T* a, T beta, T* c) const {
