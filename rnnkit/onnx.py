@@ -49,6 +49,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from rnnkit.engine.steps import GATES
 from rnnkit.errors import RnnkitError
 from rnnkit.extras import require
 
@@ -65,10 +66,9 @@ LEGACY_MIN_OPSET = 13
 
 _INT32, _INT64 = 6, 7  # onnx.TensorProto
 
-# Gate blocks of torch's packed weights, in the order of ONNX's: LSTM torch (i, f, g, o) ->
-# ONNX (i, o, f, c); GRU torch (r, z, n) -> ONNX (z, r, h); the RNN has one block.
-_LSTM_ORDER = (0, 3, 1, 2)
-_GRU_ORDER = (1, 0, 2)
+# ONNX's gate order, in the names of torch's packing (GATES): ONNX calls the LSTM's g "c" and
+# the GRU's n "h".
+_ONNX_GATES = {"RNN": ("",), "LSTM": ("i", "o", "f", "g"), "GRU": ("z", "r", "n")}
 
 _ACTIVATIONS = {
     "tanh": ("Tanh", {}),
@@ -176,9 +176,10 @@ class _TorchScriptBuilder(_Builder):
 # -------------------------------------------------------------------------- translations
 
 
-def _hidden_size(bld: _Builder, w_hh, blocks: int, kind: str) -> int:
+def _hidden_size(bld: _Builder, w_hh, kind: str) -> int:
     """H from the recurrent weight (blocks*H, H), which must have a static shape: ONNX's
     recurrent operators take the hidden size as an attribute."""
+    blocks = len(GATES[kind])
     H = bld.static_dim(w_hh, 1)
     rows = bld.static_dim(w_hh, 0)
     if H is None or rows is None:
@@ -194,9 +195,10 @@ def _hidden_size(bld: _Builder, w_hh, blocks: int, kind: str) -> int:
     return H
 
 
-def _gates(bld: _Builder, w, order: Sequence[int], H: int):
+def _gates(bld: _Builder, w, kind: str, H: int):
     """Rows of a packed weight or bias, block by block in ONNX's gate order."""
-    if tuple(order) == tuple(range(len(order))):
+    order = [GATES[kind].index(gate) for gate in _ONNX_GATES[kind]]
+    if order == sorted(order):
         return w
     index = np.concatenate([np.arange(k * H, (k + 1) * H) for k in order])
     return bld.op("Gather", w, bld.const(index), axis=0)
@@ -209,10 +211,6 @@ def _zeros_like(bld: _Builder, v):
 def _dirs(bld: _Builder, v):
     """(...) -> (1, ...): ONNX's num_directions axis."""
     return bld.op("Unsqueeze", v, bld.ints([0]))
-
-
-def _sequence_lens(bld: _Builder, lengths):
-    return None if lengths is None else bld.op("Cast", lengths, to=_INT32)
 
 
 def _output(bld: _Builder, Y, x, lengths):
@@ -233,15 +231,15 @@ def _state(bld: _Builder, Y_h):
     return bld.op("Squeeze", Y_h, bld.ints([0]))
 
 
-def _buffer(bld: _Builder, x, tail: Optional[Sequence[int]]):
+def _buffer(bld: _Builder, x, width: Optional[int]):
     """A stand-in for one of the operator's saved-for-backward outputs, which nothing in an
-    inference graph reads (the exporter's optimizer drops it): zeros of its shape, (T, B, *tail),
-    or (0,) for an empty one."""
-    if tail is None:
+    inference graph reads (the exporter's optimizer drops it): zeros of its shape,
+    (T, B, width), or (0,) for an empty one (width None)."""
+    if width is None:
         shape = bld.ints([0])
     else:
         time_batch = bld.op("Slice", bld.op("Shape", x), bld.ints([0]), bld.ints([2]))
-        shape = bld.op("Concat", time_batch, bld.ints(tail), axis=0)
+        shape = bld.op("Concat", time_batch, bld.ints([width]), axis=0)
     return bld.zeros(shape, x)
 
 
@@ -252,6 +250,32 @@ def _is_absent(v) -> bool:
     return bool(isinstance(v, torch._C.Value) and node().mustBeNone())
 
 
+def _recurrent(bld: _Builder, kind: str, x, states, w_ih, w_hh, b_ih, b_hh, lengths,
+               saved: Sequence[Optional[int]], **attrs):
+    """One layer and direction as ONNX's ``kind`` node: ``(output, *final states, *buffers)``
+    in the operator's shapes.  ``states`` are the initial ones (h0, and c0 for the LSTM);
+    ``b_ih``, ``b_hh`` and ``lengths`` may be absent; ``saved`` gives, per saved-for-backward
+    output of the operator, its width in multiples of H (None: an empty one)."""
+    H = _hidden_size(bld, w_hh, kind)
+    W, R = (_dirs(bld, _gates(bld, w, kind, H)) for w in (w_ih, w_hh))
+    wb, rb = (None if _is_absent(v) else _gates(bld, v, kind, H) for v in (b_ih, b_hh))
+    B = None
+    if wb is not None or rb is not None:
+        # ONNX's B is (Wb | Rb); an absent one is zeros (the LSTM's and RNN's operators take
+        # b_ih + b_hh as one bias, ONNX's Wb)
+        wb = wb if wb is not None else _zeros_like(bld, rb)
+        rb = rb if rb is not None else _zeros_like(bld, wb)
+        B = _dirs(bld, bld.op("Concat", wb, rb, axis=0))
+    lengths = None if _is_absent(lengths) else lengths
+    sequence_lens = None if lengths is None else bld.op("Cast", lengths, to=_INT32)
+    Y, *finals = bld.op(
+        kind, x, W, R, B, sequence_lens, *(_dirs(bld, s) for s in states),
+        outputs=1 + len(states), hidden_size=H, **attrs,
+    )
+    return (_output(bld, Y, x, lengths), *(_state(bld, s) for s in finals),
+            *(_buffer(bld, x, None if k is None else k * H) for k in saved))
+
+
 def _lstm(bld: _Builder, x, h0, c0, w_ih, w_hh, b, w_hr, lengths, save: bool):
     if not _is_absent(w_hr):
         raise ExportUnsupported(
@@ -259,42 +283,16 @@ def _lstm(bld: _Builder, x, h0, c0, w_ih, w_hh, b, w_hr, lengths, save: bool):
             "operator has no projection of the hidden state (weight_hr). Export a model without "
             "proj_size, or fold the projection into a per-step loop of your own"
         )
-    H = _hidden_size(bld, w_hh, 4, "LSTM")
-    W = _dirs(bld, _gates(bld, w_ih, _LSTM_ORDER, H))
-    R = _dirs(bld, _gates(bld, w_hh, _LSTM_ORDER, H))
-    B = None
-    if not _is_absent(b):
-        # the operator takes b_ih + b_hh as one bias: ONNX's Wb, and zeros for its Rb
-        wb = _gates(bld, b, _LSTM_ORDER, H)
-        B = _dirs(bld, bld.op("Concat", wb, _zeros_like(bld, wb), axis=0))
-    lengths = None if _is_absent(lengths) else lengths
-    Y, Y_h, Y_c = bld.op(
-        "LSTM", x, W, R, B, _sequence_lens(bld, lengths), _dirs(bld, h0), _dirs(bld, c0),
-        outputs=3, hidden_size=H,
-    )
-    buffers = [(4 * H,), (H,), (H,), None] if save else [None] * 4
-    return (_output(bld, Y, x, lengths), _state(bld, Y_h), _state(bld, Y_c),
-            *(_buffer(bld, x, tail) for tail in buffers))
+    # saved for backward: gates (4H), g and cells (H), and m, empty without a projection
+    saved = (4, 1, 1, None) if save else (None,) * 4
+    return _recurrent(bld, "LSTM", x, (h0, c0), w_ih, w_hh, b, None, lengths, saved)
 
 
 def _gru(bld: _Builder, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, save: bool):
-    H = _hidden_size(bld, w_hh, 3, "GRU")
-    W = _dirs(bld, _gates(bld, w_ih, _GRU_ORDER, H))
-    R = _dirs(bld, _gates(bld, w_hh, _GRU_ORDER, H))
-    biases = [None if _is_absent(v) else _gates(bld, v, _GRU_ORDER, H) for v in (b_ih, b_hh)]
-    B = None
-    if any(v is not None for v in biases):
-        present = next(v for v in biases if v is not None)
-        wb, rb = (v if v is not None else _zeros_like(bld, present) for v in biases)
-        B = _dirs(bld, bld.op("Concat", wb, rb, axis=0))
-    lengths = None if _is_absent(lengths) else lengths
+    # saved for backward: gates (3H) and u_n (H)
+    saved = (3, 1) if save else (None, None)
     # linear_before_reset=1: n = tanh(W_n x + b_in + r * (W_hn h + b_hn)), torch.nn's GRU
-    Y, Y_h = bld.op(
-        "GRU", x, W, R, B, _sequence_lens(bld, lengths), _dirs(bld, h0),
-        outputs=2, hidden_size=H, linear_before_reset=1,
-    )
-    buffers = [(3 * H,), (H,)] if save else [None, None]
-    return (_output(bld, Y, x, lengths), _state(bld, Y_h), *(_buffer(bld, x, tail) for tail in buffers))
+    return _recurrent(bld, "GRU", x, (h0,), w_ih, w_hh, b_ih, b_hh, lengths, saved, linear_before_reset=1)
 
 
 def _rnn(bld: _Builder, x, h0, w_ih, w_hh, b, lengths, nonlinearity: str):
@@ -304,16 +302,7 @@ def _rnn(bld: _Builder, x, h0, w_ih, w_hh, b, lengths, nonlinearity: str):
             f"supported: {sorted(_ACTIVATIONS)}"
         )
     activation, params = _ACTIVATIONS[nonlinearity]
-    H = _hidden_size(bld, w_hh, 1, "RNN")
-    B = None
-    if not _is_absent(b):
-        B = _dirs(bld, bld.op("Concat", b, _zeros_like(bld, b), axis=0))
-    lengths = None if _is_absent(lengths) else lengths
-    Y, Y_h = bld.op(
-        "RNN", x, _dirs(bld, w_ih), _dirs(bld, w_hh), B, _sequence_lens(bld, lengths), _dirs(bld, h0),
-        outputs=2, hidden_size=H, activations=[activation], **params,
-    )
-    return _output(bld, Y, x, lengths), _state(bld, Y_h)
+    return _recurrent(bld, "RNN", x, (h0,), w_ih, w_hh, b, None, lengths, (), activations=[activation], **params)
 
 
 # The dynamo exporter's translations: called by the exporter with the operator's arguments, its
