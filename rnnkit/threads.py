@@ -222,12 +222,10 @@ def configure(threads: Threads = "auto", adapt: bool = False, announce: bool = T
     import torch
 
     stop_adapting()
-    if threads is None or threads == "torch":
-        return torch.get_num_threads()
     if isinstance(threads, str):
         threads = parse_threads(threads)
-        if threads == "torch":
-            return torch.get_num_threads()
+    if threads is None or threads == "torch":
+        return torch.get_num_threads()
     if threads == "auto":
         count, why = auto_threads()
         if count != torch.get_num_threads():

@@ -101,9 +101,15 @@ def _first_error_line(exc: Exception) -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def _source_bytes() -> bytes:
+    """The kernel source, read once per process: the key's digest and the build's copy of the
+    source are then of the same text."""
+    return _SOURCE.read_bytes()
+
+
 def _source_digest() -> str:
-    """Digest of the kernel source (read once per process)."""
-    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
+    """Digest of the kernel source."""
+    return hashlib.sha256(_source_bytes()).hexdigest()[:12]
 
 
 def _cxx_command() -> str:
@@ -205,7 +211,7 @@ def _build_source(folder: Path) -> Path:
     that checkouts of rnnkit at different paths with the same key share one build instead of
     rebuilding each other's (the build files record the source's path)."""
     target = folder / "fused_cpu.cpp"
-    text = _SOURCE.read_bytes()
+    text = _source_bytes()
     if not target.is_file() or target.read_bytes() != text:
         partial = target.with_name(f".fused_cpu.{os.getpid()}.cpp")
         partial.write_bytes(text)
