@@ -13,9 +13,9 @@ from torch import Tensor
 
 from rnnkit.errors import NonFiniteInput
 
-# NaN/inf checks on what users pass to layers and cells: one sum over the input, but on a
-# GPU also one host-device synchronization per call; switch them off with
-# RNNKIT_CHECK_FINITE=0 or ``rnnkit.finite_checks(False)`` where that matters.
+# NaN/inf checks on what users pass to layers and cells: on the CPU one sum over the input; on
+# other devices one device-side assertion that never waits for the device (check_finite).
+# Switch them off with RNNKIT_CHECK_FINITE=0 or ``rnnkit.finite_checks(False)``.
 _FINITE = {"enabled": os.environ.get("RNNKIT_CHECK_FINITE", "1") != "0"}
 
 
@@ -42,17 +42,42 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting() or bool(compiling and compiling())
 
 
+def _syncs_host(value: Tensor) -> bool:
+    """Whether reading ``value`` from Python (``.item()``, ``bool()``) would make the host
+    wait for the device: everywhere but on the CPU."""
+    return value.device.type != "cpu"
+
+
 def check_finite(name: str, value: Tensor, owner: str, axes: Sequence[Optional[str]],
                  lengths: Optional[Tensor] = None) -> None:
-    """Raise NonFiniteInput naming the first NaN/inf entry of ``value`` by ``axes``, one name
-    per dimension (("t", "b", "d") for a time-first input; None leaves a dimension unnamed).
+    """Refuse NaN and infinity in ``value``.
 
-    Padding past ``lengths`` is checked too: it enters the input projection of all steps, and
-    although outputs past a sequence's end are masked, NaN there still reaches the weights'
-    gradients (0 * NaN = NaN)."""
+    On the CPU: raise NonFiniteInput naming the first NaN/inf entry of ``value`` by ``axes``,
+    one name per dimension (("t", "b", "d") for a time-first input; None leaves a dimension
+    unnamed).  Padding past ``lengths`` is checked too: it enters the input projection of all
+    steps, and although outputs past a sequence's end are masked, NaN there still reaches the
+    weights' gradients (0 * NaN = NaN).
+
+    On other devices (:func:`_syncs_host`) the check is ``torch._assert_async`` on
+    ``isfinite(value).all()``: queued on the device, it never makes the host wait.  On CUDA a
+    failure does not raise here: it surfaces at the next synchronization (``.item()``, a copy
+    to the CPU, ``torch.cuda.synchronize()``) as a RuntimeError "device-side assert
+    triggered", whose text may not carry this function's message, and it leaves the CUDA
+    context unusable: the process must be restarted.  To find where the NaN entered, run the
+    same input on the CPU (the message then names the entry), or with
+    ``CUDA_LAUNCH_BLOCKING=1``, which raises at the failing call; ``RNNKIT_CHECK_FINITE=0``
+    switches the checks off."""
     if not _FINITE["enabled"] or value.numel() == 0 or value.is_meta or _tracing():
         return
     value = value.detach()
+    if _syncs_host(value):
+        torch._assert_async(
+            torch.isfinite(value).all(),
+            f"{owner}: {name} contains NaN or infinity; expected finite values (a device-side "
+            "check: run the same input on the CPU to have the entry named, or set "
+            "RNNKIT_CHECK_FINITE=0 to switch the checks off)",
+        )
+        return
     # NaN or inf anywhere makes the sum NaN or inf, and a sum is one vectorized pass (several
     # times faster than isfinite().all()); a sum that overflowed from finite values goes on
     # to the exact check below, which then finds nothing.
