@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from rnnkit.engine.bptt.common import autocast_enabled
 from rnnkit.engine.steps import check_nonlinearity, gru_cell, lstm_cell, rnn_cell
 from rnnkit.models.checks import check_finite, check_float_like, check_shape, check_tensor
 
@@ -75,6 +76,29 @@ class _CellBase(nn.Module):
             s += ", bias=False"
         return s
 
+    def _check_like(self, label: str, value: Tensor) -> None:
+        """``value`` must share the parameters' device, and their dtype unless autocast is on:
+        then, as torch.nn's cells do, a cell takes an input or state that autocast made
+        lower-precision (an encoder's final state, a projection's output); the step runs with
+        :meth:`_step_weights`, and its results come out in the dtypes torch.nn's cell gives on
+        the CPU (the state's dtype for the LSTM and GRU, autocast's for the RNN; on CUDA
+        torch.nn's cells return autocast's dtype throughout)."""
+        ref = self.weight_ih
+        if value.dtype != ref.dtype and value.is_floating_point() and autocast_enabled(ref.device.type):
+            value = value.to(ref.dtype) if value.device == ref.device else value
+        check_float_like(label, value, ref, type(self).__name__)
+
+    def _step_weights(self) -> tuple:
+        """``(w_ih, w_hh, b_ih, b_hh)`` for a step: the parameters, or under autocast (with
+        float32 parameters) their copies in autocast's dtype, as torch.nn's cells compute
+        their affine maps in it, bias included (``F.linear`` under autocast)."""
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        device_type = self.weight_ih.device.type
+        if self.weight_ih.dtype != torch.float32 or not autocast_enabled(device_type):
+            return weights
+        low = torch.get_autocast_dtype(device_type)
+        return tuple(None if w is None else w.to(low) for w in weights)
+
     def _check_input(self, input) -> tuple[Tensor, bool]:
         """Return (B, D) input and whether it was unbatched (D,)."""
         name = type(self).__name__
@@ -84,7 +108,7 @@ class _CellBase(nn.Module):
                 f"{name}: Expected input to be 1D (D,) or 2D (B, D), got {input.dim()}D "
                 f"with shape {tuple(input.shape)}"
             )
-        check_float_like("input", input, self.weight_ih, name)
+        self._check_like("input", input)
         if input.shape[-1] != self.input_size:
             raise ValueError(
                 f"{name}: input.size(-1) must be equal to input_size. "
@@ -104,7 +128,7 @@ class _CellBase(nn.Module):
         check_tensor(label, value, name)
         expected = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
         check_shape(label, value, expected, name)
-        check_float_like(label, value, self.weight_ih, name)
+        self._check_like(label, value)
         check_finite(label, value, name, ("d",) if unbatched else ("b", "d"))
         return value.unsqueeze(0) if unbatched else value
 
@@ -128,7 +152,7 @@ class RNNCell(_CellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._check_input(input)
         h = self._check_state("hx", hx, x, unbatched)
-        h = rnn_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity)
+        h = rnn_cell(x, h, *self._step_weights(), self.nonlinearity)
         return h.squeeze(0) if unbatched else h
 
 
@@ -156,7 +180,7 @@ class LSTMCell(_CellBase):
             raise TypeError(f"LSTMCell: hx must be a tuple (h, c), got {type(hx).__name__}")
         h = self._check_state("h", hx[0], x, unbatched)
         c = self._check_state("c", hx[1], x, unbatched)
-        h, c = lstm_cell(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        h, c = lstm_cell(x, h, c, *self._step_weights())
         if unbatched:
             return h.squeeze(0), c.squeeze(0)
         return h, c
@@ -183,5 +207,5 @@ class GRUCell(_CellBase):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._check_input(input)
         h = self._check_state("hx", hx, x, unbatched)
-        h = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        h = gru_cell(x, h, *self._step_weights())
         return h.squeeze(0) if unbatched else h

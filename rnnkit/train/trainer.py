@@ -92,8 +92,19 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available here")
+        why = (f"this PyTorch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+               else "no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+        raise ValueError(f"device 'cuda' was asked for but CUDA is not available here: {why}; "
+                         "use --device cpu or auto")
     return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, bf16: bool) -> Optional[torch.dtype]:
+    """The dtype the training steps autocast to: bfloat16 on CUDA when ``bf16`` is set, else
+    None (no autocast; the CPU trains in float32).  Only the forward of a training step runs
+    under it: the weights, optimizer, checkpoints and carried state stay float32, and
+    validation and the predictors run in float32."""
+    return torch.bfloat16 if bf16 and device.type == "cuda" else None
 
 
 def _rng_state() -> dict:
@@ -113,13 +124,21 @@ def _rank_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def _state_to(state, device: torch.device):
-    """A carried state (tensor, tuple or list of tensors, None) on ``device``; lists become tuples."""
+def _state_to(state, device: torch.device, dtype: Optional[torch.dtype] = None):
+    """A carried state (tensor, tuple or list of tensors, None) on ``device``, its floating
+    tensors in ``dtype`` when given; lists become tuples."""
     if state is None:
         return None
     if isinstance(state, (tuple, list)):
-        return tuple(s.to(device) for s in state)
+        return tuple(_state_to(s, device, dtype) for s in state)
+    if dtype is not None and state.is_floating_point():
+        return state.to(device, dtype)
     return state.to(device)
+
+
+def _parameter_dtype(model: torch.nn.Module) -> Optional[torch.dtype]:
+    """The dtype of the model's first floating-point parameter (None if it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 def _set_rng_state(state: dict) -> None:
@@ -329,7 +348,9 @@ class Trainer:
             carry = state["carry"]
             if self.world > 1:
                 carry = distributed.split_state(carry, self.rank, self.world)
-            carry = _state_to(carry, self.device)
+            # in the weights' dtype: a carry saved in bfloat16 (under autocast, before it was
+            # kept in float32) would be refused by the layers outside autocast
+            carry = _state_to(carry, self.device, _parameter_dtype(self.model))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{where}: the checkpoint does not fit this run "
                                   f"({type(exc).__name__}: {exc})") from None
@@ -348,9 +369,9 @@ class Trainer:
             part = self.task.shard(batch, self.rank, self.world)
             if part is None:  # nothing for this rank: run rank 0's part with weight 0, as DDP
                 part, idle = self.task.shard(batch, 0, self.world), True  # needs every rank's backward
-        use_bf16 = self.cfg.bf16 and self.device.type == "cuda"
+        low = autocast_dtype(self.device, self.cfg.bf16)
         try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with contextlib.nullcontext() if low is None else torch.autocast(self.device.type, dtype=low):
                 loss, n_tokens, state = self.task.train_step(self.train_model, part, self.state)
         except NonFiniteInput as exc:  # NaN/inf weights upstream of a recurrent layer
             raise self._diverged(f"a recurrent layer received non-finite values ({exc})") from None
@@ -373,6 +394,11 @@ class Trainer:
         self.optimizer.step()
         if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             self.scheduler.step()
+        if low is not None:
+            # under autocast the layers return their final states in bfloat16 (as torch.nn's do);
+            # the carry goes on in the weights' dtype, so that the next batch starts from full
+            # precision and a checkpoint saves it so (resumable with or without autocast)
+            state = _state_to(state, self.device, _parameter_dtype(self.model))
         self.state = state
         return value, n_tokens
 
