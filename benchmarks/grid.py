@@ -1,7 +1,8 @@
 """rnnkit.LSTM against torch.nn.LSTM over the B x H grid of issue 20, side by side in one process.
 
 For every point of the grid (batch B, hidden size H, D = H, T steps, 1 or 2 layers) it builds
-a ``torch.nn.LSTM`` and an ``rnnkit.LSTM`` (default backend "auto") with the same weights and
+a ``torch.nn.LSTM`` and an ``rnnkit.LSTM`` (default backend "auto"; ``--backend`` another,
+``--cell gru|rnn`` the other layers) with the same weights and
 times three modes:
   - train:          ``out, _ = lstm(x); out.backward(g)``  (forward + backward)
   - no_grad:        ``lstm(x)`` under ``torch.no_grad()``
@@ -16,6 +17,7 @@ minutes, ``--quick`` under 3.
     python benchmarks/grid.py                     # the full grid, T = 50
     python benchmarks/grid.py --quick --markdown grid.md --csv grid.csv
     python benchmarks/grid.py --batches 1 8 --sizes 128 256 --layers 1 --modes no_grad
+    python benchmarks/grid.py --cell gru --backend fused --quick --layers 1
 """
 
 from __future__ import annotations
@@ -56,10 +58,14 @@ def make_call(model, x, grad, mode: str):
     return call
 
 
+CELLS = {"lstm": (torch.nn.LSTM, rnnkit.LSTM), "gru": (torch.nn.GRU, rnnkit.GRU), "rnn": (torch.nn.RNN, rnnkit.RNN)}
+
+
 def bench_point(B, H, layers, T, modes, device, dtype, args, rng):
     """``{mode: (torch.nn seconds, rnnkit seconds, ratio)}`` and the number of rounds run."""
-    peer = torch.nn.LSTM(H, H, num_layers=layers, device=device, dtype=dtype)
-    ours = rnnkit.LSTM(H, H, num_layers=layers, device=device, dtype=dtype)
+    theirs, mine = CELLS[args.cell]
+    peer = theirs(H, H, num_layers=layers, device=device, dtype=dtype)
+    ours = mine(H, H, num_layers=layers, backend=args.backend, device=device, dtype=dtype)
     ours.load_state_dict(peer.state_dict())
     x = torch.randn(T, B, H, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn(T, B, H, device=device, dtype=dtype)
@@ -109,6 +115,8 @@ def summary(rows, batches, sizes, layer_counts, modes) -> list[str]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cell", default="lstm", choices=list(CELLS), help="layer kind (default lstm)")
+    parser.add_argument("--backend", default="auto", help="rnnkit's backend (default auto)")
     parser.add_argument("--batches", nargs="+", type=int, default=BATCHES, metavar="B")
     parser.add_argument("--sizes", nargs="+", type=int, default=SIZES, metavar="H")
     parser.add_argument("--layers", nargs="+", type=int, default=LAYERS, metavar="L")
@@ -141,7 +149,8 @@ def main(argv=None) -> None:
 
     lines = [
         f"# rnnkit {rnnkit.__version__}, torch {torch.__version__}, {args.device}, {args.dtype}, "
-        f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}",
+        f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
+        f"{args.cell}, backend {args.backend!r}",
         f"# T = {args.steps}, D = H; {args.min_rounds}..{args.rounds} rounds per point ({args.budget:g} s budget); "
         "times are medians; ratio = median over rounds of rnnkit / torch.nn (lower is better)",
         "| B | H | layers | mode | torch.nn ms | rnnkit ms | ratio | rounds |",

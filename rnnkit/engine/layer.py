@@ -14,17 +14,22 @@ import torch
 from torch import Tensor
 
 from rnnkit.engine import kernels as _kernels
+from rnnkit.engine import native as _native
 from rnnkit.engine import ops as _ops
 from rnnkit.engine.reference import reference_layer
 
-BACKENDS = ("auto", "reference", "bptt", "fused")
+BACKENDS = ("auto", "reference", "bptt", "fused", "native")
 """
 - ``reference``: the per-step loop of the cell math under autograd (the oracle);
 - ``bptt``: explicit BPTT Functions, each step in PyTorch operations (any device and dtype);
 - ``fused``: the same Functions with each step's pointwise work in one compiled CPU kernel
   (LSTM and GRU, float32/float64 on the CPU; the RNN step is already one operation);
-- ``auto``: ``fused`` where it applies and builds, else ``bptt``.  Set ``RNNKIT_FUSED=0`` to
-  keep "auto" from compiling the CPU kernels.
+- ``native``: PyTorch's own fused operator for the whole stack, the one torch.nn calls (cuDNN
+  on CUDA, oneDNN or PyTorch's kernels on the CPU; :mod:`rnnkit.engine.native`);
+- ``auto``: per call, the rule of :func:`choose_stack` (measured in docs/benchmarks.md):
+  ``native`` or rnnkit's own engine, which is ``fused`` where it applies and builds, else
+  ``bptt``.  Set ``RNNKIT_FUSED=0`` to keep "auto" from compiling the CPU kernels, and
+  ``RNNKIT_NATIVE=0`` (at start-up) to keep it on rnnkit's own engine.
 """
 MODES = ("RNN", "LSTM", "GRU")
 _FUSED_DTYPES = (torch.float32, torch.float64)
@@ -54,6 +59,10 @@ def _resolve(backend: str, mode: str, x: Tensor) -> str:
         return "bptt"
     if backend in ("reference", "bptt"):
         return backend
+    if backend == "native":
+        # The whole stack runs on PyTorch's operator (choose_stack); a layer that still comes
+        # here (a Stream stepping the layer) runs on rnnkit's own engine as "auto" would.
+        backend = "auto"
     fits = x.device.type == "cpu" and x.dtype in _FUSED_DTYPES
     if backend == "fused":
         if x.device.type != "cpu":
@@ -73,7 +82,66 @@ def _fused_ready(explicit: bool) -> bool:
     if explicit:
         _kernels.fused_cpu()
         return True
-    return os.environ.get("RNNKIT_FUSED", "1") != "0" and _kernels.fused_cpu_available()
+    if os.environ.get("RNNKIT_FUSED", "1") == "0":
+        return False
+    return _kernels.fused_cpu_loaded() or _kernels.fused_cpu_available()
+
+
+def traced() -> bool:
+    """Whether a compiler, tracer or exporter is recording this call: torch.compile and
+    torch.export (and so the dynamo ONNX exporter) or torch.jit.trace (and so the TorchScript
+    ONNX exporter)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: int, hidden: int,
+                 grad: bool) -> bool:
+    """Whether a whole layer stack runs on PyTorch's operator (backend "native") rather than
+    layer by layer on rnnkit's engine.
+
+    "native" asked for: True, or ValueError for what the operator lacks (the RNN's sigmoid and
+    identity).  "auto", by the rule measured in docs/benchmarks.md ("Backend 'auto'"):
+
+    - never while a compiler, tracer or exporter records the call (:func:`traced`): rnnkit's
+      custom operators are one node per layer whose shapes follow the input's, where PyTorch's
+      operator is decomposed into one node per time step (a new graph per sequence length);
+    - never for what the operator lacks (sigmoid and identity RNNs), nor with
+      ``RNNKIT_NATIVE=0`` (read at import; :data:`NATIVE` at run time);
+    - off the CPU (CUDA: cuDNN) and for other dtypes than float32/float64: always; for the
+      LSTM and GRU also wherever the fused CPU kernels are not built;
+    - on the CPU in float32/float64, rnnkit's engine where it was measured faster than
+      PyTorch's operator: the GRU always (the fused kernels take 0.24-0.90 of torch.nn's time);
+      the RNN (one PyTorch operation per step either way) always in training, and forward
+      only except at ``batch == 1`` with ``hidden >= 512``; the LSTM in training at
+      ``hidden >= 256``, forward only at ``hidden >= 1024`` or at ``hidden >= 512`` with
+      ``batch <= 8``.  PyTorch's operator elsewhere.
+    """
+    if backend != "auto":
+        if backend != "native":
+            return False
+        reason = _native.unsupported(mode, nonlinearity)
+        if reason is not None:
+            raise ValueError(f"backend='native': {reason}. Use backend 'auto', 'fused' or 'bptt'")
+        return True
+    # (ordered so that the common cases ask little: this runs on every call)
+    if not NATIVE["enabled"] or traced() or (mode == "RNN" and _native.unsupported(mode, nonlinearity)):
+        return False
+    if not x.is_cpu or x.dtype not in _FUSED_DTYPES:
+        return True
+    if mode == "RNN":
+        return not grad and batch == 1 and hidden >= 512
+    if mode == "GRU":
+        engine = True
+    elif grad:
+        engine = hidden >= 256
+    else:
+        engine = hidden >= 1024 or (hidden >= 512 and batch <= 8)
+    return not (engine and _fused_ready(False))
+
+
+NATIVE = {"enabled": os.environ.get("RNNKIT_NATIVE", "1") != "0"}
+"""Whether "auto" may choose PyTorch's operator: RNNKIT_NATIVE=0 at start-up, or
+``rnnkit.engine.layer.NATIVE["enabled"] = False``, keeps it on rnnkit's engine."""
 
 
 def reverse_index(lengths: Optional[Tensor], T: int, device: torch.device) -> Optional[Tensor]:

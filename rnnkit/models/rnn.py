@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.engine.bptt.common import autocast_enabled
-from rnnkit.engine.layer import check_backend, run_layer
+from rnnkit.engine.layer import check_backend, choose_stack, needs_grad, run_layer
+from rnnkit.engine.native import run_stack
 from rnnkit.engine.steps import GATES, check_nonlinearity
 from rnnkit.models.cells import torch_equivalent
 from rnnkit.models.checks import (
@@ -183,7 +184,11 @@ class RNNBase(nn.Module):
     def _flat_weights(self) -> list[Optional[Tensor]]:
         """The parameters in torch.nn's flat order (``_flat_weights_names``), as torch.nn
         keeps them (code that reads ``rnn._flat_weights`` works unchanged)."""
-        return [getattr(self, name, None) for name in self._flat_weights_names]
+        params = self._parameters
+        # a dict lookup per name (Module.__getattr__ costs a microsecond a call); getattr for a
+        # name that is not a plain parameter (a parametrization's property, a replaced tensor)
+        return [params.get(name) if name in params else getattr(self, name, None)
+                for name in self._flat_weights_names]
 
     def __prepare_scriptable__(self):
         """torch.jit.script calls this before scripting a module (and each submodule)."""
@@ -302,16 +307,54 @@ class RNNBase(nn.Module):
             past a sequence's end is zero; h_n/c_n are the states at each last valid step.
         """
         device_type = self.weight_ih_l0.device.type
+        native = self._native(input, hx)
         if autocast_enabled(device_type):
+            if native and self.backend == "auto" and device_type == "cpu" and (
+                torch.get_autocast_dtype("cpu") != torch.bfloat16
+            ):
+                native = False  # PyTorch's CPU LSTM has no float16 kernel; rnnkit's engine runs
+            dtype = self.weight_ih_l0.dtype
+            input, hx = _cast_input(input, dtype), _cast_state(hx, dtype)
+            if native:
+                # PyTorch's operator under autocast: the dtypes torch.nn gives, by construction.
+                return self._forward(input, hx, lengths, native)
             # The recurrence runs in the parameters' dtype (state and accumulation in fp32 under
             # mixed precision); inputs that autocast made lower-precision are cast back, and
             # the results come out in the dtypes torch.nn's layer gives under autocast.
             with torch.autocast(device_type, enabled=False):
-                dtype = self.weight_ih_l0.dtype
-                result = self.forward(_cast_input(input, dtype), _cast_state(hx, dtype), lengths)
+                result = self._forward(input, hx, lengths, native)
             return self._autocast_result(result, device_type, isinstance(input, PackedSequence))
+        return self._forward(input, hx, lengths, native)
+
+    def _native(self, input, hx) -> bool:
+        """Whether this call runs on PyTorch's operator (:func:`choose_stack`); False for
+        input that is not a tensor or PackedSequence (``_prepare_input`` then says why)."""
+        if isinstance(input, PackedSequence):
+            x, batch = input.data, int(input.batch_sizes[0])
+        elif isinstance(input, Tensor) and input.dim() in (2, 3):
+            x = input
+            batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
+        else:
+            return False
+        grad = False
+        if torch.is_grad_enabled():
+            states = hx if isinstance(hx, (tuple, list)) else (hx,)
+            grad = needs_grad(x, *(h for h in states if isinstance(h, Tensor)), *self._flat_weights)
+        return choose_stack(self.backend, self.mode, self.nonlinearity, x, batch, self.hidden_size, grad)
+
+    def _forward(self, input, hx, lengths: Lengths, native: bool):
         x, lengths, (kind, packed) = self._prepare_input(input, lengths)
         h0, c0 = self._prepare_state(hx, x, kind == "unbatched")
+        if native:
+            x, h_n, c_n = run_stack(
+                self.mode, x, h0, c0, self._flat_weights, lengths, bias=self.bias,
+                num_layers=self.num_layers, dropout=self.dropout, training=self.training,
+                bidirectional=self.bidirectional, nonlinearity=self.nonlinearity,
+                packed=packed if kind == "packed" else None,
+            )
+            if kind == "packed":
+                x = PackedSequence(x, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+            return self._shape_output(x, h_n, c_n, kind, lengths, packed)
         h_n, c_n = [], []
         dirs = self.num_directions
         for layer in range(self.num_layers):
@@ -337,9 +380,13 @@ class RNNBase(nn.Module):
                 x = F.dropout(x, self.dropout, training=True)
         h_n = torch.stack(h_n)  # (L*dirs, B, P)
         c_n = torch.stack(c_n) if self.mode == "LSTM" else None
+        return self._shape_output(x, h_n, c_n, kind, lengths, packed)
 
+    def _shape_output(self, x, h_n: Tensor, c_n: Optional[Tensor], kind: str, lengths, packed):
+        """The results in the caller's layout: ``x`` is the time-first padded output (or,
+        already packed, a PackedSequence); h_n (L*dirs, B, P), c_n (L*dirs, B, H) or None."""
         if kind == "packed":
-            output = _repack(x, lengths, packed)
+            output = x if isinstance(x, PackedSequence) else _repack(x, lengths, packed)
         elif kind == "unbatched":
             output, h_n = x.squeeze(1), h_n.squeeze(1)
             c_n = c_n.squeeze(1) if c_n is not None else None

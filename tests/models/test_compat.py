@@ -11,6 +11,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from rnnkit.engine import layer as engine_layer
 from rnnkit.quantization import quantize_dynamic
 
 LAYERS = [(rnnkit.LSTM, torch.nn.LSTM), (rnnkit.GRU, torch.nn.GRU), (rnnkit.RNN, torch.nn.RNN)]
@@ -30,8 +31,12 @@ def _fresh_dynamo():
 
 
 @pytest.mark.parametrize("cls, _", LAYERS, ids=IDS)
-def test_compile_fullgraph_one_graph_for_every_length(cls, _):
+def test_compile_fullgraph_one_graph_for_every_length(cls, _, monkeypatch):
+    """Under a compiler "auto" runs rnnkit's operators; eager with NATIVE["enabled"] off runs the
+    same engine, bit for bit."""
     from torch._dynamo.utils import counters
+
+    monkeypatch.setitem(engine_layer.NATIVE, "enabled", False)
 
     model = _layer(cls, bidirectional=True)
     compiled = torch.compile(model, fullgraph=True, backend="eager")
@@ -103,6 +108,7 @@ def test_torch_func_grad_vjp_and_jacrev_equal_autograd(cls, _):
     torch.testing.assert_close(jac[1, 3], row)
 
 
+@pytest.mark.parametrize("backend", ["auto", "fused"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("cls, peer, extra", [
@@ -111,8 +117,9 @@ def test_torch_func_grad_vjp_and_jacrev_equal_autograd(cls, _):
     (rnnkit.GRU, torch.nn.GRU, {}),
     (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
 ], ids=["LSTM", "LSTM-proj", "GRU", "RNN"])
-def test_autocast_output_dtypes_are_torch_nn_s(cls, peer, extra, packed, dtype):
-    ours = cls(4, 6, **extra)
+def test_autocast_output_dtypes_are_torch_nn_s(cls, peer, extra, packed, dtype, backend):
+    """On "auto" (here PyTorch's operator for the LSTM) and on rnnkit's own engine."""
+    ours = cls(4, 6, backend=backend, **extra)
     theirs = peer(4, 6, **extra)
     x = torch.randn(5, 3, 4)
     arg = pack_padded_sequence(x, [5, 4, 2]) if packed else x
@@ -245,9 +252,11 @@ def test_word_language_model_trains_like_torch_nn(backend):
 
 
 @pytest.mark.parametrize("cls, _", LAYERS, ids=IDS)
-def test_inference_export_and_the_eager_shortcut_run_the_operator(cls, _):
+def test_inference_export_and_the_eager_shortcut_run_the_operator(cls, _, monkeypatch):
     """Under no_grad, plain eager calls the operator's implementation directly; export still
-    records the operator, and both give the eager result bit for bit."""
+    records the operator, and both give the eager result bit for bit (eager on rnnkit's own
+    engine: NATIVE["enabled"] = False)."""
+    monkeypatch.setitem(engine_layer.NATIVE, "enabled", False)
     model = _layer(cls).eval()
     x = torch.randn(6, 3, 6)
     with torch.no_grad():

@@ -62,7 +62,7 @@ def _run(mod, x, hx, lengths, batch_first, via_packed):
     return out, states
 
 
-@pytest.mark.parametrize("backend", ["bptt", "fused", "reference"])
+@pytest.mark.parametrize("backend", ["bptt", "fused", "reference", "native"])
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("T,B,layers,bidir,batch_first,bias,init,varlen", list(grid()))
 def test_parity_with_torch_nn(backend, kind, T, B, layers, bidir, batch_first, bias, init, varlen):
@@ -131,7 +131,7 @@ def test_unbatched_input(kind):
     assert_close(out2, out3, torch.float64, "output from given state")
 
 
-@pytest.mark.parametrize("backend", ["reference", "bptt", "fused"])
+@pytest.mark.parametrize("backend", ["reference", "bptt", "fused", "native"])
 def test_dropout_between_layers_matches_torch_under_same_seed(backend):
     ours = rnnkit.LSTM(D, H, num_layers=3, dropout=0.5, dtype=torch.float64, backend=backend)
     theirs = torch.nn.LSTM(D, H, num_layers=3, dropout=0.5, dtype=torch.float64)
@@ -148,11 +148,11 @@ def test_dropout_between_layers_matches_torch_under_same_seed(backend):
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_runs_in_parameter_dtype_under_autocast(kind):
-    """Under (CPU) bf16 autocast the recurrence keeps float32 state and matches the plain run;
+    """Under (CPU) bf16 autocast rnnkit's engine keeps float32 state and matches the plain run;
     the result comes back in torch.nn's dtype (bf16 for the LSTM, float32 for the GRU:
-    tests/models/test_compat.py checks every case against torch.nn)."""
+    tests/models/test_compat.py checks every case against torch.nn, on "auto")."""
     ours_cls, _, extra = KINDS[kind]
-    layer = ours_cls(D, H, num_layers=2, **extra)
+    layer = ours_cls(D, H, num_layers=2, backend="fused", **extra)
     x = torch.randn(6, 3, D)
     expected, _ = layer(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -396,6 +396,13 @@ def _build_and_load():
     return module
 
 
+def fused_cpu_loaded() -> bool:
+    """Whether the fused CPU kernels are loaded in this process already (one dictionary
+    lookup: what the per-call paths ask before :func:`fused_cpu_available`)."""
+    module = _cache.get("fused_cpu")
+    return module is not None and not isinstance(module, KernelUnavailable)
+
+
 def fused_cpu_available() -> bool:
     """Whether the fused CPU kernels can be used (building them on first call).  If they
     cannot, warns once per process (KernelFallbackWarning): backend "auto" then runs "bptt"."""
