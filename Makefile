@@ -24,11 +24,17 @@ install: $(VENV)/.installed
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/rnnkit train lm --epochs 15 --dropout 0.25 --run runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
+# The Triton kernels' tests run in Triton's interpreter on the CPU, which must be chosen before
+# anything imports triton (torch._dynamo does, on `import rnnkit`): in a process of their own.
+TRITON_TESTS := tests/engine/test_triton.py
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -m "not slow" $(TRITON_TESTS)
 
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q
+	TRITON_INTERPRET=1 $(PY) -m pytest -q $(TRITON_TESTS)
 
 # ruff, configured in pyproject.toml ([tool.ruff])
 lint: $(VENV)/.installed
