@@ -64,9 +64,10 @@ def info() -> str:
 
     import rnnkit
     from rnnkit.engine import kernels
-    from rnnkit.engine.layer import BACKENDS
+    from rnnkit.engine.layer import BACKENDS, auto_table
 
     build, key, state = kernels.fused_cpu_state()
+    fused = not state.startswith("unavailable") and os.environ.get("RNNKIT_FUSED", "1") != "0"
     if os.environ.get("RNNKIT_FUSED", "1") == "0":
         state += "; not used by backend 'auto' (RNNKIT_FUSED=0)"
     elif state == "not built":
@@ -85,7 +86,10 @@ def info() -> str:
         f"  compiler: {compiler['command']}"
         + (f" -> {compiler['path']} ({compiler['version']})" if compiler["path"] else " (not found)"),
         f"distributed training (torchrun): {', '.join(backends) or 'not available in this PyTorch build'}",
+        *auto_table(fused),
     ]
+    if torch.cuda.is_available():
+        lines.append("backend 'auto' on cuda: native (cuDNN) wherever it runs the configuration")
     return "\n".join(lines)
 
 

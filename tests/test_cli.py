@@ -12,6 +12,22 @@ def test_info_lists_backends(capsys):
     assert "distributed training (torchrun): gloo" in out
 
 
+def test_info_says_what_auto_runs(capsys, monkeypatch):
+    """Each line of the table is choose_stack's answer: the LSTM trains on PyTorch's operator
+    at H = 128 and on rnnkit's engine at H >= 256 (the fused kernels' state mocked as built)."""
+    from rnnkit.engine import kernels
+
+    build, key, _ = kernels.fused_cpu_state()
+    monkeypatch.setattr(kernels, "fused_cpu_state", lambda: (build, key, "built"))
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    lstm = next(line for line in lines if line.split()[:2] == ["LSTM", "training"])
+    assert lstm.split() == ["LSTM", "training", "B=1:", "native", "fused", "fused", "fused",
+                            "B=64:", "native", "fused", "fused", "fused"]
+    gru = next(line for line in lines if line.split()[:2] == ["GRU", "forward"])
+    assert "native" not in gru
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])

@@ -18,7 +18,7 @@ from rnnkit.engine import native as _native
 from rnnkit.engine import ops as _ops
 from rnnkit.engine.reference import reference_layer
 
-BACKENDS = ("auto", "reference", "bptt", "fused", "native")
+BACKENDS = ("auto", "reference", "bptt", "fused", "native", "triton")
 """
 - ``reference``: the per-step loop of the cell math under autograd (the oracle);
 - ``bptt``: explicit BPTT Functions, each step in PyTorch operations (any device and dtype);
@@ -26,6 +26,9 @@ BACKENDS = ("auto", "reference", "bptt", "fused", "native")
   (LSTM and GRU, float32/float64 on the CPU; the RNN step is already one operation);
 - ``native``: PyTorch's own fused operator for the whole stack, the one torch.nn calls (cuDNN
   on CUDA, oneDNN or PyTorch's kernels on the CPU; :mod:`rnnkit.engine.native`);
+- ``triton``: rnnkit's engine as Triton kernels on CUDA (:mod:`rnnkit.engine.kernels.triton`;
+  float32 and bfloat16, no ``proj_size``); asked for explicitly only (not yet measured on a
+  GPU, so "auto" does not choose it);
 - ``auto``: per call, the rule of :func:`choose_stack` (measured in docs/benchmarks.md):
   ``native`` or rnnkit's own engine, which is ``fused`` where it applies and builds, else
   ``bptt``.  Set ``RNNKIT_FUSED=0`` to keep "auto" from compiling the CPU kernels, and
@@ -43,8 +46,10 @@ def check_backend(backend: str) -> str:
 
 
 def resolve_backend(backend: str, mode: str, x: Tensor) -> tuple[str, object]:
-    """The backend that will run and, for "fused", the kernel module."""
-    backend = _resolve(backend, mode, x)
+    """The backend of rnnkit's engine that runs one step at a time (a Stream) and, for
+    "fused", the kernel module: "native" and "triton", which run whole sequences, step as
+    "auto" would."""
+    backend = _resolve("auto" if backend in ("native", "triton") else backend, mode, x)
     return backend, (_kernels.fused_cpu() if backend == "fused" else None)
 
 
@@ -58,6 +63,12 @@ def _resolve(backend: str, mode: str, x: Tensor) -> str:
         # of the same math instead.
         return "bptt"
     if backend in ("reference", "bptt"):
+        return backend
+    if backend == "triton":
+        reason = _triton().unavailable_reason(x.device)
+        if reason:
+            raise _kernels.KernelUnavailable(
+                f"backend='triton' cannot run here: {reason}. Use 'auto' (cuDNN on CUDA) or 'bptt'", reason)
         return backend
     if backend == "native":
         # The whole stack runs on PyTorch's operator (choose_stack); a layer that still comes
@@ -95,7 +106,7 @@ def traced() -> bool:
 
 
 def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: int, hidden: int,
-                 grad: bool) -> bool:
+                 grad: bool, fused: Optional[bool] = None) -> bool:
     """Whether a whole layer stack runs on PyTorch's operator (backend "native") rather than
     layer by layer on rnnkit's engine.
 
@@ -115,6 +126,9 @@ def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: i
       only except at ``batch == 1`` with ``hidden >= 512``; the LSTM in training at
       ``hidden >= 256``, forward only at ``hidden >= 1024`` or at ``hidden >= 512`` with
       ``batch <= 8``.  PyTorch's operator elsewhere.
+
+    ``fused``: whether the fused CPU kernels can run, if known (else they are asked, and
+    built on first use).
     """
     if backend != "auto":
         if backend != "native":
@@ -136,12 +150,33 @@ def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: i
         engine = hidden >= 256
     else:
         engine = hidden >= 1024 or (hidden >= 512 and batch <= 8)
-    return not (engine and _fused_ready(False))
+    return not (engine and (_fused_ready(False) if fused is None else fused))
 
 
 NATIVE = {"enabled": os.environ.get("RNNKIT_NATIVE", "1") != "0"}
 """Whether "auto" may choose PyTorch's operator: RNNKIT_NATIVE=0 at start-up, or
 ``rnnkit.engine.layer.NATIVE["enabled"] = False``, keeps it on rnnkit's engine."""
+
+
+def auto_table(fused: bool, dtype: torch.dtype = torch.float32, sizes: tuple = (128, 256, 512, 1024),
+               batches: tuple = (1, 64)) -> list[str]:
+    """What "auto" runs on the CPU here, by :func:`choose_stack`, given whether the fused CPU
+    kernels can run (``fused``; nothing is built): one line per layer kind and phase (training,
+    forward only), the backend at each hidden size for a small and a large batch (``rnnkit
+    info`` prints it)."""
+    x = torch.empty(0, dtype=dtype)
+    lines = [f"backend 'auto' on the CPU here ({str(dtype).replace('torch.', '')}; "
+             f"per batch size B, at hidden size H = {' / '.join(map(str, sizes))}):"]
+    for mode in MODES:
+        engine = "fused" if fused and mode != "RNN" and dtype in _FUSED_DTYPES else "bptt"
+        for grad, phase in ((True, "training"), (False, "forward ")):
+            cells = []
+            for B in batches:
+                picks = ["native" if choose_stack("auto", mode, "tanh", x, B, H, grad, fused) else engine
+                         for H in sizes]
+                cells.append(f"B={B}: {' '.join(f'{p:<6}' for p in picks)}")
+            lines.append(f"  {mode:<4} {phase}  " + "   ".join(cells).rstrip())
+    return lines
 
 
 def reverse_index(lengths: Optional[Tensor], T: int, device: torch.device) -> Optional[Tensor]:
@@ -165,6 +200,14 @@ def needs_grad(*tensors: Optional[Tensor]) -> bool:
     """Whether autograd will record a forward over these tensors (grad mode on and one of
     them requires grad); if not, nothing needs saving for a backward."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def summed_bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor]) -> Optional[Tensor]:
+    """``b_ih + b_hh`` (the LSTM's and RNN's engines add the two biases once), the one that
+    exists, or None."""
+    if b_ih is not None and b_hh is not None:
+        return b_ih + b_hh
+    return b_ih if b_ih is not None else b_hh
 
 
 def run_layer(
@@ -204,6 +247,8 @@ def run_layer(
     backend = _resolve(backend, mode, x)
     if backend == "reference":
         return reference_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
+    if backend == "triton":
+        return _triton_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
 
     index = None
     if reverse:
@@ -216,15 +261,44 @@ def run_layer(
     if mode == "GRU":
         out, h_n = _ops.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, fused, grad)
     else:
-        b = None
-        if b_ih is not None and b_hh is not None:
-            b = b_ih + b_hh
-        elif b_ih is not None or b_hh is not None:
-            b = b_ih if b_ih is not None else b_hh
+        b = summed_bias(b_ih, b_hh)
         if mode == "LSTM":
             out, h_n, c_n = _ops.lstm_layer(x, h0, c0, w_ih, w_hh, b, w_hr, lengths, fused, grad)
         else:
             out, h_n = _ops.rnn_layer(x, h0, w_ih, w_hh, b, lengths, nonlinearity, grad)
+    if reverse:
+        out = reverse_time(out, index)
+    return out, h_n, c_n
+
+
+def _triton():
+    from rnnkit.engine.kernels import triton
+
+    return triton
+
+
+def _triton_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity):
+    """One layer and direction on the Triton kernels (``run_layer``'s contract)."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    if w_hr is not None:
+        raise ValueError("backend='triton' has no LSTM projection (proj_size); use 'auto' or 'bptt'")
+    if mode == "RNN" and nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"backend='triton' has the RNN nonlinearities tanh and relu, not {nonlinearity!r}; "
+                         "use 'auto' or 'bptt'")
+    tk = _triton()
+    index = None
+    if reverse:
+        index = reverse_index(lengths, x.shape[0], x.device)
+        x = reverse_time(x, index)
+    c_n = None
+    if mode == "GRU":
+        out, h_n = tk.gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
+    else:
+        b = summed_bias(b_ih, b_hh)
+        if mode == "LSTM":
+            out, h_n, c_n = tk.lstm(x, h0, c0, w_ih, w_hh, b, lengths)
+        else:
+            out, h_n = tk.rnn(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
     if reverse:
         out = reverse_time(out, index)
     return out, h_n, c_n

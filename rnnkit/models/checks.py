@@ -38,14 +38,13 @@ def finite_checks(enabled: bool) -> Iterator[None]:
 
 def _tracing() -> bool:
     """Under tracing or compilation a data-dependent check would break the graph: skip it."""
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or bool(compiling and compiling())
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def _syncs_host(value: Tensor) -> bool:
     """Whether reading ``value`` from Python (``.item()``, ``bool()``) would make the host
     wait for the device: everywhere but on the CPU."""
-    return value.device.type != "cpu"
+    return not value.is_cpu
 
 
 def check_finite(name: str, value: Tensor, owner: str, axes: Sequence[Optional[str]],
@@ -67,9 +66,11 @@ def check_finite(name: str, value: Tensor, owner: str, axes: Sequence[Optional[s
     same input on the CPU (the message then names the entry), or with
     ``CUDA_LAUNCH_BLOCKING=1``, which raises at the failing call; ``RNNKIT_CHECK_FINITE=0``
     switches the checks off."""
-    if not _FINITE["enabled"] or value.numel() == 0 or value.is_meta or _tracing():
+    # (the common path asks little: it runs for every layer call)
+    if not _FINITE["enabled"] or value.is_meta or _tracing() or value.numel() == 0:
         return
-    value = value.detach()
+    if value.requires_grad:
+        value = value.detach()
     if _syncs_host(value):
         torch._assert_async(
             torch.isfinite(value).all(),

@@ -176,3 +176,17 @@ def test_under_a_compiler_auto_runs_rnnkit_s_operator(monkeypatch):
                                                                        if t.startswith("aten."))
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x)[0], model(x)[0])
+
+
+def test_triton_where_it_cannot_run_is_a_clear_error():
+    """Without CUDA (and outside Triton's interpreter) backend='triton' names why and what to
+    use; "auto" never chooses it."""
+    from rnnkit.engine.kernels import KernelUnavailable
+    from rnnkit.engine.kernels import triton as kt
+
+    x = torch.randn(3, 2, 4)
+    reason = kt.unavailable_reason(x.device)
+    if not reason:
+        pytest.skip("Triton's kernels can run here")
+    with pytest.raises(KernelUnavailable, match=r"backend='triton' cannot run here: .*Use 'auto'"):
+        rnnkit.LSTM(4, 5, backend="triton")(x)
