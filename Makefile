@@ -25,7 +25,7 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/rnnkit train lm --epochs 15 --dropout 0.25 --run runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
 # The Triton kernels' tests run in Triton's interpreter on the CPU, which must be chosen before
-# anything imports triton (torch._dynamo does, on `import rnnkit`): in a process of their own.
+# anything imports triton (torch._dynamo does, as soon as a test compiles): in a process of their own.
 TRITON_TESTS := tests/engine/test_triton.py
 
 test: $(VENV)/.installed

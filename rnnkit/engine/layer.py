@@ -8,6 +8,7 @@ does the time loop.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Optional
 
 import torch
@@ -85,7 +86,19 @@ def _resolve(backend: str, mode: str, x: Tensor) -> str:
     return "fused" if mode != "RNN" and fits and _fused_ready(False) else "bptt"
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result(fn)`` without importing torch._dynamo when it
+    is not loaded yet (that import takes about 1.5 s, as long as PyTorch's own, and imports
+    Triton where installed): the same mark, the attribute PyTorch's decorator sets, which
+    TorchDynamo reads when it traces a call of ``fn`` (tests/engine/test_layer_import.py
+    checks that the two agree)."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def _fused_ready(explicit: bool) -> bool:
     """Whether the fused CPU kernels are built and loadable (building them on first call);
     for an explicit ``backend='fused'`` their absence raises KernelUnavailable.  A constant

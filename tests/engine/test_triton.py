@@ -5,9 +5,9 @@ bfloat16, odd sizes, a batch of one, one step, unequal unsorted lengths, reverse
 Without a GPU the kernels run on CPU tensors in Triton's interpreter, which Triton takes up
 only if TRITON_INTERPRET=1 is set when it is first imported.  Run alone, this module sets it
 (unless it is set already) for its imports and again while its tests run, and no other test
-module inherits it.  In a whole test session Triton is imported earlier (torch._dynamo imports
-it wherever it is installed, on ``import rnnkit``), so the module skips, saying so, and
-``make test`` runs it in a process of its own with TRITON_INTERPRET=1.  With CUDA and no
+module inherits it.  In a whole test session Triton may have been imported earlier
+(torch._dynamo imports it wherever it is installed, once a test compiles); the module then
+skips, saying so, and ``make test`` runs it in a process of its own with TRITON_INTERPRET=1.  With CUDA and no
 TRITON_INTERPRET the same tests run the compiled kernels on the GPU.
 """
 

@@ -70,8 +70,8 @@ Triton multiplies, so B <= 8 costs the same as B = 16) and the weight fits one p
 
 Devices.  CUDA tensors run compiled kernels.  CPU tensors run in Triton's interpreter, for
 testing without a GPU: it needs ``TRITON_INTERPRET=1`` in the environment before Triton is
-first imported (PyTorch's torch._dynamo imports it wherever it is installed, on ``import
-rnnkit`` already), and that choice holds for the process.  The interpreter keeps bfloat16 as
+first imported (PyTorch's torch._dynamo imports it wherever it is installed, as soon as
+anything in the process compiles), and that choice holds for the process.  The interpreter keeps bfloat16 as
 raw 16-bit patterns and cannot compute on them (triton-lang/triton#11584), so interpreted
 kernels emulate the bfloat16 products in float32 with the GPU's rounding (:mod:`.primitives`).
 """
@@ -125,8 +125,8 @@ def unavailable_reason(device) -> str:
 
     They can on a CUDA device with Triton installed, and on the CPU in Triton's interpreter,
     for which ``TRITON_INTERPRET=1`` must be set before Triton is first imported (PyTorch's
-    torch._dynamo imports it where it is installed, on ``import rnnkit`` already: set it in
-    the environment)."""
+    torch._dynamo imports it where it is installed, once anything compiles: set it in the
+    environment)."""
     device = torch.device(device)
     if device.type not in ("cuda", "cpu"):
         return f"Triton kernels run on CUDA devices (or on the CPU in Triton's interpreter); got {device}"
@@ -146,8 +146,8 @@ def unavailable_reason(device) -> str:
         if reason:
             return reason
         if not _triton_interpreted():
-            return ("Triton was imported before TRITON_INTERPRET=1 was set (torch._dynamo imports it, on "
-                    "`import rnnkit` already), so its interpreter cannot run the kernels: set TRITON_INTERPRET=1 "
+            return ("Triton was imported before TRITON_INTERPRET=1 was set (torch._dynamo imports it, once "
+                    "anything compiles), so its interpreter cannot run the kernels: set TRITON_INTERPRET=1 "
                     "in the environment of the process")
     return ""
 
