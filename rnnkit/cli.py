@@ -67,8 +67,9 @@ def info() -> str:
     from rnnkit.engine.layer import BACKENDS, auto_table
 
     build, key, state = kernels.fused_cpu_state()
-    fused = not state.startswith("unavailable") and os.environ.get("RNNKIT_FUSED", "1") != "0"
-    if os.environ.get("RNNKIT_FUSED", "1") == "0":
+    switched_off = os.environ.get("RNNKIT_FUSED", "1") == "0"
+    fused = not state.startswith("unavailable") and not switched_off
+    if switched_off:
         state += "; not used by backend 'auto' (RNNKIT_FUSED=0)"
     elif state == "not built":
         state = f"not built; compiled on first use ({kernels.BUILD_TIME})"

@@ -17,6 +17,7 @@ from torch import Tensor
 from rnnkit.engine import kernels as _kernels
 from rnnkit.engine import native as _native
 from rnnkit.engine import ops as _ops
+from rnnkit.engine.bptt.common import autocast_enabled
 from rnnkit.engine.reference import reference_layer
 
 BACKENDS = ("auto", "reference", "bptt", "fused", "native", "triton")
@@ -54,9 +55,10 @@ def resolve_backend(backend: str, mode: str, x: Tensor) -> tuple[str, object]:
     return backend, (_kernels.fused_cpu() if backend == "fused" else None)
 
 
-def _resolve(backend: str, mode: str, x: Tensor) -> str:
-    """The backend that will run: "reference", "bptt" or "fused" (raises for a "fused" that
-    cannot run here)."""
+def _resolve(backend: str, mode: str, x: Tensor, fused: Optional[bool] = None) -> str:
+    """The backend that will run: "reference", "bptt", "fused" or "triton" (raises for a
+    "fused" or "triton" that cannot run here).  ``fused``: whether the fused CPU kernels can
+    run, if known (else "auto" asks, and builds them on first use)."""
     check_backend(backend)
     if backend == "reference" and torch.jit.is_tracing():
         # The reference loop would be unrolled for the example's length, and the traced graph
@@ -83,7 +85,7 @@ def _resolve(backend: str, mode: str, x: Tensor) -> str:
             raise TypeError(f"backend='fused' supports float32 and float64; got {x.dtype}. Use 'auto' or 'bptt'")
         return "bptt" if mode == "RNN" else ("fused" if _fused_ready(True) else "bptt")
     # auto
-    return "fused" if mode != "RNN" and fits and _fused_ready(False) else "bptt"
+    return "fused" if mode != "RNN" and fits and (_fused_ready(False) if fused is None else fused) else "bptt"
 
 
 def _assume_constant_result(fn):
@@ -129,7 +131,8 @@ def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: i
     - never while a compiler, tracer or exporter records the call (:func:`traced`): rnnkit's
       custom operators are one node per layer whose shapes follow the input's, where PyTorch's
       operator is decomposed into one node per time step (a new graph per sequence length);
-    - never for what the operator lacks (sigmoid and identity RNNs), nor with
+    - never for what the operator lacks (sigmoid and identity RNNs; float16 autocast on the
+      CPU, where PyTorch's LSTM has no kernel), nor with
       ``RNNKIT_NATIVE=0`` (read at import; :data:`NATIVE` at run time);
     - off the CPU (CUDA: cuDNN) and for other dtypes than float32/float64: always; for the
       LSTM and GRU also wherever the fused CPU kernels are not built;
@@ -146,13 +149,13 @@ def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: i
     if backend != "auto":
         if backend != "native":
             return False
-        reason = _native.unsupported(mode, nonlinearity)
-        if reason is not None:
-            raise ValueError(f"backend='native': {reason}. Use backend 'auto', 'fused' or 'bptt'")
+        _native.require(mode, nonlinearity)
         return True
     # (ordered so that the common cases ask little: this runs on every call)
     if not NATIVE["enabled"] or traced() or (mode == "RNN" and _native.unsupported(mode, nonlinearity)):
         return False
+    if x.is_cpu and autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") != torch.bfloat16:
+        return False  # PyTorch's CPU LSTM has no float16 kernel; rnnkit's engine has
     if not x.is_cpu or x.dtype not in _FUSED_DTYPES:
         return True
     if mode == "RNN":
@@ -181,7 +184,7 @@ def auto_table(fused: bool, dtype: torch.dtype = torch.float32, sizes: tuple = (
     lines = [f"backend 'auto' on the CPU here ({str(dtype).replace('torch.', '')}; "
              f"per batch size B, at hidden size H = {' / '.join(map(str, sizes))}):"]
     for mode in MODES:
-        engine = "fused" if fused and mode != "RNN" and dtype in _FUSED_DTYPES else "bptt"
+        engine = _resolve("auto", mode, x, fused)
         for grad, phase in ((True, "training"), (False, "forward ")):
             cells = []
             for B in batches:
@@ -260,8 +263,6 @@ def run_layer(
     backend = _resolve(backend, mode, x)
     if backend == "reference":
         return reference_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
-    if backend == "triton":
-        return _triton_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity)
 
     index = None
     if reverse:
@@ -271,7 +272,9 @@ def run_layer(
     c_n = None
     grad = needs_grad(x, h0, c0, *weights)
     fused = backend == "fused"
-    if mode == "GRU":
+    if backend == "triton":
+        out, h_n, c_n = _triton_layer(mode, x, h0, c0, weights, lengths, nonlinearity)
+    elif mode == "GRU":
         out, h_n = _ops.gru_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, fused, grad)
     else:
         b = summed_bias(b_ih, b_hh)
@@ -290,28 +293,15 @@ def _triton():
     return triton
 
 
-def _triton_layer(mode, x, h0, c0, weights, lengths, reverse, nonlinearity):
-    """One layer and direction on the Triton kernels (``run_layer``'s contract)."""
+def _triton_layer(mode, x, h0, c0, weights, lengths, nonlinearity):
+    """One layer, one direction (already reversed) on the Triton kernels: ``(out, h_n, c_n)``."""
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     if w_hr is not None:
         raise ValueError("backend='triton' has no LSTM projection (proj_size); use 'auto' or 'bptt'")
-    if mode == "RNN" and nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"backend='triton' has the RNN nonlinearities tanh and relu, not {nonlinearity!r}; "
-                         "use 'auto' or 'bptt'")
-    tk = _triton()
-    index = None
-    if reverse:
-        index = reverse_index(lengths, x.shape[0], x.device)
-        x = reverse_time(x, index)
-    c_n = None
+    tk = _triton()  # (its RNN refuses nonlinearities other than tanh and relu)
     if mode == "GRU":
-        out, h_n = tk.gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths)
-    else:
-        b = summed_bias(b_ih, b_hh)
-        if mode == "LSTM":
-            out, h_n, c_n = tk.lstm(x, h0, c0, w_ih, w_hh, b, lengths)
-        else:
-            out, h_n = tk.rnn(x, h0, w_ih, w_hh, b, lengths, nonlinearity)
-    if reverse:
-        out = reverse_time(out, index)
-    return out, h_n, c_n
+        return (*tk.gru(x, h0, w_ih, w_hh, b_ih, b_hh, lengths), None)
+    b = summed_bias(b_ih, b_hh)
+    if mode == "LSTM":
+        return tk.lstm(x, h0, c0, w_ih, w_hh, b, lengths)
+    return (*tk.rnn(x, h0, w_ih, w_hh, b, lengths, nonlinearity), None)

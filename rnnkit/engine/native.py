@@ -37,6 +37,13 @@ def unsupported(mode: str, nonlinearity: str) -> Optional[str]:
     return None
 
 
+def require(mode: str, nonlinearity: str) -> None:
+    """Raise ValueError, naming what to use instead, for what the native operators lack."""
+    reason = unsupported(mode, nonlinearity)
+    if reason is not None:
+        raise ValueError(f"backend='native': {reason}. Use backend 'auto', 'fused' or 'bptt'")
+
+
 def _operator(mode: str, nonlinearity: str):
     if mode == "LSTM":
         return torch.lstm
@@ -74,9 +81,7 @@ def run_stack(
         ``(output, h_n, c_n)``: output (T, B, dirs*P) zero past each end, or, with ``packed``,
         the packed output's data (N, dirs*P); c_n None except for the LSTM.
     """
-    reason = unsupported(mode, nonlinearity)
-    if reason is not None:
-        raise ValueError(f"backend='native': {reason}. Use backend 'auto', 'fused' or 'bptt'")
+    require(mode, nonlinearity)
     op = _operator(mode, nonlinearity)
     flags = (bias, num_layers, float(dropout), training, bidirectional)
     T = x.shape[0]

@@ -84,9 +84,7 @@ class _CellBase(nn.Module):
         the CPU (the state's dtype for the LSTM and GRU, autocast's for the RNN; on CUDA
         torch.nn's cells return autocast's dtype throughout)."""
         ref = self.weight_ih
-        if value.dtype != ref.dtype and value.is_floating_point() and autocast_enabled(ref.device.type):
-            value = value.to(ref.dtype) if value.device == ref.device else value
-        check_float_like(label, value, ref, type(self).__name__)
+        check_float_like(label, value, ref, type(self).__name__, any_float=autocast_enabled(ref.device.type))
 
     def _step_weights(self) -> tuple:
         """``(w_ih, w_hh, b_ih, b_hh)`` for a step: the parameters, or under autocast (with

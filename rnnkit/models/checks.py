@@ -107,9 +107,10 @@ def check_tensor(name: str, value, owner: str) -> Tensor:
     return value
 
 
-def check_float_like(name: str, value: Tensor, ref: Tensor, owner: str) -> None:
-    """``value`` must share dtype and device with the parameter ``ref``."""
-    if value.dtype != ref.dtype:
+def check_float_like(name: str, value: Tensor, ref: Tensor, owner: str, any_float: bool = False) -> None:
+    """``value`` must share dtype and device with the parameter ``ref`` (with ``any_float``,
+    any floating dtype: what autocast may have lowered)."""
+    if value.dtype != ref.dtype and not (any_float and value.is_floating_point()):
         raise TypeError(
             f"{owner}: {name} dtype must match the parameters' dtype. "
             f"Expected {ref.dtype}, got {value.dtype}"

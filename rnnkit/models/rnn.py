@@ -307,14 +307,10 @@ class RNNBase(nn.Module):
             past a sequence's end is zero; h_n/c_n are the states at each last valid step.
         """
         device_type = self.weight_ih_l0.device.type
-        native = self._native(input, hx)
         if autocast_enabled(device_type):
-            if native and self.backend == "auto" and device_type == "cpu" and (
-                torch.get_autocast_dtype("cpu") != torch.bfloat16
-            ):
-                native = False  # PyTorch's CPU LSTM has no float16 kernel; rnnkit's engine runs
             dtype = self.weight_ih_l0.dtype
             input, hx = _cast_input(input, dtype), _cast_state(hx, dtype)
+            native = self._native(input, hx)
             if native:
                 # PyTorch's operator under autocast: the dtypes torch.nn gives, by construction.
                 return self._forward(input, hx, lengths, native)
@@ -324,7 +320,7 @@ class RNNBase(nn.Module):
             with torch.autocast(device_type, enabled=False):
                 result = self._forward(input, hx, lengths, native)
             return self._autocast_result(result, device_type, isinstance(input, PackedSequence))
-        return self._forward(input, hx, lengths, native)
+        return self._forward(input, hx, lengths, self._native(input, hx))
 
     def _native(self, input, hx) -> bool:
         """Whether this call runs on PyTorch's operator (:func:`choose_stack`); False for
