@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -113,6 +113,26 @@ def persistent_warps(gates: int, hp: int, dtype: torch.dtype) -> int:
     return 4 if weight_bytes <= 32 * 1024 else 8 if weight_bytes <= 64 * 1024 else 16
 
 
+def _cdiv(n: int, d: int) -> int:
+    return (n + d - 1) // d
+
+
+def step_launch(B: int, H: int) -> tuple[tuple[int, int], dict]:
+    """``(grid, meta)`` of a per-step kernel: programs over sequences x hidden units, and its
+    constexprs EMULATE (:func:`interpreted`) and the blocks of :func:`step_blocks`."""
+    block_b, block_h, block_k = step_blocks(B, H)
+    meta = dict(EMULATE=interpreted(), BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k)
+    return (_cdiv(B, block_b), _cdiv(H, block_h)), meta
+
+
+def persistent_launch(B: int, H: int, gates: int, dtype: torch.dtype) -> tuple[tuple[int], dict]:
+    """``(grid, meta)`` of a persistent kernel: one program per PERSISTENT_MAX_B sequences,
+    its constexprs EMULATE, BLOCK_B and HP (:func:`persistent_block`) and its warps."""
+    hp = persistent_block(H)
+    meta = dict(EMULATE=interpreted(), BLOCK_B=PERSISTENT_MAX_B, HP=hp, num_warps=persistent_warps(gates, hp, dtype))
+    return (_cdiv(B, PERSISTENT_MAX_B),), meta
+
+
 def use_persistent(persistent: Optional[bool], B: int, H: int, gates: int, dtype: torch.dtype) -> bool:
     """Resolve the ``persistent`` argument.  None: the persistent kernel when the weight fits
     and B <= PERSISTENT_MAX_B (one program; larger batches get more parallelism from the
@@ -130,19 +150,25 @@ def use_persistent(persistent: Optional[bool], B: int, H: int, gates: int, dtype
     return bool(persistent)
 
 
-_MM_OUT_DTYPE: dict[str, bool] = {}
+@functools.lru_cache(maxsize=None)
+def _cuda_mm_out_dtype() -> bool:
+    """Whether PyTorch has ``mm(a, b, out_dtype=...)`` on CUDA: the ``aten::mm.dtype``
+    overload (PyTorch 2.8 and later) with a CUDA kernel registered.  Read from the
+    dispatcher rather than probed with a call: a failed probe cannot tell a missing overload
+    from a real CUDA error, which must not be swallowed; and the overload may exist without a
+    kernel for a device (PyTorch 2.13 has none for the CPU)."""
+    return hasattr(torch.ops.aten.mm, "dtype") and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "aten::mm.dtype", "CUDA"
+    )
 
 
 def _mm_float32(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` of bfloat16 matrices with a float32 result.  On CUDA, PyTorch's
     ``mm(..., out_dtype=float32)`` keeps the product's float32 accumulator unrounded; where
-    that overload is missing (CPU; PyTorch before 2.8) the operands are converted to
-    float32, which gives the same numbers more slowly."""
-    if a.is_cuda and _MM_OUT_DTYPE.get("cuda", True):
-        try:
-            return torch.mm(a, b, out_dtype=torch.float32)
-        except (TypeError, RuntimeError, NotImplementedError):
-            _MM_OUT_DTYPE["cuda"] = False
+    that is missing (:func:`_cuda_mm_out_dtype`) and on other devices the operands are
+    converted to float32, which gives the same numbers more slowly."""
+    if a.is_cuda and _cuda_mm_out_dtype():
+        return torch.mm(a, b, out_dtype=torch.float32)
     return a.float() @ b.float()
 
 
@@ -167,6 +193,12 @@ def kernel_lengths(steps: Steps, B: int, device: torch.device) -> Tensor:
     if steps.lengths is None:
         return torch.full((B,), steps.T_run, dtype=torch.int32, device=device)
     return steps.lengths.to(device=device, dtype=torch.int32)
+
+
+def layer_steps(x: Tensor, lengths: Optional[Tensor]) -> tuple[Steps, Tensor]:
+    """The steps a layer runs on ``x`` (T, B, D) and their :func:`kernel_lengths`."""
+    steps = Steps.build(x.shape[0], lengths, x.device)
+    return steps, kernel_lengths(steps, x.shape[1], x.device)
 
 
 def step_output_grad(steps: Steps, d_out: Optional[Tensor], d_hn: Optional[Tensor], like: Tensor) -> Tensor:
@@ -204,3 +236,14 @@ def on_device(device: torch.device):
     if device.type == "cuda":
         return torch.cuda.device(device)
     return contextlib.nullcontext()
+
+
+def dispatch(function: type[torch.autograd.Function], inference: Callable, tensors: tuple, *options):
+    """Run a layer on ``tensors`` (the input, states and weights, None for an absent bias)
+    and ``options``: ``function.apply`` when autograd will record the call
+    (:func:`needs_grad`), else ``inference``, which saves nothing for a backward; either with
+    the input's device current (:func:`on_device`)."""
+    with on_device(tensors[0].device):
+        if needs_grad(*tensors):
+            return function.apply(*tensors, *options)
+        return inference(*tensors, *options)

@@ -33,13 +33,16 @@ import triton
 import triton.language as tl
 
 from rnnkit.engine.kernels.triton.primitives import (
+    backward_product,
     dot,
+    gate_products,
     load_f32,
     load_operand,
     operand,
     sigmoid,
     store,
     tanh,
+    tile,
 )
 
 
@@ -52,30 +55,14 @@ def gru_forward_step(
 ):
     """Step t for BLOCK_B sequences x BLOCK_H hidden units; ``h_ptr`` (2, B, H) float32
     alternates as in the LSTM's step kernel; ``saved`` row t written if SAVE."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, tl.program_id(1), BLOCK_B, BLOCK_H)
     BH = B * H
     G = 3 * H
     t64 = t.to(tl.int64)
     h_in = h_ptr + (t % 2) * BH
     h_out = h_ptr + ((t + 1) % 2) * BH
 
-    acc_r = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_z = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_n = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < H
-        h = load_f32(h_in + rows[:, None] * H + ks[None, :], row_ok[:, None] & k_ok[None, :])  # (BB, BK)
-        h = operand(h, w_ptr.dtype.element_ty, EMULATE)
-        w_tile = w_ptr + cols[None, :] * H + ks[:, None]  # W_hh[j, k] at (k, j)
-        w_ok = k_ok[:, None] & col_ok[None, :]
-        acc_r += dot(h, load_operand(w_tile, w_ok, EMULATE))
-        acc_z += dot(h, load_operand(w_tile + H * H, w_ok, EMULATE))
-        acc_n += dot(h, load_operand(w_tile + 2 * H * H, w_ok, EMULATE))
+    acc_r, acc_z, acc_n = gate_products(h_in, w_ptr, rows, row_ok, cols, col_ok, H, 3, EMULATE, BLOCK_K)
 
     xp = xp_ptr + t64 * (B * G) + rows[:, None] * G + cols[None, :]
     bias = b_ptr + cols[None, :]
@@ -110,22 +97,13 @@ def gru_backward_step(
     """Backward step t: delta h_t (the recurrent product over the K_next = 3H entries of
     delta a-hat_{t+1}, 0 at the last step), then delta a_t (``d_in`` row t) and
     delta a-hat_t (``d_hid`` row t), and the carry (B, H) float32 in place."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, tl.program_id(1), BLOCK_B, BLOCK_H)
     BH = B * H
     G = 3 * H
     t64 = t.to(tl.int64)
 
-    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     d_next = d_hid_ptr + (t64 + 1) * (B * G)
-    for k0 in range(0, K_next, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K_next
-        d = load_operand(d_next + rows[:, None] * G + ks[None, :], row_ok[:, None] & k_ok[None, :], EMULATE)
-        acc += dot(d, load_operand(w_ptr + ks[:, None] * H + cols[None, :], k_ok[:, None] & col_ok[None, :], EMULATE))
+    acc = backward_product(d_next, G, w_ptr, rows, row_ok, cols, col_ok, K_next, H, EMULATE, BLOCK_K)
 
     here = rows[:, None] * H + cols[None, :]
     dh = acc + tl.load(dy_ptr + t64 * BH + here, mask=tile_ok, other=0.0) + tl.load(carry_ptr + here, mask=tile_ok,
@@ -164,11 +142,7 @@ def gru_forward_persistent(
     """All T_run steps for BLOCK_B sequences in one program holding W_hh^T (three HP x HP
     tiles) and the state; ``h_ptr`` (B, H) float32: h_0 in, h_n out.  Padded units stay 0
     (r = z = 1/2, n = 0)."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, HP)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, 0, BLOCK_B, HP)
     BH = B * H
     G = 3 * H
 
@@ -217,11 +191,7 @@ def gru_backward_persistent(
 ):
     """All backward steps for BLOCK_B sequences in one program holding W_hh (three HP x HP
     tiles).  ``carry_ptr`` (B, H) float32: 0 in, dL/dh_0 out."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, HP)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, 0, BLOCK_B, HP)
     BH = B * H
     G = 3 * H
 

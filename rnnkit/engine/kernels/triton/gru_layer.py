@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import triton
 from torch import Tensor
 
 from rnnkit.engine.bptt.common import (
@@ -35,7 +34,6 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, steps: Steps, lengths_dev: Tensor
     T, B, _ = x.shape
     H = w_hh.shape[1]
     T_run = steps.T_run
-    emulate = common.interpreted()
     xp = common.input_projection(x[:T_run], w_ih, b_ih)  # (T_run, B, 3H) float32
     bias = b_hh.float().contiguous() if b_hh is not None else xp.new_zeros(GATES * H)
     out = x.new_empty(T, B, H)
@@ -43,21 +41,17 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, steps: Steps, lengths_dev: Tensor
     saved = torch.empty(T_run, B, 4 * H, dtype=torch.float32, device=x.device) if save else None
     if persistent:
         h = h0.to(torch.float32, copy=True).contiguous()
-        hp = common.persistent_block(H)
-        gru_forward_persistent[(triton.cdiv(B, common.PERSISTENT_MAX_B),)](
-            xp, w_hh, bias, lengths_dev, h, out, saved if save else xp, T_run, B, H,
-            SAVE=save, EMULATE=emulate, BLOCK_B=common.PERSISTENT_MAX_B, HP=hp,
-            num_warps=common.persistent_warps(GATES, hp, w_hh.dtype),
+        grid, meta = common.persistent_launch(B, H, GATES, w_hh.dtype)
+        gru_forward_persistent[grid](
+            xp, w_hh, bias, lengths_dev, h, out, saved if save else xp, T_run, B, H, SAVE=save, **meta,
         )
         return out, h, saved
     hbuf = torch.empty(2, B, H, dtype=torch.float32, device=x.device)
     hbuf[0].copy_(h0)
-    block_b, block_h, block_k = common.step_blocks(B, H)
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
+    grid, meta = common.step_launch(B, H)
     for t in range(T_run):
         gru_forward_step[grid](
-            xp, w_hh, bias, lengths_dev, hbuf, out, saved if save else xp, t, B, H,
-            SAVE=save, EMULATE=emulate, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            xp, w_hh, bias, lengths_dev, hbuf, out, saved if save else xp, t, B, H, SAVE=save, **meta,
         )
     return out, hbuf[T_run % 2], saved
 
@@ -67,25 +61,18 @@ def gru_backward(dy, w_hh, saved, states, lengths_dev, persistent: bool):
     recurrent pre-activations, each (T_run, B, 3H) in the weight dtype, and dL/dh_0 float32."""
     T_run, B, H4 = saved.shape
     H = H4 // 4
-    emulate = common.interpreted()
     d_in = w_hh.new_empty(T_run, B, GATES * H)
     d_hid = w_hh.new_empty(T_run, B, GATES * H)
     carry = torch.zeros(B, H, dtype=torch.float32, device=dy.device)  # z_{t+1} delta h_{t+1}
     if persistent:
-        hp = common.persistent_block(H)
-        gru_backward_persistent[(triton.cdiv(B, common.PERSISTENT_MAX_B),)](
-            dy, w_hh, lengths_dev, saved, states, carry, d_hid, d_in, T_run, B, H,
-            EMULATE=emulate, BLOCK_B=common.PERSISTENT_MAX_B, HP=hp,
-            num_warps=common.persistent_warps(GATES, hp, w_hh.dtype),
-        )
+        grid, meta = common.persistent_launch(B, H, GATES, w_hh.dtype)
+        gru_backward_persistent[grid](dy, w_hh, lengths_dev, saved, states, carry, d_hid, d_in, T_run, B, H, **meta)
         return d_in, d_hid, carry
-    block_b, block_h, block_k = common.step_blocks(B, H)
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
+    grid, meta = common.step_launch(B, H)
     for t in range(T_run - 1, -1, -1):
         gru_backward_step[grid](
-            dy, w_hh, lengths_dev, saved, states, carry, d_hid, d_in, t, B, H,
-            GATES * H if t + 1 < T_run else 0,
-            EMULATE=emulate, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            dy, w_hh, lengths_dev, saved, states, carry, d_hid, d_in, t, B, H, GATES * H if t + 1 < T_run else 0,
+            **meta,
         )
     return d_in, d_hid, carry + d_hid[0].float() @ w_hh.float()
 
@@ -100,8 +87,7 @@ class GRUTriton(torch.autograd.Function):
     @without_autocast
     @remember_grad_inputs
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, persistent):
-        steps = Steps.build(x.shape[0], lengths, x.device)
-        lengths_dev = common.kernel_lengths(steps, x.shape[1], x.device)
+        steps, lengths_dev = common.layer_steps(x, lengths)
         out, h_n, saved = gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, steps, lengths_dev, persistent, True)
         ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, out, saved)
         ctx.steps, ctx.lengths_dev, ctx.persistent = steps, lengths_dev, persistent
@@ -137,16 +123,11 @@ def gru(
             raise ValueError(f"{name} must be ({GATES * H},); got shape {tuple(bias.shape)}")
     common.check_dtypes(x, (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)), (("h0", h0),))
     persistent = common.use_persistent(persistent, x.shape[1], H, GATES, x.dtype)
-    w_hh = w_hh.contiguous()
-    with common.on_device(x.device):
-        if common.needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh):
-            return GRUTriton.apply(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, persistent)
-        return _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, persistent)
+    return common.dispatch(GRUTriton, _inference, (x, h0, w_ih, w_hh.contiguous(), b_ih, b_hh), lengths, persistent)
 
 
 @without_autocast
 def _inference(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, persistent):
-    steps = Steps.build(x.shape[0], lengths, x.device)
-    lengths_dev = common.kernel_lengths(steps, x.shape[1], x.device)
+    steps, lengths_dev = common.layer_steps(x, lengths)
     out, h_n, _ = gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, steps, lengths_dev, persistent, False)
     return out, h_n.to(h0.dtype, copy=True)

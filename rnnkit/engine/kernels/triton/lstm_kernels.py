@@ -31,13 +31,15 @@ import triton
 import triton.language as tl
 
 from rnnkit.engine.kernels.triton.primitives import (
+    backward_product,
     dot,
-    load_f32,
+    gate_products,
     load_operand,
     operand,
     sigmoid,
     store,
     tanh,
+    tile,
 )
 
 
@@ -56,11 +58,7 @@ def lstm_forward_step(
     single (B, H) updated in place otherwise (c_step = 0; each program reads and writes only
     its own tile).  ``out_ptr`` (T, B, H) in the output dtype; ``gates_ptr`` written if SAVE.
     """
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)  # (BB,) sequences
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)  # (BH,) hidden units
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, tl.program_id(1), BLOCK_B, BLOCK_H)
     BH = B * H
     G = 4 * H
     t64 = t.to(tl.int64)
@@ -70,21 +68,7 @@ def lstm_forward_step(
     c_out = c_in + c_step
 
     # The recurrent product h_{t-1} W_hh^T, for this tile's columns of each gate.
-    acc_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_f = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_g = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    acc_o = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)  # (BK,) inputs of the product
-        k_ok = ks < H
-        h = load_f32(h_in + rows[:, None] * H + ks[None, :], row_ok[:, None] & k_ok[None, :])  # (BB, BK)
-        h = operand(h, w_ptr.dtype.element_ty, EMULATE)
-        w_tile = w_ptr + cols[None, :] * H + ks[:, None]  # W_hh[j, k] at (k, j): (BK, BH)
-        w_ok = k_ok[:, None] & col_ok[None, :]
-        acc_i += dot(h, load_operand(w_tile, w_ok, EMULATE))
-        acc_f += dot(h, load_operand(w_tile + H * H, w_ok, EMULATE))
-        acc_g += dot(h, load_operand(w_tile + 2 * H * H, w_ok, EMULATE))
-        acc_o += dot(h, load_operand(w_tile + 3 * H * H, w_ok, EMULATE))
+    acc_i, acc_f, acc_g, acc_o = gate_products(h_in, w_ptr, rows, row_ok, cols, col_ok, H, 4, EMULATE, BLOCK_K)
 
     xp = xp_ptr + t64 * (B * G) + rows[:, None] * G + cols[None, :]
     i = sigmoid(acc_i + tl.load(xp, mask=tile_ok, other=0.0))
@@ -121,23 +105,14 @@ def lstm_backward_step(
     recurrent product over all K_next = 4H entries of delta a_{t+1}; K_next = 0 at the last
     step), delta c_t, the four gates' delta a_t (written to ``d_pre`` row t) and the carry
     ``dc`` (B, H) float32, updated in place.  ``dy_ptr`` (T, B, H) float32."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, tl.program_id(1), BLOCK_B, BLOCK_H)
     BH = B * H
     G = 4 * H
     t64 = t.to(tl.int64)
 
-    # delta a_{t+1} W_hh, for this tile's columns (W_hh[k, j] at (k, j): no transpose).
-    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    # delta a_{t+1} W_hh, for this tile's columns.
     d_next = d_pre_ptr + (t64 + 1) * (B * G)
-    for k0 in range(0, K_next, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K_next
-        d = load_operand(d_next + rows[:, None] * G + ks[None, :], row_ok[:, None] & k_ok[None, :], EMULATE)
-        acc += dot(d, load_operand(w_ptr + ks[:, None] * H + cols[None, :], k_ok[:, None] & col_ok[None, :], EMULATE))
+    acc = backward_product(d_next, G, w_ptr, rows, row_ok, cols, col_ok, K_next, H, EMULATE, BLOCK_K)
 
     here = rows[:, None] * H + cols[None, :]
     dh = acc + tl.load(dy_ptr + t64 * BH + here, mask=tile_ok, other=0.0)
@@ -174,11 +149,7 @@ def lstm_forward_persistent(
     Padded hidden units (H <= j < HP) stay exactly 0: their weights load as 0, so their
     gates are i = f = o = 1/2, g = 0.
     """
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, HP)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, 0, BLOCK_B, HP)
     BH = B * H
     G = 4 * H
 
@@ -235,11 +206,7 @@ def lstm_backward_persistent(
     holding W_hh (four HP x HP tiles, untransposed) and the carries delta c and
     delta a_{t+1} in registers.  ``dc_ptr`` (B, H) float32: dL/dc_n in, dL/dc_0 out;
     ``dh0_ptr`` (B, H) float32 receives delta a_1 W_hh = dL/dh_0."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, HP)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, 0, BLOCK_B, HP)
     BH = B * H
     G = 4 * H
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import triton
 from torch import Tensor
 
 from rnnkit.engine.bptt.common import (
@@ -40,7 +39,6 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, steps: Steps, lengths_dev: Tensor, pe
     T, B, _ = x.shape
     H = w_hh.shape[1]
     T_run = steps.T_run
-    emulate = common.interpreted()
     xp = common.input_projection(x[:T_run], w_ih, b)  # (T_run, B, 4H) float32
     out = x.new_empty(T, B, H)
     out[T_run:].zero_()
@@ -54,12 +52,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, steps: Steps, lengths_dev: Tensor, pe
     if persistent:
         h = h0.to(torch.float32, copy=True).contiguous()  # h_0 in, h_n out
         c = c0.to(torch.float32, copy=True).contiguous()
-        hp = common.persistent_block(H)
-        grid = (triton.cdiv(B, common.PERSISTENT_MAX_B),)
+        grid, meta = common.persistent_launch(B, H, GATES, w_hh.dtype)
         lstm_forward_persistent[grid](
-            xp, w_hh, lengths_dev, h, c, out, gates if save else xp, cells if save else c,
-            T_run, B, H, SAVE=save, EMULATE=emulate, BLOCK_B=common.PERSISTENT_MAX_B, HP=hp,
-            num_warps=common.persistent_warps(GATES, hp, w_hh.dtype),
+            xp, w_hh, lengths_dev, h, c, out, gates if save else xp, cells if save else c, T_run, B, H,
+            SAVE=save, **meta,
         )
         return out, h, c, gates, cells
 
@@ -69,12 +65,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, steps: Steps, lengths_dev: Tensor, pe
         c_state, c_step = cells, B * H
     else:
         c_state, c_step = c0.to(torch.float32, copy=True).contiguous(), 0
-    block_b, block_h, block_k = common.step_blocks(B, H)
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
+    grid, meta = common.step_launch(B, H)
     for t in range(T_run):
         lstm_forward_step[grid](
-            xp, w_hh, lengths_dev, hbuf, c_state, out, gates if save else xp,
-            t, B, H, c_step, SAVE=save, EMULATE=emulate, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            xp, w_hh, lengths_dev, hbuf, c_state, out, gates if save else xp, t, B, H, c_step, SAVE=save, **meta,
         )
     c_n = cells[T_run] if save else c_state
     return out, hbuf[T_run % 2], c_n, gates, cells
@@ -87,24 +81,17 @@ def lstm_backward(dy, d_cn, w_hh, gates, cells, lengths_dev, persistent: bool):
     """
     T_run, B, G = gates.shape
     H = G // GATES
-    emulate = common.interpreted()
     d_pre = w_hh.new_empty(T_run, B, G)
     dc = d_cn.to(torch.float32, copy=True).contiguous()  # dL/dc_n in, dL/dc_0 out
     if persistent:
         dh0 = torch.empty(B, H, dtype=torch.float32, device=dy.device)
-        hp = common.persistent_block(H)
-        lstm_backward_persistent[(triton.cdiv(B, common.PERSISTENT_MAX_B),)](
-            dy, w_hh, lengths_dev, gates, cells, dc, d_pre, dh0, T_run, B, H,
-            EMULATE=emulate, BLOCK_B=common.PERSISTENT_MAX_B, HP=hp,
-            num_warps=common.persistent_warps(GATES, hp, w_hh.dtype),
-        )
+        grid, meta = common.persistent_launch(B, H, GATES, w_hh.dtype)
+        lstm_backward_persistent[grid](dy, w_hh, lengths_dev, gates, cells, dc, d_pre, dh0, T_run, B, H, **meta)
         return d_pre, dh0, dc
-    block_b, block_h, block_k = common.step_blocks(B, H)
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
+    grid, meta = common.step_launch(B, H)
     for t in range(T_run - 1, -1, -1):
         lstm_backward_step[grid](
-            dy, w_hh, lengths_dev, gates, cells, dc, d_pre, t, B, H, G if t + 1 < T_run else 0,
-            EMULATE=emulate, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            dy, w_hh, lengths_dev, gates, cells, dc, d_pre, t, B, H, G if t + 1 < T_run else 0, **meta,
         )
     dh0 = d_pre[0].float() @ w_hh.float()  # (B, H): every sequence runs step 1
     return d_pre, dh0, dc
@@ -122,8 +109,7 @@ class LSTMTriton(torch.autograd.Function):
     @without_autocast
     @remember_grad_inputs
     def forward(ctx, x, h0, c0, w_ih, w_hh, b, lengths, persistent):
-        steps = Steps.build(x.shape[0], lengths, x.device)
-        lengths_dev = common.kernel_lengths(steps, x.shape[1], x.device)
+        steps, lengths_dev = common.layer_steps(x, lengths)
         out, h_n, c_n, gates, cells = lstm_forward(x, h0, c0, w_ih, w_hh, b, steps, lengths_dev, persistent, True)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b, out, gates, cells)
         ctx.steps, ctx.lengths_dev, ctx.persistent = steps, lengths_dev, persistent
@@ -161,17 +147,12 @@ def lstm(
         raise ValueError(f"b must be ({GATES * H},); got shape {tuple(b.shape)}")
     common.check_dtypes(x, (("w_ih", w_ih), ("w_hh", w_hh), ("b", b)), (("h0", h0), ("c0", c0)))
     persistent = common.use_persistent(persistent, x.shape[1], H, GATES, x.dtype)
-    w_hh = w_hh.contiguous()
-    with common.on_device(x.device):
-        if common.needs_grad(x, h0, c0, w_ih, w_hh, b):
-            return LSTMTriton.apply(x, h0, c0, w_ih, w_hh, b, lengths, persistent)
-        return _inference(x, h0, c0, w_ih, w_hh, b, lengths, persistent)
+    return common.dispatch(LSTMTriton, _inference, (x, h0, c0, w_ih, w_hh.contiguous(), b), lengths, persistent)
 
 
 @without_autocast
 def _inference(x, h0, c0, w_ih, w_hh, b, lengths, persistent):
     """The forward without anything saved for a backward (no gradient needed)."""
-    steps = Steps.build(x.shape[0], lengths, x.device)
-    lengths_dev = common.kernel_lengths(steps, x.shape[1], x.device)
+    steps, lengths_dev = common.layer_steps(x, lengths)
     out, h_n, c_n, _, _ = lstm_forward(x, h0, c0, w_ih, w_hh, b, steps, lengths_dev, persistent, False)
     return out, h_n.to(h0.dtype, copy=True), c_n.to(c0.dtype, copy=True)

@@ -1,5 +1,6 @@
 """Device functions shared by the Triton kernels: activations, the recurrent product's
-operands, and stores in the output's dtype.
+operands, stores in the output's dtype, a program's tile of sequences x hidden units, and the
+per-step kernels' recurrent products (forward over the gates, backward over delta a_{t+1}).
 
 Precision.  Every value a kernel computes with is float32: states, gates, accumulators.  Only
 the two operands of a ``tl.dot`` are in the weight dtype (bfloat16 operands run on the tensor
@@ -88,3 +89,69 @@ def store(ptrs, value, mask, EMULATE: tl.constexpr):
         if ptrs.dtype.element_ty == tl.bfloat16:
             value = round_bf16(value)  # then the interpreter's truncating conversion is exact
     tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def tile(B, H, col_block, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """A program's tile: ``rows``, BLOCK_B sequences (block ``program_id(0)``), x ``cols``,
+    BLOCK_H hidden units (block ``col_block``: ``program_id(1)`` for the per-step kernels,
+    0 for the persistent ones, whose tile spans all H), with the masks ``row_ok`` (< B),
+    ``col_ok`` (< H) and ``tile_ok`` (BLOCK_B, BLOCK_H) of both."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = col_block * BLOCK_H + tl.arange(0, BLOCK_H)
+    row_ok = rows < B
+    col_ok = cols < H
+    return rows, cols, row_ok, col_ok, row_ok[:, None] & col_ok[None, :]
+
+
+@triton.jit
+def gate_products(
+    h_ptr, w_ptr, rows, row_ok, cols, col_ok, H,
+    GATES: tl.constexpr, EMULATE: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The forward's recurrent product ``h W_g^T`` of each of the GATES gates, for the tile
+    ``rows`` x ``cols``, in float32: ``h_ptr`` a (B, H) float32 state, ``w_ptr`` W_hh
+    (GATES * H, H) with gate g in rows g*H..(g+1)*H.  Each K block of h is loaded and rounded
+    to the weight dtype once for all gates.  Returns GATES (BLOCK_B, BLOCK_H) accumulators."""
+    acc0 = tl.zeros((rows.shape[0], cols.shape[0]), dtype=tl.float32)
+    acc1 = tl.zeros((rows.shape[0], cols.shape[0]), dtype=tl.float32)
+    acc2 = tl.zeros((rows.shape[0], cols.shape[0]), dtype=tl.float32)
+    acc3 = tl.zeros((rows.shape[0], cols.shape[0]), dtype=tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)  # (BK,) inputs of the product
+        k_ok = ks < H
+        h = load_f32(h_ptr + rows[:, None] * H + ks[None, :], row_ok[:, None] & k_ok[None, :])  # (BB, BK)
+        h = operand(h, w_ptr.dtype.element_ty, EMULATE)
+        w_tile = w_ptr + cols[None, :] * H + ks[:, None]  # W_hh[j, k] at (k, j): (BK, BH)
+        w_ok = k_ok[:, None] & col_ok[None, :]
+        acc0 += dot(h, load_operand(w_tile, w_ok, EMULATE))
+        if GATES > 1:
+            acc1 += dot(h, load_operand(w_tile + H * H, w_ok, EMULATE))
+        if GATES > 2:
+            acc2 += dot(h, load_operand(w_tile + 2 * H * H, w_ok, EMULATE))
+        if GATES > 3:
+            acc3 += dot(h, load_operand(w_tile + 3 * H * H, w_ok, EMULATE))
+    if GATES == 1:
+        return acc0
+    elif GATES == 3:
+        return acc0, acc1, acc2
+    else:
+        tl.static_assert(GATES == 4, "GATES is 1 (RNN), 3 (GRU) or 4 (LSTM)")
+        return acc0, acc1, acc2, acc3
+
+
+@triton.jit
+def backward_product(
+    d_ptr, G, w_ptr, rows, row_ok, cols, col_ok, K, H,
+    EMULATE: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The backward's recurrent product ``delta W_hh`` for the tile ``rows`` x ``cols``, in
+    float32: ``d_ptr`` a (B, G) pre-activation gradient in the weight dtype, ``w_ptr`` W_hh
+    (G, H) read untransposed; the sum runs over its first K entries (G, or 0: a zero tile)."""
+    acc = tl.zeros((rows.shape[0], cols.shape[0]), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < K
+        d = load_operand(d_ptr + rows[:, None] * G + ks[None, :], row_ok[:, None] & k_ok[None, :], EMULATE)
+        acc += dot(d, load_operand(w_ptr + ks[:, None] * H + cols[None, :], k_ok[:, None] & col_ok[None, :], EMULATE))
+    return acc

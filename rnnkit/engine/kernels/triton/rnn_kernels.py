@@ -16,12 +16,15 @@ import triton
 import triton.language as tl
 
 from rnnkit.engine.kernels.triton.primitives import (
+    backward_product,
     dot,
+    gate_products,
     load_f32,
     load_operand,
     operand,
     store,
     tanh,
+    tile,
 )
 
 
@@ -53,23 +56,13 @@ def rnn_forward_step(
 ):
     """Step t for BLOCK_B sequences x BLOCK_H hidden units; ``h_ptr`` (2, B, H) float32
     alternates as in the LSTM's step kernel."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, tl.program_id(1), BLOCK_B, BLOCK_H)
     BH = B * H
     t64 = t.to(tl.int64)
     h_in = h_ptr + (t % 2) * BH
     h_out = h_ptr + ((t + 1) % 2) * BH
 
-    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < H
-        h = load_f32(h_in + rows[:, None] * H + ks[None, :], row_ok[:, None] & k_ok[None, :])
-        h = operand(h, w_ptr.dtype.element_ty, EMULATE)
-        acc += dot(h, load_operand(w_ptr + cols[None, :] * H + ks[:, None], k_ok[:, None] & col_ok[None, :], EMULATE))
+    acc = gate_products(h_in, w_ptr, rows, row_ok, cols, col_ok, H, 1, EMULATE, BLOCK_K)
 
     here = rows[:, None] * H + cols[None, :]
     h = activate(acc + tl.load(xp_ptr + t64 * BH + here, mask=tile_ok, other=0.0), RELU)
@@ -88,21 +81,12 @@ def rnn_backward_step(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Backward step t: delta h_t (K_next = H, or 0 at the last step), delta a_t."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, tl.program_id(1), BLOCK_B, BLOCK_H)
     BH = B * H
     t64 = t.to(tl.int64)
 
-    acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
     d_next = d_pre_ptr + (t64 + 1) * BH
-    for k0 in range(0, K_next, BLOCK_K):
-        ks = k0 + tl.arange(0, BLOCK_K)
-        k_ok = ks < K_next
-        d = load_operand(d_next + rows[:, None] * H + ks[None, :], row_ok[:, None] & k_ok[None, :], EMULATE)
-        acc += dot(d, load_operand(w_ptr + ks[:, None] * H + cols[None, :], k_ok[:, None] & col_ok[None, :], EMULATE))
+    acc = backward_product(d_next, H, w_ptr, rows, row_ok, cols, col_ok, K_next, H, EMULATE, BLOCK_K)
 
     here = rows[:, None] * H + cols[None, :]
     dh = acc + tl.load(dy_ptr + t64 * BH + here, mask=tile_ok, other=0.0)
@@ -120,11 +104,7 @@ def rnn_forward_persistent(
 ):
     """All T_run steps for BLOCK_B sequences in one program holding W_hh^T (HP x HP);
     ``h_ptr`` (B, H) float32: h_0 in, h_n out."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, HP)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, 0, BLOCK_B, HP)
     BH = B * H
     w = load_operand(w_ptr + cols[None, :] * H + cols[:, None], col_ok[:, None] & col_ok[None, :], EMULATE)
 
@@ -152,11 +132,7 @@ def rnn_backward_persistent(
 ):
     """All backward steps for BLOCK_B sequences in one program holding W_hh (HP x HP);
     ``dh0_ptr`` (B, H) float32 receives dL/dh_0."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.arange(0, HP)
-    row_ok = rows < B
-    col_ok = cols < H
-    tile_ok = row_ok[:, None] & col_ok[None, :]
+    rows, cols, row_ok, col_ok, tile_ok = tile(B, H, 0, BLOCK_B, HP)
     BH = B * H
     w = load_operand(w_ptr + cols[:, None] * H + cols[None, :], col_ok[:, None] & col_ok[None, :], EMULATE)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import triton
 from torch import Tensor
 
 from rnnkit.engine.bptt.common import (
@@ -33,51 +32,35 @@ def rnn_forward(x, h0, w_ih, w_hh, b, steps: Steps, lengths_dev: Tensor, relu: b
     T, B, _ = x.shape
     H = w_hh.shape[1]
     T_run = steps.T_run
-    emulate = common.interpreted()
     xp = common.input_projection(x[:T_run], w_ih, b)  # (T_run, B, H) float32
     out = x.new_empty(T, B, H)
     out[T_run:].zero_()
     if persistent:
         h = h0.to(torch.float32, copy=True).contiguous()
-        hp = common.persistent_block(H)
-        rnn_forward_persistent[(triton.cdiv(B, common.PERSISTENT_MAX_B),)](
-            xp, w_hh, lengths_dev, h, out, T_run, B, H,
-            RELU=relu, EMULATE=emulate, BLOCK_B=common.PERSISTENT_MAX_B, HP=hp,
-            num_warps=common.persistent_warps(1, hp, w_hh.dtype),
-        )
+        grid, meta = common.persistent_launch(B, H, 1, w_hh.dtype)
+        rnn_forward_persistent[grid](xp, w_hh, lengths_dev, h, out, T_run, B, H, RELU=relu, **meta)
         return out, h
     hbuf = torch.empty(2, B, H, dtype=torch.float32, device=x.device)
     hbuf[0].copy_(h0)
-    block_b, block_h, block_k = common.step_blocks(B, H)
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
+    grid, meta = common.step_launch(B, H)
     for t in range(T_run):
-        rnn_forward_step[grid](
-            xp, w_hh, lengths_dev, hbuf, out, t, B, H,
-            RELU=relu, EMULATE=emulate, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
-        )
+        rnn_forward_step[grid](xp, w_hh, lengths_dev, hbuf, out, t, B, H, RELU=relu, **meta)
     return out, hbuf[T_run % 2]
 
 
 def rnn_backward(dy, w_hh, out, lengths_dev, relu: bool, persistent: bool):
     """The BPTT recurrence: ``(d_pre (T_run, B, H) weight dtype, dL/dh_0 float32)``."""
     T_run, B, H = dy.shape
-    emulate = common.interpreted()
     d_pre = w_hh.new_empty(T_run, B, H)
     if persistent:
         dh0 = torch.empty(B, H, dtype=torch.float32, device=dy.device)
-        hp = common.persistent_block(H)
-        rnn_backward_persistent[(triton.cdiv(B, common.PERSISTENT_MAX_B),)](
-            dy, w_hh, lengths_dev, out, d_pre, dh0, T_run, B, H,
-            RELU=relu, EMULATE=emulate, BLOCK_B=common.PERSISTENT_MAX_B, HP=hp,
-            num_warps=common.persistent_warps(1, hp, w_hh.dtype),
-        )
+        grid, meta = common.persistent_launch(B, H, 1, w_hh.dtype)
+        rnn_backward_persistent[grid](dy, w_hh, lengths_dev, out, d_pre, dh0, T_run, B, H, RELU=relu, **meta)
         return d_pre, dh0
-    block_b, block_h, block_k = common.step_blocks(B, H)
-    grid = (triton.cdiv(B, block_b), triton.cdiv(H, block_h))
+    grid, meta = common.step_launch(B, H)
     for t in range(T_run - 1, -1, -1):
         rnn_backward_step[grid](
-            dy, w_hh, lengths_dev, out, d_pre, t, B, H, H if t + 1 < T_run else 0,
-            RELU=relu, EMULATE=emulate, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+            dy, w_hh, lengths_dev, out, d_pre, t, B, H, H if t + 1 < T_run else 0, RELU=relu, **meta,
         )
     return d_pre, d_pre[0].float() @ w_hh.float()
 
@@ -90,8 +73,7 @@ class RNNTriton(torch.autograd.Function):
     @without_autocast
     @remember_grad_inputs
     def forward(ctx, x, h0, w_ih, w_hh, b, lengths, relu, persistent):
-        steps = Steps.build(x.shape[0], lengths, x.device)
-        lengths_dev = common.kernel_lengths(steps, x.shape[1], x.device)
+        steps, lengths_dev = common.layer_steps(x, lengths)
         out, h_n = rnn_forward(x, h0, w_ih, w_hh, b, steps, lengths_dev, relu, persistent)
         ctx.save_for_backward(x, h0, w_ih, w_hh, b, out)
         ctx.steps, ctx.lengths_dev, ctx.relu, ctx.persistent = steps, lengths_dev, relu, persistent
@@ -126,16 +108,11 @@ def rnn(
     common.check_dtypes(x, (("w_ih", w_ih), ("w_hh", w_hh), ("b", b)), (("h0", h0),))
     persistent = common.use_persistent(persistent, x.shape[1], H, 1, x.dtype)
     relu = nonlinearity == "relu"
-    w_hh = w_hh.contiguous()
-    with common.on_device(x.device):
-        if common.needs_grad(x, h0, w_ih, w_hh, b):
-            return RNNTriton.apply(x, h0, w_ih, w_hh, b, lengths, relu, persistent)
-        return _inference(x, h0, w_ih, w_hh, b, lengths, relu, persistent)
+    return common.dispatch(RNNTriton, _inference, (x, h0, w_ih, w_hh.contiguous(), b), lengths, relu, persistent)
 
 
 @without_autocast
 def _inference(x, h0, w_ih, w_hh, b, lengths, relu, persistent):
-    steps = Steps.build(x.shape[0], lengths, x.device)
-    lengths_dev = common.kernel_lengths(steps, x.shape[1], x.device)
+    steps, lengths_dev = common.layer_steps(x, lengths)
     out, h_n = rnn_forward(x, h0, w_ih, w_hh, b, steps, lengths_dev, relu, persistent)
     return out, h_n.to(h0.dtype, copy=True)
