@@ -310,7 +310,7 @@ class RNNBase(nn.Module):
         if autocast_enabled(device_type):
             dtype = self.weight_ih_l0.dtype
             input, hx = _cast_input(input, dtype), _cast_state(hx, dtype)
-            native = self._native(input, hx)
+            native = self._native(input, hx, lengths)
             if native:
                 # PyTorch's operator under autocast: the dtypes torch.nn gives, by construction.
                 return self._forward(input, hx, lengths, native)
@@ -320,9 +320,9 @@ class RNNBase(nn.Module):
             with torch.autocast(device_type, enabled=False):
                 result = self._forward(input, hx, lengths, native)
             return self._autocast_result(result, device_type, isinstance(input, PackedSequence))
-        return self._forward(input, hx, lengths, self._native(input, hx))
+        return self._forward(input, hx, lengths, self._native(input, hx, lengths))
 
-    def _native(self, input, hx) -> bool:
+    def _native(self, input, hx, lengths) -> bool:
         """Whether this call runs on PyTorch's operator (:func:`choose_stack`); False for
         input that is not a tensor or PackedSequence (``_prepare_input`` then says why)."""
         if isinstance(input, PackedSequence):
@@ -336,7 +336,9 @@ class RNNBase(nn.Module):
         if torch.is_grad_enabled():
             states = hx if isinstance(hx, (tuple, list)) else (hx,)
             grad = needs_grad(x, *(h for h in states if isinstance(h, Tensor)), *self._flat_weights)
-        return choose_stack(self.backend, self.mode, self.nonlinearity, x, batch, self.hidden_size, grad)
+        varlen = lengths is not None or isinstance(input, PackedSequence)
+        return choose_stack(self.backend, self.mode, self.nonlinearity, x, batch, self.hidden_size, grad,
+                            varlen=varlen)
 
     def _forward(self, input, hx, lengths: Lengths, native: bool):
         x, lengths, (kind, packed) = self._prepare_input(input, lengths)

@@ -140,6 +140,10 @@ def test_auto_follows_the_measured_rule(monkeypatch):
     # PyTorch's operator for dtypes the fused kernels lack; never for what it lacks itself
     assert choose("GRU", 8, 128, True, x=torch.empty(0, dtype=torch.bfloat16))
     assert not choose("RNN", 1, 1024, False, x=torch.empty(0, dtype=torch.bfloat16), nonlinearity="sigmoid")
+    # a batch of several lengths (lengths= or packed): PyTorch's CPU operator runs it without
+    # oneDNN, so the LSTM and GRU stay on the fused kernels
+    assert not choose_stack("auto", "LSTM", "tanh", cpu32, 32, 128, True, varlen=True)
+    assert choose_stack("auto", "LSTM", "tanh", cpu32, 32, 128, True, fused=False, varlen=True)
     # only "auto" and "native" choose it
     assert not choose("LSTM", 32, 128, True, backend="fused") and choose("GRU", 8, 1024, True, backend="native")
     monkeypatch.setitem(engine_layer.NATIVE, "enabled", False)
@@ -159,6 +163,7 @@ def test_auto_decides_per_call_from_grad_mode(monkeypatch):
     assert not _calls_native(monkeypatch, model, x)
     with torch.no_grad():
         assert _calls_native(monkeypatch, model, x)
+        assert not _calls_native(monkeypatch, model, x, lengths=[3] * 15 + [2])
         monkeypatch.setitem(engine_layer.NATIVE, "enabled", False)
         assert not _calls_native(monkeypatch, model, x)
 
