@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnnkit
 
@@ -48,7 +49,7 @@ def make_call(model, x, grad, mode: str):
     if mode == "train":
         def call():
             out, _ = model(x)
-            out.backward(grad)
+            (out.data if isinstance(out, PackedSequence) else out).backward(grad)
         return call
     context = torch.no_grad if mode == "no_grad" else torch.inference_mode
 
@@ -69,6 +70,13 @@ def bench_point(B, H, layers, T, modes, device, dtype, args, rng):
     ours.load_state_dict(peer.state_dict())
     x = torch.randn(T, B, H, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn(T, B, H, device=device, dtype=dtype)
+    if args.lengths:
+        # one full sequence, the others uniform in [T/2, T]; both models take the same packed batch
+        lengths = torch.randint((T + 1) // 2, T + 1, (B,), generator=torch.Generator().manual_seed(B))
+        lengths[0] = T
+        packed = pack_padded_sequence(x.detach(), lengths, enforce_sorted=False)
+        x = packed._replace(data=packed.data.requires_grad_())  # a leaf: every call its own graph
+        grad = torch.randn_like(x.data)
     calls = {(name, mode): make_call(model, x, grad, mode)
              for name, model in (("torch.nn", peer), ("rnnkit", ours)) for mode in modes}
     for call in calls.values():
@@ -117,6 +125,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", default="lstm", choices=list(CELLS), help="layer kind (default lstm)")
     parser.add_argument("--backend", default="auto", help="rnnkit's backend (default auto)")
+    parser.add_argument("--lengths", action="store_true",
+                        help="a batch of several lengths (packed; one of length T, the others in [T/2, T])")
     parser.add_argument("--batches", nargs="+", type=int, default=BATCHES, metavar="B")
     parser.add_argument("--sizes", nargs="+", type=int, default=SIZES, metavar="H")
     parser.add_argument("--layers", nargs="+", type=int, default=LAYERS, metavar="L")
@@ -150,7 +160,7 @@ def main(argv=None) -> None:
     lines = [
         f"# rnnkit {rnnkit.__version__}, torch {torch.__version__}, {args.device}, {args.dtype}, "
         f"threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
-        f"{args.cell}, backend {args.backend!r}",
+        f"{args.cell}, backend {args.backend!r}" + (", packed batches of several lengths" if args.lengths else ""),
         f"# T = {args.steps}, D = H; {args.min_rounds}..{args.rounds} rounds per point ({args.budget:g} s budget); "
         "times are medians; ratio = median over rounds of rnnkit / torch.nn (lower is better)",
         "| B | H | layers | mode | torch.nn ms | rnnkit ms | ratio | rounds |",

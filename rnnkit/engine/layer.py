@@ -141,9 +141,10 @@ def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: i
       the RNN (one PyTorch operation per step either way) always in training, and forward
       only except at ``batch == 1`` with ``hidden >= 512``; the LSTM in training at
       ``hidden >= 256``, forward only at ``hidden >= 1024`` or at ``hidden >= 512`` with
-      ``batch <= 8``; and the LSTM and GRU always for a batch of several lengths (``varlen``:
-      ``lengths=`` or a PackedSequence), which PyTorch's CPU operator runs packed, without
-      oneDNN (1.2-3.6 times the fused kernels' time).  PyTorch's operator elsewhere.
+      ``batch <= 8``; and the LSTM for a batch of several lengths (``varlen``: ``lengths=`` or
+      a PackedSequence, ``batch > 1``) in training and forward only up to ``batch <= 32``:
+      PyTorch's CPU operator runs a packed batch without oneDNN (1.5-2.7 times the fused
+      kernels' time in training).  PyTorch's operator elsewhere.
 
     ``fused``: whether the fused CPU kernels can run, if known (else they are asked, and
     built on first use).
@@ -162,7 +163,7 @@ def choose_stack(backend: str, mode: str, nonlinearity: str, x: Tensor, batch: i
         return True
     if mode == "RNN":
         return not grad and batch == 1 and hidden >= 512
-    if mode == "GRU" or varlen:
+    if mode == "GRU" or (varlen and batch > 1 and (grad or batch <= 32)):
         engine = True
     elif grad:
         engine = hidden >= 256
@@ -194,8 +195,8 @@ def auto_table(fused: bool, dtype: torch.dtype = torch.float32, sizes: tuple = (
                          for H in sizes]
                 cells.append(f"B={B}: {' '.join(f'{p:<6}' for p in picks)}")
             lines.append(f"  {mode:<4} {phase}  " + "   ".join(cells).rstrip())
-    lines.append("  (padded batches of one length; with lengths= or a PackedSequence the LSTM and GRU run "
-                 "rnnkit's engine)")
+    lines.append("  (batches of one length; with several lengths, lengths= or a PackedSequence, the LSTM runs "
+                 "rnnkit's engine in training and forward up to B = 32)")
     return lines
 
 

@@ -336,7 +336,7 @@ class RNNBase(nn.Module):
         if torch.is_grad_enabled():
             states = hx if isinstance(hx, (tuple, list)) else (hx,)
             grad = needs_grad(x, *(h for h in states if isinstance(h, Tensor)), *self._flat_weights)
-        varlen = lengths is not None or isinstance(input, PackedSequence)
+        varlen = lengths is not None or isinstance(input, PackedSequence)  # (choose_stack: and batch > 1)
         return choose_stack(self.backend, self.mode, self.nonlinearity, x, batch, self.hidden_size, grad,
                             varlen=varlen)
 

@@ -143,6 +143,9 @@ def test_auto_follows_the_measured_rule(monkeypatch):
     # a batch of several lengths (lengths= or packed): PyTorch's CPU operator runs it without
     # oneDNN, so the LSTM and GRU stay on the fused kernels
     assert not choose_stack("auto", "LSTM", "tanh", cpu32, 32, 128, True, varlen=True)
+    assert not choose_stack("auto", "LSTM", "tanh", cpu32, 32, 128, False, varlen=True)
+    assert choose_stack("auto", "LSTM", "tanh", cpu32, 64, 128, False, varlen=True)  # forward, B = 64
+    assert choose_stack("auto", "LSTM", "tanh", cpu32, 1, 128, True, varlen=True)  # one sequence: one length
     assert choose_stack("auto", "LSTM", "tanh", cpu32, 32, 128, True, fused=False, varlen=True)
     # only "auto" and "native" choose it
     assert not choose("LSTM", 32, 128, True, backend="fused") and choose("GRU", 8, 1024, True, backend="native")
