@@ -2,4 +2,5 @@
 
 from rnnkit.tasks.base import lazy_exports
 
-__getattr__, __all__ = lazy_exports(__name__, {"ClassifyPredictor": "predictor", "Prediction": "predictor"})
+__getattr__, __all__ = lazy_exports(__name__, {"ClassifyPredictor": "predictor", "ClassifyEnsemble": "predictor",
+                                               "Prediction": "predictor"})

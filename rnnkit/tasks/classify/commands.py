@@ -32,19 +32,32 @@ def train(data_cfg, model_cfg, train_cfg, run: str, resume: bool, args: argparse
     return train_classifier(data_cfg, model_cfg, train_cfg, run, resume, args.override)
 
 
-def load(run: str | Path, checkpoint: str = "best", device: str = "auto"):
-    from rnnkit.tasks.classify.predictor import ClassifyPredictor
+def load(run: str | Path, checkpoint: str = "best", device: str = "auto", ensemble=None):
+    """The run's predictor; with ``ensemble`` (more runs), the ensemble of the run and those."""
+    from rnnkit.tasks.classify.predictor import ClassifyEnsemble, ClassifyPredictor
 
+    if ensemble:
+        return ClassifyEnsemble.load([run, *ensemble], checkpoint, device)
     return ClassifyPredictor.load(run, checkpoint, device)
+
+
+ENSEMBLE_HELP = ("another run of the same classes, once per run (--ensemble R2 --ensemble R3): classify by the "
+                 "mean of the class probabilities of this run and those (an ensemble)")
 
 
 def add_evaluate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="evaluate on this folder (its split file) or file (all of it) instead of "
                         "the run's data")
+    parser.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP + "; the files are written "
+                        "into this run as <split>_ensemble_*")
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    r = load(args.run, args.checkpoint, args.device).evaluate(args.split, args.data)
+    predictor = load(args.run, args.checkpoint, args.device, args.ensemble)
+    r = predictor.evaluate(args.split, args.data)
+    if args.ensemble:
+        print(f"ensemble of {len(predictor.members)} runs (mean probabilities): "
+              f"{', '.join(str(m.run) for m in predictor.members)}")
     print(f"{args.split}: accuracy {r['acc']:.4f}, macro-F1 {r['macro_f1']:.4f} ({r['examples']} texts); "
                 f"loss {r['loss']:.4f}")
     print("class\tsupport\tprecision\trecall\tF1")
@@ -64,6 +77,7 @@ def add_commands(sub) -> dict:
     cl.add_argument("text", nargs="*", help="texts to classify, one per argument (default: --file)")
     cl.add_argument("--file", help="file of texts, one per line; - reads standard input")
     add_run_option(cl, NAME)
+    cl.add_argument("--ensemble", action="append", metavar="RUN", help=ENSEMBLE_HELP)
     cl.add_argument("--json", action="store_true", help="one JSON object per text")
     cl.add_argument("--attention-png", metavar="PNG",
                     help="also draw the attention weights of the first 8 texts (runs with --pooling attention)")
@@ -91,12 +105,15 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    if args.attention_png and args.ensemble:
+        raise ValueError("--attention-png draws one run's attention weights; an ensemble has none of its own "
+                         "(give one --run without --ensemble)")
     if args.attention_png:
         from rnnkit.extras import require
 
         require("matplotlib", "lab", "rnnkit classify --attention-png")
     texts = _read_texts(args)
-    predictor = load(chosen_run(args, NAME), args.checkpoint, args.device)
+    predictor = load(chosen_run(args, NAME), args.checkpoint, args.device, args.ensemble)
     if args.attention_png and predictor.pooling != "attention":
         raise ValueError(f"--attention-png needs a run trained with --pooling attention; this run pools with "
                          f"{predictor.pooling!r}")

@@ -51,6 +51,8 @@ class ClassifyPredictor:
     when the run is) and read as their first ``max_words`` words (a warning says when one is cut).
     """
 
+    file_tag = ""  # evaluate's files: <split><file_tag>_confusion.csv, ...
+
     def __init__(self, model: TextClassifier, task: ClassifyTask, run: str | Path) -> None:
         self.model, self.task, self.run = model, task, Path(run)
 
@@ -74,6 +76,11 @@ class ClassifyPredictor:
     @property
     def pooling(self) -> str:
         return self.task.model_cfg.pooling
+
+    def scores(self, examples: Sequence[Example]) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
+        """Class probabilities (N, K) in the order of :attr:`labels`, and for attention pooling
+        each text's weights over its words (else None)."""
+        return self.task.probabilities(self.model, examples)
 
     # ------------------------------------------------------------------------------ text in
     def examples(self, texts: Sequence[str]) -> list[Example]:
@@ -102,7 +109,7 @@ class ClassifyPredictor:
         ``attention`` (one weight per word, summing to 1); what ``rnnkit classify --json``
         prints."""
         examples = self.examples(texts)
-        probs, weights = self.task.probabilities(self.model, examples)
+        probs, weights = self.scores(examples)
         out = []
         labels = self.labels
         for i, (text, example) in enumerate(zip(texts, examples)):
@@ -156,7 +163,8 @@ class ClassifyPredictor:
         of the run's data (the run's split: the same seeded cut of a single file), or of
         ``data`` instead: a folder (its split file) or a file (all of it).  With ``write``:
         ``<split>_confusion.csv``/``.png`` and ``<split>_predictions.tsv`` (gold, predicted,
-        probability, text) into the run; the PNG's path is ``metrics["plot"]``."""
+        probability, text) into the run (an ensemble's: ``<split>_ensemble_*`` into its first
+        member's run); the PNG's path is ``metrics["plot"]``."""
         cfg = self.task.data_cfg
         if data is not None and Path(data).is_file():
             file = Path(data)
@@ -171,7 +179,7 @@ class ClassifyPredictor:
         check_labels(examples, labels, file)
         examples, _ = clip_words(examples, cfg.max_words)
         start = time.perf_counter()
-        probs, _ = self.task.probabilities(self.model, examples)
+        probs, _ = self.scores(examples)
         best = probs.argmax(dim=1).tolist()
         predicted = [labels[k] for k in best]
         gold = [e.label for e in examples]
@@ -183,24 +191,83 @@ class ClassifyPredictor:
         metrics["labels"] = labels
         metrics["plot"] = None
         if write:
-            with open(self.run / f"{split}_confusion.csv", "w", newline="", encoding="utf-8") as f:
+            name = f"{split}{self.file_tag}"
+            with open(self.run / f"{name}_confusion.csv", "w", newline="", encoding="utf-8") as f:
                 out = csv.writer(f)
                 out.writerow(["gold \\ predicted"] + labels)
                 for label, row in zip(labels, metrics["confusion"]):
                     out.writerow([label] + row)
-            with open(self.run / f"{split}_predictions.tsv", "w", encoding="utf-8") as f:
+            with open(self.run / f"{name}_predictions.tsv", "w", encoding="utf-8") as f:
                 f.write("gold\tpredicted\tprobability\ttext\n")
                 for i, (e, k) in enumerate(zip(examples, best)):
                     f.write(f"{e.label}\t{labels[k]}\t{float(probs[i, k]):.4f}\t{' '.join(e.words)}\n")
             try:
                 from rnnkit.tasks.classify.plots import confusion_png
 
-                metrics["plot"] = str(confusion_png(metrics["confusion"], labels, self.run / f"{split}_confusion.png",
+                metrics["plot"] = str(confusion_png(metrics["confusion"], labels, self.run / f"{name}_confusion.png",
                                                     f"{split}: accuracy {metrics['acc']:.4f}, macro-F1 "
                                                     f"{metrics['macro_f1']:.4f}"))
             except ImportError:
                 logger.warning("no confusion-matrix PNG: plots need matplotlib (pip install 'rnnkit[lab]')")
         return metrics
+
+
+class ClassifyEnsemble(ClassifyPredictor):
+    """Several trained classifiers as one: a text's class probabilities are the mean of the
+    members' probabilities, and its label the most probable class of that mean.
+
+    Averaging the outputs of networks trained independently (here: other seeds or settings)
+    cancels part of each one's errors: Hansen & Salamon (1990), "Neural Network Ensembles";
+    Lakshminarayanan, Pritzel & Blundell (2017) average the predicted distributions as here.
+
+    The members must have the same labels (in any order), tokenizer and ``max_words``, so that
+    they read the same words; each maps them to its own vocabulary.  Texts, data and settings
+    are the first member's (``task``, ``run``: :meth:`evaluate` writes ``<split>_ensemble_*``
+    into its folder).  An ensemble has no attention weights of its own: ask a member
+    (``members[k].attention(...)``).
+    """
+
+    file_tag = "_ensemble"
+
+    def __init__(self, members: Sequence[ClassifyPredictor]) -> None:
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two classifiers, got {len(members)}")
+        first = members[0]
+        for m in members[1:]:
+            if sorted(m.labels) != sorted(first.labels):
+                raise ValueError(f"{m.run}: its labels ({', '.join(m.labels)}) differ from those of {first.run} "
+                                 f"({', '.join(first.labels)}); an ensemble's members must have the same classes")
+            for key in ("tokenizer", "max_words"):
+                mine, theirs = getattr(m.task.data_cfg, key), getattr(first.task.data_cfg, key)
+                if mine != theirs:
+                    raise ValueError(f"{m.run}: {key} {mine!r} differs from {theirs!r} of {first.run}; an "
+                                     f"ensemble's members must read the same words")
+        super().__init__(first.model, first.task, first.run)
+        self.members = members
+
+    @classmethod
+    def load(cls, runs: Sequence[str | Path], checkpoint: str = "best", device: str = "auto"
+             ) -> "ClassifyEnsemble":
+        """The ensemble of the classifiers of ``runs`` (each at ``checkpoint``)."""
+        if isinstance(runs, (str, Path)):
+            raise TypeError(f"expected a list of run folders, got one: {str(runs)!r}")
+        return cls([ClassifyPredictor.load(run, checkpoint, device) for run in runs])
+
+    def scores(self, examples: Sequence[Example]) -> tuple[torch.Tensor, None]:
+        """The mean of the members' class probabilities (N, K), in the order of :attr:`labels`; None."""
+        total = torch.zeros(len(examples), len(self.labels))
+        for member in self.members:
+            probs, _ = member.task.probabilities(member.model, examples)  # (N, K) in the member's order
+            total += probs[:, [member.labels.index(label) for label in self.labels]]
+        return total / len(self.members), None
+
+    def attention(self, texts):
+        raise ValueError("an ensemble has no attention weights of its own; ask one of its members "
+                         "(ensemble.members[k].attention(...))")
+
+    def attention_plot(self, texts, path):
+        self.attention(texts)
 
 
 def _shorten(value, limit: int = 80) -> str:

@@ -30,7 +30,7 @@ from rnnkit.init import forget_bias_
 from rnnkit.models import LAYERS
 from rnnkit.settings import MAX_BATCH, MAX_LAYERS, MAX_LENGTH, MAX_SEED, MAX_UNITS, setting
 from rnnkit.tasks.classify.data import FORMATS, TOKENIZERS, Example, label_order
-from rnnkit.tasks.classify.pooling import POOLINGS, AttentionPooling, pool
+from rnnkit.tasks.classify.pooling import POOLINGS, AttentionPooling, pool, valid_mask
 from rnnkit.tasks.tag.predictor import MAX_WORD_CHARS
 from rnnkit.tasks.tag.task import Tagger, length_batches
 from rnnkit.train.config import TrainConfig
@@ -77,6 +77,9 @@ class ClassifierModelConfig:
                                   ge=1, le=MAX_UNITS)
     embed_dropout: float = setting(0.3, "dropout on the word features", ge=0, lt=1)
     dropout: float = setting(0.5, "between stacked layers and before the classifier", ge=0, lt=1)
+    adversarial: float = setting(0.0, "adversarial training: also fit each batch with its word features moved "
+                                 "by this fraction of their norm, against the loss's gradient (0: off)",
+                                 ge=0, le=1)
 
 
 @dataclass
@@ -200,21 +203,49 @@ class TextClassifier(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(size, n_labels)
 
-    def scores(self, batch: TextBatch, words: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
-        """Class scores (B, K), and the attention weights (T, B) (None for other poolings)."""
+    def features(self, batch: TextBatch, words: Optional[Tensor] = None) -> Tensor:
+        """The word features (T, B, F): embeddings (and character features) of each position."""
         x = self.word_embedding(batch.words if words is None else words)  # (T, B, E)
         if self.char_rnn is not None:
             chars = self.char_features(batch.chars, batch.char_lengths)  # (U, 2Hc)
             x = torch.cat([x, chars[batch.index]], dim=2)  # (T, B, E + 2Hc)
+        return x
+
+    def read(self, batch: TextBatch, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """Class scores (B, K) and attention weights (T, B) or None, from word features (T, B, F)."""
         out, state = self.rnn(self.embed_drop(x), lengths=batch.lengths)  # out (T, B, P)
         h_n = state[0] if isinstance(state, tuple) else state  # (L*dirs, B, H)
         pooled, weights = pool(self.cfg.pooling, out, h_n, batch.lengths, self.cfg.bidirectional,
                                self.attention)  # (B, P), (T, B) or None
         return self.out(self.drop(pooled)), weights  # (B, K)
 
-    def forward(self, batch: TextBatch, words: Optional[Tensor] = None) -> Tensor:
-        return self.scores(batch, words)[0]
+    def scores(self, batch: TextBatch, words: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """Class scores (B, K), and the attention weights (T, B) (None for other poolings)."""
+        return self.read(batch, self.features(batch, words))
 
+    def forward(self, batch: TextBatch, words: Optional[Tensor] = None, adversarial: float = 0.0
+                ) -> Tensor | tuple[Tensor, Tensor]:
+        """Class scores (B, K); with ``adversarial`` = eps > 0, also the scores of the same batch
+        with its word features x moved to x + r, the perturbation of norm eps * ||x|| (per text,
+        over its words and features) along the gradient of the clean loss with respect to x
+        (B, K each).
+
+        This is the adversarial training of Miyato, Dai & Goodfellow (2017), "Adversarial
+        Training Methods for Semi-Supervised Text Classification" (the fast gradient method of
+        Goodfellow, Shlens & Szegedy 2015 applied to embeddings): r is a constant (no gradient
+        through it) and the loss adds the perturbed batch's cross-entropy.  They normalize the
+        embeddings so that eps has a fixed scale; here eps is relative to each text's feature
+        norm instead, which the model cannot escape by growing its embeddings."""
+        x = self.features(batch, words)  # (T, B, F)
+        logits, _ = self.read(batch, x)
+        if adversarial <= 0:
+            return logits
+        loss = F.cross_entropy(logits, batch.labels, ignore_index=IGNORE, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, retain_graph=True)  # (T, B, F); zero at padding
+        valid = valid_mask(batch.lengths, x.shape[0])[:, :, None]  # (T, B, 1)
+        size = (x.detach() * valid).norm(dim=(0, 2), keepdim=True)  # (1, B, 1): the valid words' norm
+        direction = grad / grad.norm(dim=(0, 2), keepdim=True).clamp_min(1e-12)  # (T, B, F)
+        return logits, self.read(batch, x + adversarial * size * direction)[0]
 
 def build_model(vocab: ClassifyVocab, cfg: ClassifierModelConfig) -> TextClassifier:
     return TextClassifier(len(vocab.words), len(vocab.chars), len(vocab.labels), cfg)
@@ -269,8 +300,14 @@ class ClassifyTask:
         if p > 0:
             drop = (torch.rand(words.shape) < p).to(device) & (words != TokenVocab.pad)  # (T, B)
             words = words.masked_fill(drop, TokenVocab.unk)
-        logits = model(batch, words)  # (B, K); model may be DDP-wrapped: forward through it
-        return F.cross_entropy(logits, batch.labels, ignore_index=IGNORE), len(batch_ids), None
+        # model may be DDP-wrapped: forward through it
+        eps = self.model_cfg.adversarial
+        if eps > 0:
+            logits, perturbed = model(batch, words, adversarial=eps)  # (B, K) each
+            loss = F.cross_entropy(perturbed, batch.labels, ignore_index=IGNORE)
+        else:
+            logits, loss = model(batch, words), 0.0  # (B, K)
+        return F.cross_entropy(logits, batch.labels, ignore_index=IGNORE) + loss, len(batch_ids), None
 
     @torch.no_grad()
     def run(self, model: TextClassifier, examples: Sequence[Example],

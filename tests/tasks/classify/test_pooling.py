@@ -108,6 +108,14 @@ def test_the_model_s_outputs_do_not_depend_on_the_padding(pooling, bidirectional
     for b, example in enumerate(EXAMPLES):
         alone, _ = model.scores(make_batch([example], vocab, chars=chars > 0))
         torch.testing.assert_close(alone[0], logits[b], rtol=1e-5, atol=1e-6)
+    # the adversarial perturbation too: its size is each text's valid words' norm
+    batch.labels = torch.arange(len(EXAMPLES)) % 2
+    perturbed = model(batch, adversarial=0.1)[1]
+    torch.testing.assert_close(model(batch, noisy, adversarial=0.1)[1], perturbed, rtol=0, atol=0)
+    for b, example in enumerate(EXAMPLES):
+        alone = make_batch([example], vocab, chars=chars > 0)
+        alone.labels = batch.labels[b:b + 1]
+        torch.testing.assert_close(model(alone, adversarial=0.1)[1][0], perturbed[b], rtol=1e-5, atol=1e-6)
     if pooling == "attention":
         torch.testing.assert_close(weights_again, weights, rtol=0, atol=0)
         torch.testing.assert_close(weights.sum(0), torch.ones(len(EXAMPLES)))

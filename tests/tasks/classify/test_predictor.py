@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import rnnkit
 from rnnkit.cli import main
@@ -231,3 +232,57 @@ def test_the_task_is_registered(runs, capsys):
     import rnnkit.tasks.classify as package
 
     assert package.ClassifyPredictor is ClassifyPredictor and package.Prediction is Prediction
+
+
+def test_an_ensemble_classifies_by_its_members_mean_probabilities(runs, tmp_path, capsys):
+    from rnnkit.tasks.classify.predictor import ClassifyEnsemble
+
+    first, second = ClassifyPredictor.load(runs["attention"]), ClassifyPredictor.load(runs["final"])
+    texts = ["the film was great", "a dull plot", "superb and awful", "it was"]
+    # the second member with its classes in the other order (its output rows swapped): the same classifier
+    swapped = ClassifyPredictor.load(runs["final"])
+    swapped.task.vocab.labels = swapped.task.vocab.labels[::-1]
+    with torch.no_grad():
+        swapped.model.out.weight.copy_(swapped.model.out.weight.flip(0))
+        swapped.model.out.bias.copy_(swapped.model.out.bias.flip(0))
+    assert swapped.probabilities(texts) == [pytest.approx(p, abs=1e-6) for p in second.probabilities(texts)]
+    for ensemble in (ClassifyEnsemble([first, swapped]), ClassifyEnsemble.load([runs["attention"], runs["final"]])):
+        assert ensemble.labels == ["0", "1"]
+        mean = [{label: (a[label] + b[label]) / 2 for label in a}
+                for a, b in zip(first.probabilities(texts), second.probabilities(texts))]
+        assert ensemble.probabilities(texts) == [pytest.approx(m, abs=1e-6) for m in mean]
+        assert [p.label for p in ensemble.classify(texts)] == [max(m, key=m.get) for m in mean]
+    # evaluate: a recount of the ensemble's labels, written into the first run as test_ensemble_*
+    capsys.readouterr()
+    assert main(["evaluate", str(runs["attention"]), "--split", "test", "--ensemble", str(runs["final"])]) == 0
+    out = capsys.readouterr().out
+    assert f"ensemble of 2 runs (mean probabilities): {runs['attention']}, {runs['final']}" in out
+    gold, lines = zip(*(line.split(" ", 1) for line in (runs["data"] / "test.txt").read_text().splitlines()))
+    labels = [p.label for p in ensemble.classify(list(lines))]
+    acc = sum(g == p for g, p in zip(gold, labels)) / len(gold)
+    assert f"test: accuracy {acc:.4f}" in out
+    rows = (runs["attention"] / "test_ensemble_predictions.tsv").read_text().splitlines()
+    assert [r.split("\t")[1] for r in rows[1:]] == labels
+    assert (runs["attention"] / "test_ensemble_confusion.png").is_file()
+    # rnnkit classify --ensemble prints the ensemble's labels
+    assert main(["classify", "--run", str(runs["attention"]), "--ensemble", str(runs["final"]), *texts]) == 0
+    assert [row[:2] for row in printed_rows(capsys.readouterr().out)] == [
+        (p.label, f"{p.probability:.4f}") for p in ensemble.classify(texts)]
+    # what an ensemble cannot be
+    with pytest.raises(ValueError, match="an ensemble needs at least two classifiers, got 1"):
+        ClassifyEnsemble([first])
+    with pytest.raises(TypeError, match="expected a list of run folders, got one"):
+        ClassifyEnsemble.load(str(runs["final"]))
+    with pytest.raises(ValueError, match="an ensemble has no attention weights of its own"):
+        ensemble.attention("fine")
+    other = ClassifyPredictor.load(runs["final"])
+    other.task.vocab.labels = ["neg", "pos"]
+    with pytest.raises(ValueError, match=r"its labels \(neg, pos\) differ from those of .* \(0, 1\)"):
+        ClassifyEnsemble([first, other])
+    other = ClassifyPredictor.load(runs["final"])
+    other.task.data_cfg.tokenizer = "space"
+    with pytest.raises(ValueError, match="tokenizer 'space' differs from 'simple' of"):
+        ClassifyEnsemble([first, other])
+    assert main(["classify", "--run", str(runs["attention"]), "--ensemble", str(runs["final"]), "--attention-png",
+                 str(tmp_path / "a.png"), "fine"]) == 2
+    assert "an ensemble has none of its own" in capsys.readouterr().err

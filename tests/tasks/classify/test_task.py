@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rnnkit.data.vocab import TokenVocab
 from rnnkit.tasks.classify.data import Example
@@ -16,6 +17,7 @@ from rnnkit.tasks.classify.task import (
     ClassifyTask,
     ClassifyVocab,
     budget_batches,
+    build_model,
     clip_words,
     make_batch,
 )
@@ -107,3 +109,45 @@ def test_metrics():
     assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3) and m["per_class"]["b"]["f1"] == pytest.approx(2 / 3)
     assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)  # "c": neither gold nor predicted
     assert classification_metrics(["a"], ["c"], labels)["macro_f1"] == 0.0
+
+
+def test_adversarial_training_moves_each_text_s_features_along_its_loss_gradient():
+    """Miyato et al. (2017): x + r with r = eps ||x|| g / ||g|| per text, g the gradient of the
+    clean loss with respect to the features (here from autograd on a leaf copy), r a constant."""
+    torch.manual_seed(0)
+    examples = first_word_sentences(5, 0, length=12)
+    vocab = ClassifyVocab.build(examples)
+    cfg = ClassifierModelConfig(embed_size=6, hidden_size=5, pooling="max", embed_dropout=0.0, dropout=0.0,
+                                char_hidden=3, char_embed=3, adversarial=0.05)
+    model = build_model(vocab, cfg).double().eval()
+    batch = make_batch(examples, vocab, chars=True)
+    clean, perturbed = model(batch, adversarial=0.05)
+    torch.testing.assert_close(clean, model(batch), rtol=0, atol=0)
+    x = model.features(batch).detach().requires_grad_()  # (T, B, F)
+    F.cross_entropy(model.read(batch, x)[0], batch.labels, reduction="sum").backward()
+    r = torch.zeros_like(x)
+    for b, n in enumerate(batch.lengths.tolist()):
+        r[:n, b] = 0.05 * x[:n, b].detach().norm() * x.grad[:n, b] / x.grad[:, b].norm()
+    for b, n in enumerate(batch.lengths.tolist()):
+        assert (x.grad[n:, b] == 0).all() and (x.grad[:n, b] != 0).any()  # padding has no gradient
+    torch.testing.assert_close(perturbed, model.read(batch, x.detach() + r)[0])
+    # it raises each text's loss by about eps ||x|| ||g|| (first order, a small eps)
+    small = model(batch, adversarial=1e-6)[1]
+    rise = F.cross_entropy(small, batch.labels, reduction="none") - F.cross_entropy(clean, batch.labels,
+                                                                                    reduction="none")
+    norms = torch.stack([x[:n, b].detach().norm() * x.grad[:, b].norm()
+                         for b, n in enumerate(batch.lengths.tolist())])
+    torch.testing.assert_close(rise, 1e-6 * norms, rtol=1e-3, atol=0)
+    # the training loss: clean + perturbed cross-entropy, with no gradient through r
+    model.train()
+    torch.manual_seed(1)
+    task = ClassifyTask({"train": examples}, vocab, ClassifyDataConfig(word_dropout=0.0), cfg)
+    loss, count, _ = task.train_step(model, list(range(len(examples))), None)
+    assert count == len(examples)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    features = model.features(batch)
+    expected = (F.cross_entropy(model.read(batch, features)[0], batch.labels)
+                + F.cross_entropy(model.read(batch, features + r)[0], batch.labels))
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
+        torch.testing.assert_close(got, want)
