@@ -80,6 +80,11 @@ class ClassifierModelConfig:
     adversarial: float = setting(0.0, "adversarial training: also fit each batch with its word features moved "
                                  "by this fraction of their norm, against the loss's gradient (0: off)",
                                  ge=0, le=1)
+    lm_weight: float = setting(0.0, "auxiliary language modelling: add this weight times the loss of predicting "
+                               "each next word from the forward states (and each previous word from the backward "
+                               "states) (0: off; one layer, or unidirectional)", ge=0)
+    lm_vocab: int = setting(5000, "words the auxiliary language model predicts: the most frequent this many "
+                            "(the others as <unk>)", ge=5, le=MAX_UNITS)
 
 
 @dataclass
@@ -202,6 +207,15 @@ class TextClassifier(nn.Module):
         self.embed_drop = nn.Dropout(cfg.embed_dropout)
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(size, n_labels)
+        self.lm_heads = None
+        if cfg.lm_weight > 0:
+            if cfg.bidirectional and cfg.num_layers > 1:
+                raise ValueError(f"lm_weight needs one layer or a unidirectional RNN: above the first layer of a "
+                                 f"bidirectional stack ({cfg.num_layers} layers) every state has read the whole "
+                                 f"text, the words it would predict included")
+            vocab = min(cfg.lm_vocab, n_words)
+            self.lm_heads = nn.ModuleList(nn.Linear(cfg.hidden_size, vocab)
+                                          for _ in range(2 if cfg.bidirectional else 1))
 
     def features(self, batch: TextBatch, words: Optional[Tensor] = None) -> Tensor:
         """The word features (T, B, F): embeddings (and character features) of each position."""
@@ -211,41 +225,78 @@ class TextClassifier(nn.Module):
             x = torch.cat([x, chars[batch.index]], dim=2)  # (T, B, E + 2Hc)
         return x
 
-    def read(self, batch: TextBatch, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        """Class scores (B, K) and attention weights (T, B) or None, from word features (T, B, F)."""
+    def read(self, batch: TextBatch, x: Tensor) -> tuple[Tensor, Optional[Tensor], Tensor]:
+        """Class scores (B, K), attention weights (T, B) or None, and the top layer's states
+        (T, B, P), from word features (T, B, F)."""
         out, state = self.rnn(self.embed_drop(x), lengths=batch.lengths)  # out (T, B, P)
         h_n = state[0] if isinstance(state, tuple) else state  # (L*dirs, B, H)
         pooled, weights = pool(self.cfg.pooling, out, h_n, batch.lengths, self.cfg.bidirectional,
                                self.attention)  # (B, P), (T, B) or None
-        return self.out(self.drop(pooled)), weights  # (B, K)
+        return self.out(self.drop(pooled)), weights, out  # (B, K)
 
     def scores(self, batch: TextBatch, words: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
         """Class scores (B, K), and the attention weights (T, B) (None for other poolings)."""
-        return self.read(batch, self.features(batch, words))
+        return self.read(batch, self.features(batch, words))[:2]
 
-    def forward(self, batch: TextBatch, words: Optional[Tensor] = None, adversarial: float = 0.0
+    def forward(self, batch: TextBatch, words: Optional[Tensor] = None, objective: bool = False
                 ) -> Tensor | tuple[Tensor, Tensor]:
-        """Class scores (B, K); with ``adversarial`` = eps > 0, also the scores of the same batch
-        with its word features x moved to x + r, the perturbation of norm eps * ||x|| (per text,
-        over its words and features) along the gradient of the clean loss with respect to x
-        (B, K each).
+        """Class scores (B, K); with ``objective``, the training loss (a scalar) and the scores.
 
-        This is the adversarial training of Miyato, Dai & Goodfellow (2017), "Adversarial
-        Training Methods for Semi-Supervised Text Classification" (the fast gradient method of
-        Goodfellow, Shlens & Szegedy 2015 applied to embeddings): r is a constant (no gradient
-        through it) and the loss adds the perturbed batch's cross-entropy.  They normalize the
-        embeddings so that eps has a fixed scale; here eps is relative to each text's feature
-        norm instead, which the model cannot escape by growing its embeddings."""
+        The loss is the mean cross-entropy of the batch's labels, plus, with ``adversarial`` > 0,
+        that of the batch with its features moved by :meth:`perturbation`, plus, with
+        ``lm_weight`` > 0, ``lm_weight`` times :meth:`lm_loss`.  ``words`` (T, B) replace the
+        batch's word ids as input (word dropout); the language model predicts the batch's own."""
         x = self.features(batch, words)  # (T, B, F)
-        logits, _ = self.read(batch, x)
-        if adversarial <= 0:
+        logits, _, out = self.read(batch, x)
+        if not objective:
             return logits
+        loss = F.cross_entropy(logits, batch.labels, ignore_index=IGNORE)
+        if self.cfg.adversarial > 0:
+            moved = self.read(batch, x + self.perturbation(batch, x, logits))[0]
+            loss = loss + F.cross_entropy(moved, batch.labels, ignore_index=IGNORE)
+        if self.lm_heads is not None:
+            loss = loss + self.cfg.lm_weight * self.lm_loss(batch, out)
+        return loss, logits
+
+    def perturbation(self, batch: TextBatch, x: Tensor, logits: Tensor) -> Tensor:
+        """The adversarial perturbation r (T, B, F) of word features x (T, B, F) that gave
+        ``logits``: per text, norm eps * ||x|| (over its valid words and features) along the
+        gradient of the cross-entropy with respect to x; a constant (no gradient through it).
+
+        The adversarial training of Miyato, Dai & Goodfellow (2017), "Adversarial Training
+        Methods for Semi-Supervised Text Classification": the fast gradient method of Goodfellow,
+        Shlens & Szegedy (2015) applied to embeddings.  They normalize the embeddings so that
+        eps has a fixed scale; here eps is relative to each text's feature norm instead, which
+        the model cannot escape by growing its embeddings."""
         loss = F.cross_entropy(logits, batch.labels, ignore_index=IGNORE, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x, retain_graph=True)  # (T, B, F); zero at padding
         valid = valid_mask(batch.lengths, x.shape[0])[:, :, None]  # (T, B, 1)
         size = (x.detach() * valid).norm(dim=(0, 2), keepdim=True)  # (1, B, 1): the valid words' norm
         direction = grad / grad.norm(dim=(0, 2), keepdim=True).clamp_min(1e-12)  # (T, B, F)
-        return logits, self.read(batch, x + adversarial * size * direction)[0]
+        return self.cfg.adversarial * size * direction
+
+    def lm_loss(self, batch: TextBatch, out: Tensor) -> Tensor:
+        """The auxiliary language model's loss from the top layer's states ``out`` (T, B, P):
+        the mean cross-entropy of the next word (``</s>`` after the last) from the forward
+        direction's state, plus, bidirectional, of the previous word (``<s>`` before the first)
+        from the backward direction's (Rei 2017, "Semi-supervised Multitask Learning for
+        Sequence Labeling"; Dai & Le 2015 pretrain a classifier's LSTM as a language model).
+        Words outside the ``lm_vocab`` most frequent are predicted as ``<unk>``."""
+        steps, size = batch.words.shape[0], self.cfg.hidden_size
+        target = batch.words.masked_fill(batch.words >= self.lm_heads[0].out_features, TokenVocab.unk)  # (T, B)
+        invalid = ~valid_mask(batch.lengths, steps)  # (T, B)
+        columns = torch.arange(target.shape[1], device=target.device)
+        after = torch.cat([target[1:], target[:1]])  # (T, B): the next word (row T-1 is replaced below)
+        after[batch.lengths - 1, columns] = TokenVocab.eos
+        before = torch.cat([target[:1], target[:-1]])  # (T, B): the previous word
+        before[0] = TokenVocab.bos
+        loss = 0.0
+        for head, states, wanted in zip(self.lm_heads, out.split(size, dim=2), (after, before)):
+            scores = head(self.drop(states))  # (T, B, V)
+            loss = loss + F.cross_entropy(scores.flatten(0, 1), wanted.masked_fill(invalid, IGNORE).flatten(),
+                                          ignore_index=IGNORE)
+        return loss
+
 
 def build_model(vocab: ClassifyVocab, cfg: ClassifierModelConfig) -> TextClassifier:
     return TextClassifier(len(vocab.words), len(vocab.chars), len(vocab.labels), cfg)
@@ -300,14 +351,8 @@ class ClassifyTask:
         if p > 0:
             drop = (torch.rand(words.shape) < p).to(device) & (words != TokenVocab.pad)  # (T, B)
             words = words.masked_fill(drop, TokenVocab.unk)
-        # model may be DDP-wrapped: forward through it
-        eps = self.model_cfg.adversarial
-        if eps > 0:
-            logits, perturbed = model(batch, words, adversarial=eps)  # (B, K) each
-            loss = F.cross_entropy(perturbed, batch.labels, ignore_index=IGNORE)
-        else:
-            logits, loss = model(batch, words), 0.0  # (B, K)
-        return F.cross_entropy(logits, batch.labels, ignore_index=IGNORE) + loss, len(batch_ids), None
+        loss, _ = model(batch, words, objective=True)  # model may be DDP-wrapped: forward through it
+        return loss, len(batch_ids), None
 
     @torch.no_grad()
     def run(self, model: TextClassifier, examples: Sequence[Example],

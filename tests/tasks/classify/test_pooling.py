@@ -108,14 +108,22 @@ def test_the_model_s_outputs_do_not_depend_on_the_padding(pooling, bidirectional
     for b, example in enumerate(EXAMPLES):
         alone, _ = model.scores(make_batch([example], vocab, chars=chars > 0))
         torch.testing.assert_close(alone[0], logits[b], rtol=1e-5, atol=1e-6)
-    # the adversarial perturbation too: its size is each text's valid words' norm
+    # the training objective too (adversarial perturbation, sized by each text's valid words;
+    # the language model's targets): the same loss, and each text's perturbation as alone
+    model.cfg.adversarial, model.cfg.lm_weight = 0.1, 0.0 if bidirectional else 0.5
+    model.lm_heads = None if bidirectional else torch.nn.ModuleList([torch.nn.Linear(4, 7)])
     batch.labels = torch.arange(len(EXAMPLES)) % 2
-    perturbed = model(batch, adversarial=0.1)[1]
-    torch.testing.assert_close(model(batch, noisy, adversarial=0.1)[1], perturbed, rtol=0, atol=0)
+    loss, _ = model(batch, objective=True)
+    torch.testing.assert_close(model(batch, noisy, objective=True)[0], loss, rtol=0, atol=0)
+    x = model.features(batch)
+    r = model.perturbation(batch, x, model.read(batch, x)[0])
     for b, example in enumerate(EXAMPLES):
         alone = make_batch([example], vocab, chars=chars > 0)
         alone.labels = batch.labels[b:b + 1]
-        torch.testing.assert_close(model(alone, adversarial=0.1)[1][0], perturbed[b], rtol=1e-5, atol=1e-6)
+        x_alone = model.features(alone)
+        r_alone = model.perturbation(alone, x_alone, model.read(alone, x_alone)[0])
+        torch.testing.assert_close(r_alone[:, 0], r[: len(example), b], rtol=1e-4, atol=1e-7)
+        assert (r[len(example):, b] == 0).all()
     if pooling == "attention":
         torch.testing.assert_close(weights_again, weights, rtol=0, atol=0)
         torch.testing.assert_close(weights.sum(0), torch.ones(len(EXAMPLES)))

@@ -121,33 +121,64 @@ def test_adversarial_training_moves_each_text_s_features_along_its_loss_gradient
                                 char_hidden=3, char_embed=3, adversarial=0.05)
     model = build_model(vocab, cfg).double().eval()
     batch = make_batch(examples, vocab, chars=True)
-    clean, perturbed = model(batch, adversarial=0.05)
-    torch.testing.assert_close(clean, model(batch), rtol=0, atol=0)
     x = model.features(batch).detach().requires_grad_()  # (T, B, F)
-    F.cross_entropy(model.read(batch, x)[0], batch.labels, reduction="sum").backward()
-    r = torch.zeros_like(x)
-    for b, n in enumerate(batch.lengths.tolist()):
-        r[:n, b] = 0.05 * x[:n, b].detach().norm() * x.grad[:n, b] / x.grad[:, b].norm()
+    clean = model.read(batch, x)[0]
+    F.cross_entropy(clean, batch.labels, reduction="sum").backward(retain_graph=True)
+    expected = torch.zeros_like(x)
     for b, n in enumerate(batch.lengths.tolist()):
         assert (x.grad[n:, b] == 0).all() and (x.grad[:n, b] != 0).any()  # padding has no gradient
-    torch.testing.assert_close(perturbed, model.read(batch, x.detach() + r)[0])
+        expected[:n, b] = 0.05 * x[:n, b].detach().norm() * x.grad[:n, b] / x.grad[:, b].norm()
+    r = model.perturbation(batch, x, clean)
+    assert not r.requires_grad
+    torch.testing.assert_close(r, expected)
     # it raises each text's loss by about eps ||x|| ||g|| (first order, a small eps)
-    small = model(batch, adversarial=1e-6)[1]
-    rise = F.cross_entropy(small, batch.labels, reduction="none") - F.cross_entropy(clean, batch.labels,
-                                                                                    reduction="none")
-    norms = torch.stack([x[:n, b].detach().norm() * x.grad[:, b].norm()
-                         for b, n in enumerate(batch.lengths.tolist())])
+    model.cfg.adversarial = 1e-6
+    moved = model.read(batch, x.detach() + model.perturbation(batch, x, clean))[0]
+    rise = (F.cross_entropy(moved, batch.labels, reduction="none")
+            - F.cross_entropy(clean, batch.labels, reduction="none"))
+    norms = torch.stack([x[:n, b].detach().norm() * x.grad[:, b].norm() for b, n in enumerate(batch.lengths.tolist())])
     torch.testing.assert_close(rise, 1e-6 * norms, rtol=1e-3, atol=0)
     # the training loss: clean + perturbed cross-entropy, with no gradient through r
-    model.train()
-    torch.manual_seed(1)
+    model.cfg.adversarial = 0.05
     task = ClassifyTask({"train": examples}, vocab, ClassifyDataConfig(word_dropout=0.0), cfg)
     loss, count, _ = task.train_step(model, list(range(len(examples))), None)
     assert count == len(examples)
-    grads = torch.autograd.grad(loss, list(model.parameters()))
     features = model.features(batch)
-    expected = (F.cross_entropy(model.read(batch, features)[0], batch.labels)
-                + F.cross_entropy(model.read(batch, features + r)[0], batch.labels))
-    torch.testing.assert_close(loss, expected)
-    for got, want in zip(grads, torch.autograd.grad(expected, list(model.parameters()))):
-        torch.testing.assert_close(got, want)
+    want = (F.cross_entropy(model.read(batch, features)[0], batch.labels)
+            + F.cross_entropy(model.read(batch, features + expected)[0], batch.labels))
+    torch.testing.assert_close(loss, want)
+    for got, grad in zip(torch.autograd.grad(loss, list(model.parameters())),
+                         torch.autograd.grad(want, list(model.parameters()))):
+        torch.testing.assert_close(got, grad)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_auxiliary_language_model_predicts_the_next_and_the_previous_word(bidirectional):
+    """Rei (2017): the forward state after word t predicts word t+1 (</s> after the last), the
+    backward state at t the word t-1 (<s> before the first); words past lm_vocab as <unk>.
+    The oracle: one text and one position at a time."""
+    torch.manual_seed(0)
+    examples = [Example("a b c a d".split(), "x"), Example("c c".split(), "y"), Example("e".split(), "x")]
+    vocab = ClassifyVocab.build(examples)  # <pad> <unk> <s> </s> then a c b d e (most frequent first)
+    cfg = ClassifierModelConfig(embed_size=4, hidden_size=3, pooling="mean", bidirectional=bidirectional,
+                                embed_dropout=0.0, dropout=0.0, lm_weight=0.3, lm_vocab=7)
+    model = build_model(vocab, cfg).double().eval()
+    batch = make_batch(examples, vocab)
+    logits, _, out = model.read(batch, model.features(batch))
+    terms = []
+    for b, e in enumerate(examples):
+        ids = [i if i < 7 else TokenVocab.unk for i in vocab.words.encode(e.words)]
+        for t in range(len(ids)):
+            nxt = ids[t + 1] if t + 1 < len(ids) else TokenVocab.eos
+            terms.append(("f", F.cross_entropy(model.lm_heads[0](out[t, b, :3]), torch.tensor(nxt))))
+            if bidirectional:
+                prev = ids[t - 1] if t > 0 else TokenVocab.bos
+                terms.append(("b", F.cross_entropy(model.lm_heads[1](out[t, b, 3:]), torch.tensor(prev))))
+    lm = sum(torch.stack([v for d, v in terms if d == direction]).mean() for direction in {d for d, _ in terms})
+    torch.testing.assert_close(model.lm_loss(batch, out), lm)
+    loss, scores = model(batch, objective=True)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, batch.labels) + 0.3 * lm)
+    torch.testing.assert_close(scores, logits)
+    if bidirectional:
+        with pytest.raises(ValueError, match="lm_weight needs one layer or a unidirectional RNN: above the first"):
+            build_model(vocab, ClassifierModelConfig(num_layers=2, lm_weight=0.3))
