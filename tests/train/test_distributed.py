@@ -274,6 +274,23 @@ def test_tagger_with_crf_and_a_short_last_batch_trains_the_same_in_two_processes
     assert (tmp_path / "two" / "checkpoints" / "best").is_dir()
 
 
+def test_classifier_with_adversarial_training_and_its_language_model_trains_the_same_in_two_processes(tmp_path):
+    """The classifier's objective under DDP: the adversarial gradient is taken inside forward
+    (autograd.grad with respect to the features) and the auxiliary language model's loss is a
+    mean over texts, so two ranks of 4 texts give one process's batch of 8."""
+    from tests.tasks.classify.test_predictor import write_folder
+
+    data = write_folder(tmp_path / "sentiment")
+    args = ["train", "classify", "--data", str(data), "--limit", "40", "--batch-size", "8", "--epochs", "2",
+            "--embed-size", "8", "--hidden-size", "6", "--adversarial", "0.1", "--lm-weight", "0.5",
+            "--lm-vocab", "20", "--dropout", "0", "--embed-dropout", "0", "--word-dropout", "0", "--lr", "0.01",
+            "--log-every", "1", "--no-progress", "--device", "cpu", "--early-stop", "0"]
+    assert main(args + ["--run", str(tmp_path / "one")]) == 0
+    _torchrun(args + ["--run", str(tmp_path / "two")], tmp_path)
+    _assert_same_weights(_weights(tmp_path / "one", 10), _weights(tmp_path / "two", 10))
+    assert _train_losses(tmp_path / "two") == pytest.approx(_train_losses(tmp_path / "one"), rel=1e-5)
+
+
 @pytest.mark.slow
 def test_translation_and_forecast_commands_under_torchrun_match_one_process(tmp_path):
     """`rnnkit train translate` and `rnnkit train forecast` (an ensemble of 2, refit, baselines)

@@ -277,14 +277,16 @@ class TextClassifier(nn.Module):
 
     def lm_loss(self, batch: TextBatch, out: Tensor) -> Tensor:
         """The auxiliary language model's loss from the top layer's states ``out`` (T, B, P):
-        the mean cross-entropy of the next word (``</s>`` after the last) from the forward
+        the cross-entropy of the next word (``</s>`` after the last) from the forward
         direction's state, plus, bidirectional, of the previous word (``<s>`` before the first)
         from the backward direction's (Rei 2017, "Semi-supervised Multitask Learning for
-        Sequence Labeling"; Dai & Le 2015 pretrain a classifier's LSTM as a language model).
-        Words outside the ``lm_vocab`` most frequent are predicted as ``<unk>``."""
+        Sequence Labeling"; Dai & Le 2015 pretrain a classifier's LSTM as a language model);
+        averaged over each text's words, then over the texts, as the classification loss is (so
+        that data-parallel ranks weighted by their texts give the whole batch's value).  Words
+        outside the ``lm_vocab`` most frequent are predicted as ``<unk>``."""
         steps, size = batch.words.shape[0], self.cfg.hidden_size
         target = batch.words.masked_fill(batch.words >= self.lm_heads[0].out_features, TokenVocab.unk)  # (T, B)
-        invalid = ~valid_mask(batch.lengths, steps)  # (T, B)
+        valid = valid_mask(batch.lengths, steps)  # (T, B)
         columns = torch.arange(target.shape[1], device=target.device)
         after = torch.cat([target[1:], target[:1]])  # (T, B): the next word (row T-1 is replaced below)
         after[batch.lengths - 1, columns] = TokenVocab.eos
@@ -293,8 +295,8 @@ class TextClassifier(nn.Module):
         loss = 0.0
         for head, states, wanted in zip(self.lm_heads, out.split(size, dim=2), (after, before)):
             scores = head(self.drop(states))  # (T, B, V)
-            loss = loss + F.cross_entropy(scores.flatten(0, 1), wanted.masked_fill(invalid, IGNORE).flatten(),
-                                          ignore_index=IGNORE)
+            each = F.cross_entropy(scores.flatten(0, 1), wanted.flatten(), reduction="none").view(wanted.shape)
+            loss = loss + ((each * valid).sum(0) / batch.lengths.to(each.dtype)).mean()  # per text, then texts
         return loss
 
 

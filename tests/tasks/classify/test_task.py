@@ -165,16 +165,18 @@ def test_the_auxiliary_language_model_predicts_the_next_and_the_previous_word(bi
     model = build_model(vocab, cfg).double().eval()
     batch = make_batch(examples, vocab)
     logits, _, out = model.read(batch, model.features(batch))
-    terms = []
+    texts = []  # each text's mean cross-entropy of each direction
     for b, e in enumerate(examples):
         ids = [i if i < 7 else TokenVocab.unk for i in vocab.words.encode(e.words)]
+        forward, backward = [], []
         for t in range(len(ids)):
             nxt = ids[t + 1] if t + 1 < len(ids) else TokenVocab.eos
-            terms.append(("f", F.cross_entropy(model.lm_heads[0](out[t, b, :3]), torch.tensor(nxt))))
+            forward.append(F.cross_entropy(model.lm_heads[0](out[t, b, :3]), torch.tensor(nxt)))
             if bidirectional:
                 prev = ids[t - 1] if t > 0 else TokenVocab.bos
-                terms.append(("b", F.cross_entropy(model.lm_heads[1](out[t, b, 3:]), torch.tensor(prev))))
-    lm = sum(torch.stack([v for d, v in terms if d == direction]).mean() for direction in {d for d, _ in terms})
+                backward.append(F.cross_entropy(model.lm_heads[1](out[t, b, 3:]), torch.tensor(prev)))
+        texts.append(sum(torch.stack(terms).mean() for terms in (forward, backward) if terms))
+    lm = torch.stack(texts).mean()
     torch.testing.assert_close(model.lm_loss(batch, out), lm)
     loss, scores = model(batch, objective=True)
     torch.testing.assert_close(loss, F.cross_entropy(logits, batch.labels) + 0.3 * lm)
